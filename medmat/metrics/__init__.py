@@ -1,0 +1,26 @@
+"""Evaluation metrics: SAD / MSE / Grad / Conn of the Deep Image Matting protocol, GED and Dice."""
+
+from medmat.metrics.matting import (
+    connectivity_error,
+    gradient_error,
+    matting_metrics,
+    mse,
+    quantize_alpha,
+    region_mask,
+    sad,
+)
+from medmat.metrics.segmentation import adapted_dice, ged, pairwise_dice, pairwise_iou
+
+__all__ = [
+    "adapted_dice",
+    "connectivity_error",
+    "ged",
+    "gradient_error",
+    "matting_metrics",
+    "mse",
+    "pairwise_dice",
+    "pairwise_iou",
+    "quantize_alpha",
+    "region_mask",
+    "sad",
+]
