@@ -1,0 +1,6 @@
+"""Result tables (Markdown, CSV, JSON) and example figures."""
+
+from medmat.reporting.figures import example_grid
+from medmat.reporting.tables import MATTING_METRICS, summarise, table_csv, table_markdown, write_tables
+
+__all__ = ["MATTING_METRICS", "example_grid", "summarise", "table_csv", "table_markdown", "write_tables"]

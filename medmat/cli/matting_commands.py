@@ -1,0 +1,130 @@
+"""Classical matting sub-command: ``baseline`` (Table IV of Medical Matting for trimap-based methods)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from medmat.cli.options import (
+    command_line,
+    data_option,
+    limit_option,
+    load_samples,
+    machine_description,
+    min_annotators_option,
+    split_list,
+)
+from medmat.errors import MedmatError
+
+REFERENCE_ROW = "mean of the annotators' masks"
+
+
+def evaluation_trimaps(samples, trimaps_path: str | None) -> tuple[dict, str]:
+    """The trimap of each case for classical methods and the unknown region, and where it came from."""
+    from medmat.labels import trimap_from_masks
+
+    if trimaps_path:
+        from medmat.data.readers.trimaps import read_trimaps
+
+        return read_trimaps(trimaps_path, [s.id for s in samples]), trimaps_path
+    if all(s.trimap is not None for s in samples):
+        return {s.id: s.trimap for s in samples}, "the dataset's trimaps"
+    if all(s.num_annotators > 0 for s in samples):
+        return {s.id: trimap_from_masks(s.masks) for s in samples}, "built from the annotators' masks (radius 1)"
+    raise MedmatError("cases have neither trimaps nor annotator masks; give --trimaps")
+
+
+def fold_test_ids(samples) -> list[list[str]] | None:
+    """Test ids of the default 4-fold split, or None when the dataset is too small to split."""
+    from medmat.data.splits import make_split
+
+    if len(samples) < 4:
+        return None
+    return [fold["test"] for fold in make_split(samples, k=4, seed=0, scheme="auto")]
+
+
+@click.command("baseline")
+@data_option
+@click.option("--trimaps", "-t", default=None, help="Folder or zip of <case>.png trimaps (default: the dataset's own, else built from masks).")
+@click.option("--methods", "-m", default="cf,knn,lbdm,if,bayes", show_default=True, help="Comma-separated classical methods.")
+@click.option("--region", default="unknown", show_default=True, type=click.Choice(["unknown", "whole"]), help="unknown = trimap == 128.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the tables and figure.")
+@click.option("--save-alphas/--no-save-alphas", default=False, show_default=True, help="Also write each predicted alpha as PNG.")
+@click.option("--figure", "figure_cases", default=4, show_default=True, type=click.IntRange(min=0), help="Cases in examples.png.")
+@limit_option
+@min_annotators_option
+def baseline_command(data, trimaps, methods, region, output, save_alphas, figure_cases, limit, min_annotators):
+    """Run classical matting methods on a dataset with ground-truth alphas and tabulate SAD/MSE/Grad/Conn.
+
+    Writes baseline.md / .csv / .json (mean over images, and mean ± std over the default 4 folds)
+    and examples.png.
+    """
+    from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha
+    from medmat.labels import matting_image
+    from medmat.metrics import matting_metrics, region_mask
+    from medmat.reporting import example_grid, summarise, write_tables
+
+    names = split_list(methods, CLASSICAL_METHODS, "method")
+    samples = load_samples(data, limit, min_annotators)
+    missing = [s.id for s in samples if s.alpha is None]
+    if missing:
+        raise MedmatError(f"{len(missing)} cases have no ground-truth alpha (first: {missing[0]}); build them with `medmat label`", data)
+    trimap_of, trimap_source = evaluation_trimaps(samples, trimaps)
+    regions = {s.id: region_mask(trimap_of[s.id], region) for s in samples}
+    folds = fold_test_ids(samples)
+
+    per_case, alphas, seconds = {}, {}, {}
+    if all(s.num_annotators > 0 for s in samples):
+        reference = {s.id: s.masks.mean(axis=0) for s in samples}
+        per_case[REFERENCE_ROW] = {s.id: matting_metrics(reference[s.id], s.alpha, regions[s.id]) for s in samples}
+        alphas[REFERENCE_ROW] = reference
+    progress = tqdm(total=len(names) * len(samples), desc="baseline", unit="image")
+    for name in names:
+        row_name = METHOD_NAMES[name]
+        per_case[row_name], alphas[row_name], times = {}, {}, []
+        for sample in samples:
+            progress.set_postfix_str(f"{name} {sample.id}")
+            start = time.perf_counter()
+            alpha = estimate_alpha(name, matting_image(sample.image), trimap_of[sample.id])
+            times.append(time.perf_counter() - start)
+            alphas[row_name][sample.id] = alpha
+            per_case[row_name][sample.id] = matting_metrics(alpha, sample.alpha, regions[sample.id])
+            progress.update()
+        seconds[row_name] = float(np.mean(times))
+    progress.close()
+
+    rows = {name: summarise(cases, folds=folds) for name, cases in per_case.items()}
+    for name, value in seconds.items():
+        rows[name]["seconds_per_image"] = value
+    extra = {
+        "command": command_line(),
+        "data": data, "trimaps": trimap_source, "region": region, "machine": machine_description(),
+        "seconds per image": {name: round(value, 3) for name, value in seconds.items()},
+        "folds": "default 4-fold split (medmat split --scheme auto)" if folds else "none (fewer than 4 cases)",
+    }
+    paths = write_tables(os.path.join(output, "baseline"), rows, title=f"Classical matting on {data} (region: {region})", extra=extra)
+    click.echo(open(paths[0], encoding="utf-8").read())
+
+    if save_alphas:
+        from medmat.io.images import write_png
+
+        for row_name, by_case in alphas.items():
+            folder = os.path.join(output, "alphas", row_name.replace(" ", "_").replace("'", ""))
+            for case_id, alpha in by_case.items():
+                write_png(os.path.join(folder, case_id.replace("/", "_") + ".png"), np.clip(alpha, 0, 1))
+    if figure_cases:
+        shown = samples[:figure_cases]
+        rows = [
+            {"image": s.image, "trimap": trimap_of[s.id] / 255.0, "ground truth": s.alpha}
+            | {name: by_case[s.id] for name, by_case in alphas.items()}
+            for s in shown
+        ]
+        example_grid(os.path.join(output, "examples.png"), rows, [s.id for s in shown], title=f"medmat baseline on {data}")
+    click.echo(f"tables and examples.png written to {output}")
+
+
+COMMANDS = [baseline_command]

@@ -1,0 +1,51 @@
+"""Options and small helpers shared by several sub-commands."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+
+import click
+
+from medmat.errors import MedmatError
+
+data_option = click.option(
+    "--data", "-d", "data", required=True, metavar="DATASET",
+    help="Dataset: .pkl/.zip release, LIDC folder, folder with dataset.json, alphamatting folder, or phantom[:N].",
+)
+limit_option = click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N cases.")
+min_annotators_option = click.option(
+    "--min-annotators", type=click.IntRange(min=1), default=None,
+    help="LIDC: keep slices where at least this many radiologists marked the nodule (default 4 = all).",
+)
+
+
+def split_list(text: str, known: dict, what: str) -> list[str]:
+    """``"cf,if"`` -> ``["cf", "if"]``, refusing names not in ``known``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise MedmatError(f"unknown {what} {', '.join(unknown) or '(none given)'}; known: {', '.join(known)}")
+    return names
+
+
+def load_samples(data: str, limit: int | None = None, min_annotators: int | None = None, **options):
+    """Load and validate a dataset through :func:`medmat.data.load.load_dataset`."""
+    from medmat.data.load import load_dataset
+
+    if min_annotators is not None:
+        options["min_annotators"] = min_annotators
+    samples = load_dataset(data, **options)
+    return samples[:limit] if limit else samples
+
+
+def machine_description() -> str:
+    """One line naming the machine a measurement ran on (stored beside every reported number)."""
+    return f"{platform.node() or 'host'}: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def command_line() -> str:
+    """The command as the user typed it, to store beside its results."""
+    return "medmat " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])

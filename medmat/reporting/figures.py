@@ -1,0 +1,75 @@
+"""Figures of examples: one row per case, one column per named picture (image, GT, predictions).
+
+Matplotlib's Agg backend is used so figures render without a screen; files are written
+atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from medmat.io.atomic import atomic_path
+
+#: Colour maps by the kind of picture; anything else is shown in grey.
+_CMAPS = {"uncertainty": "magma", "entropy": "magma", "epistemic": "magma", "aleatoric": "magma", "error": "inferno"}
+
+
+def _cmap(column: str) -> str:
+    lowered = column.lower()
+    return next((cmap for key, cmap in _CMAPS.items() if key in lowered), "gray")
+
+
+def _displayable(picture: np.ndarray) -> np.ndarray:
+    picture = np.asarray(picture, dtype=np.float32)
+    if picture.ndim == 3 and picture.shape[0] in (1, 3):
+        picture = picture[0] if picture.shape[0] == 1 else np.moveaxis(picture, 0, -1)
+    return picture
+
+
+def example_grid(
+    path: str | os.PathLike,
+    rows: Sequence[Mapping[str, np.ndarray]],
+    row_labels: Sequence[str] | None = None,
+    title: str = "",
+    tile_inches: float = 1.8,
+) -> str:
+    """Save a grid of pictures.
+
+    Args:
+        path: output PNG.
+        rows: one mapping per case, column name -> picture; a picture is (H,W) in [0,1] (alpha,
+            masks, uncertainty maps are scaled per picture to their own max when it exceeds 1),
+            (C,H,W) or (H,W,3). Columns are the keys of the first row, in order.
+        row_labels: case ids shown at the left.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = list(rows[0])
+    figure, axes = plt.subplots(
+        len(rows), len(columns), figsize=(tile_inches * len(columns), tile_inches * len(rows)), squeeze=False
+    )
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            axis = axes[r][c]
+            picture = _displayable(row[column])
+            vmax = max(1.0, float(picture.max())) if picture.size else 1.0
+            axis.imshow(picture, cmap=_cmap(column), vmin=0.0, vmax=vmax, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(column, fontsize=8)
+            if c == 0 and row_labels:
+                axis.set_ylabel(row_labels[r], fontsize=7)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    plt.close(figure)
+    return os.fspath(path)

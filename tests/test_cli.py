@@ -1,0 +1,135 @@
+"""The command line: user errors give one line and a non-zero exit, never a traceback; commands
+produce their files on the built-in phantoms."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medmat.cli.main import main
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m medmat ARGS`` in a fresh process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "medmat", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+class _RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _release_pickle(cases: dict) -> bytes:
+    return pickle.dumps(cases, protocol=4)
+
+
+def _good_case(rng, size=16, annotators=3):
+    alpha = (rng.random((size, size)) * 255).astype(np.uint8)
+    masks = [(alpha > 80 + 20 * k).astype(np.uint8) for k in range(annotators)]
+    return {"series_uid": "1.2.3", "image": alpha.copy(), "masks": masks, "alpha": alpha}
+
+
+def test_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(pickle.dumps({"case01": _RunsCode(marker)}))
+    result = run_cli("info", "--data", str(hostile))
+    assert_one_line_error(result, "hostile.pkl", "refused")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "problem, edit, expected",
+    [
+        ("masks of another shape", lambda c: c.update(masks=[np.zeros((8, 8), np.uint8)] * 3), "shape"),
+        ("NaN alpha", lambda c: c.update(alpha=np.full((16, 16), np.nan, np.float32)), "NaN"),
+        ("mask values out of range", lambda c: c.update(masks=[np.full((16, 16), 7, np.uint8)] * 3), "mask values"),
+        ("no annotators", lambda c: c.update(masks=[]), "annotator"),
+    ],
+)
+def test_bad_release_cases_give_one_line(tmp_path, problem, edit, expected):
+    case = _good_case(np.random.default_rng(0))
+    edit(case)
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(_release_pickle({"case01": case}))
+    result = run_cli("info", "--data", str(path))
+    assert_one_line_error(result, "bad.pkl", expected)
+
+
+def test_truncated_zip_and_pickle(tmp_path):
+    good = _release_pickle({"case01": _good_case(np.random.default_rng(1))})
+    truncated_pickle = tmp_path / "cut.pkl"
+    truncated_pickle.write_bytes(good[: len(good) // 2])
+    assert_one_line_error(run_cli("info", "--data", str(truncated_pickle)), "cut.pkl")
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("release.pkl", good)
+    truncated_zip = tmp_path / "cut.zip"
+    truncated_zip.write_bytes(buffer.getvalue()[:-60])
+    assert_one_line_error(run_cli("info", "--data", str(truncated_zip)), "cut.zip")
+
+
+def test_empty_dataset_missing_file_and_fake_png(tmp_path):
+    empty = tmp_path / "empty.pkl"
+    empty.write_bytes(_release_pickle({}))
+    assert_one_line_error(run_cli("info", "--data", str(empty)), "empty")
+
+    assert_one_line_error(run_cli("info", "--data", str(tmp_path / "nowhere.zip")), "nowhere.zip")
+
+    folder = tmp_path / "own"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"name": "own", "file_ending": ".png", "annotators": 1}))
+    (folder / "imagesTr" / "a_0000.png").write_bytes(os.urandom(300))
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "labelsTr" / "a_r0.png")
+    assert_one_line_error(run_cli("info", "--data", str(folder)), "a_0000.png")
+
+
+def test_unknown_method_is_a_user_error(capsys):
+    assert main(["baseline", "--data", "phantom:4", "--methods", "cf,nope", "--output", "/tmp/unused"]) == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_label_and_baseline_on_phantoms(tmp_path):
+    labels = tmp_path / "labels"
+    assert main(["label", "--data", "phantom:4", "--output", str(labels), "--method", "cf"]) == 0
+    assert (labels / "dataset.json").exists() and (labels / "examples.png").exists()
+    alphas = sorted((labels / "alphasTr").iterdir())
+    assert len(alphas) == 4
+    timing = json.loads((labels / "label_times.json").read_text())
+    assert timing["cases"] == 4 and timing["seconds_per_image_mean"] > 0
+
+    out = tmp_path / "baseline"
+    assert main(["baseline", "--data", str(labels), "--methods", "cf", "--output", str(out)]) == 0
+    table = json.loads((out / "baseline.json").read_text())
+    rows = table["rows"]
+    assert set(rows) == {"mean of the annotators' masks", "Closed-form"}
+    # The labels were made by closed-form itself on the same trimaps: it must reproduce them
+    # almost exactly, far better than the mean of the masks does.
+    assert rows["Closed-form"]["mean"]["SAD"] < 0.2 * rows["mean of the annotators' masks"]["mean"]["SAD"]
+    assert (out / "baseline.csv").read_text().startswith("method,n,SAD,MSE,Grad,Conn")
