@@ -42,11 +42,13 @@ def info_command(data, limit, min_annotators):
 @min_annotators_option
 def split_command(data, output, folds, seed, scheme, min_annotators):
     """Make a k-fold split of a dataset and save it as JSON."""
-    from medmat.data.splits import make_split, save_split
+    from medmat.data.splits import choose_scheme, make_split, save_split
 
     samples = load_samples(data, min_annotators=min_annotators)
     split = make_split(samples, k=folds, seed=seed, scheme=scheme)
-    save_split(output, split, {"data": data, "k": folds, "seed": seed, "scheme": scheme})
+    used = choose_scheme(samples, folds, scheme)
+    # The authors' Brain-growth split has its own seed (np.random.seed(2)); record what was used.
+    save_split(output, split, {"data": data, "k": folds, "seed": 2 if used == "brain-growth" else seed, "scheme": used})
     sizes = ", ".join(str(len(fold["test"])) for fold in split)
     click.echo(f"{len(split)} folds (test sizes {sizes}) written to {output}")
 
