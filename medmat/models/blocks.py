@@ -1,0 +1,81 @@
+"""Building blocks shared by medmat's networks: conv helpers, residual blocks, channel attention.
+
+All blocks keep the spatial size (stride 1, "same" padding) unless stated otherwise, take and
+return float tensors of shape (B, C, H, W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
+    """A 3x3 convolution, stride 1, padding 1: (B, in, H, W) -> (B, out, H, W)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)
+
+
+def conv1x1(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
+    """A 1x1 convolution: (B, in, H, W) -> (B, out, H, W)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias)
+
+
+def conv_norm_relu(in_channels: int, out_channels: int, batch_norm: bool = True) -> nn.Sequential:
+    """3x3 convolution, optional batch norm, ReLU: (B, in, H, W) -> (B, out, H, W), values >= 0."""
+    layers: list[nn.Module] = [conv3x3(in_channels, out_channels, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """Basic residual block of He et al. (2016): two 3x3 conv + BN, identity or projected skip.
+
+    (B, in, H, W) -> (B, out, H, W), values >= 0 (ReLU after the sum). The skip is a 1x1
+    convolution + BN when the channel count changes, the identity otherwise.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.residual = nn.Sequential(
+            conv3x3(in_channels, out_channels, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            conv3x3(out_channels, out_channels, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(conv1x1(in_channels, out_channels, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.residual(x) + self.shortcut(x))
+
+
+def residual_stage(in_channels: int, out_channels: int, num_blocks: int = 3) -> nn.Sequential:
+    """``num_blocks`` residual blocks in a row, the first one changing ``in`` to ``out`` channels."""
+    if num_blocks < 1:
+        raise ValueError(f"a residual stage needs at least one block, got {num_blocks}")
+    blocks = [ResidualBlock(in_channels, out_channels)]
+    blocks += [ResidualBlock(out_channels, out_channels) for _ in range(num_blocks - 1)]
+    return nn.Sequential(*blocks)
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention (Woo et al., 2018), without the spatial gate.
+
+    A shared two-layer MLP scores the average- and the max-pooled channel descriptors; the sum of
+    the two scores, through a sigmoid, rescales each channel: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(channels // reduction, 1)  # narrow networks would otherwise get 0 units
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        average = self.mlp(x.mean(dim=(2, 3)))
+        maximum = self.mlp(x.amax(dim=(2, 3)))
+        scale = torch.sigmoid(average + maximum)
+        return x * scale[:, :, None, None]

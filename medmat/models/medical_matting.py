@@ -1,0 +1,200 @@
+"""Medical Matting (Wang et al., 2023, §III): Prob. U-Net masks -> uncertainty map -> alpha matte.
+
+The mask generator (:class:`~medmat.models.prob_unet.ProbabilisticUNet`) samples N score maps;
+their mean's entropy is the *uncertainty map* (Eq. 4), a learned soft trimap; the matting
+network predicts the alpha matte from the image, the Prob. U-Net's latent features and the
+uncertainty map. Sizes and wiring follow the paper and the authors' release:
+
+- matting network: three propagation units of three residual blocks; CBAM channel attention
+  between units 1 and 2; the uncertainty map concatenated to the input of every unit (the
+  network input is image + latent features + uncertainty map); an output block of two 3x3
+  convolutions (+BN+ReLU between them) giving alpha logits, through a sigmoid. Unit 1 has
+  ``matting_channels[0]`` channels (paper 32), units 2-3 ``matting_channels[1]`` (paper 128,
+  "scale_ratio 4" in the release); the output block narrows back to ``matting_channels[0]``.
+- in training the N score maps (default 8, §IV.A) are **posterior** samples (conditioned on the
+  pseudo mask), as in the authors' release; at inference they are prior samples. The uncertainty
+  map is not detached: the matting losses reach the U-Net and Fcomb through it, as in the
+  release.
+
+Ablations (Table V): ``use_matting_net=False`` is "Prob. U-Net alone" (alpha = mean of the N
+sampled score maps; no ``alpha_logits`` output, so the criterion trains the masks only);
+``use_uncertainty_map=False`` drops the uncertainty map from the matting network's inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from medmat.errors import MedmatError
+from medmat.models.blocks import ChannelAttention, conv3x3, residual_stage
+from medmat.models.prob_unet import ProbabilisticUNet
+from medmat.models.registry import register_model
+from medmat.uncertainty import lesion_uncertainty, uncertainty_map
+
+#: Constructor presets (kwargs of :class:`MedicalMatting`). ``paper``: the published sizes;
+#: ``lite``: small enough to train Brain-growth folds on a 2-core CPU in minutes.
+PRESETS: dict[str, dict] = {
+    "paper": {"unet_filters": (32, 64, 128, 192), "latent_dim": 2, "matting_channels": (32, 128)},
+    "lite": {"unet_filters": (16, 32, 64, 96), "latent_dim": 2, "matting_channels": (16, 16)},
+}
+
+
+class MattingNetwork(nn.Module):
+    """The matting network of Medical Matting (§III.C, Fig. 4).
+
+    ``forward(image (B, C, H, W), latent_features (B, F, H, W), uncertainty_map (B, 1, H, W))``
+    -> alpha logits (B, 1, H, W). With ``use_uncertainty_map=False`` the map is ignored.
+
+    Args:
+        image_channels: C.
+        latent_channels: F, channels of the Prob. U-Net latent features.
+        channels: (width of unit 1, width of units 2 and 3).
+        use_uncertainty_map: concatenate the map to the input of each propagation unit.
+        blocks_per_unit: residual blocks per propagation unit (3 in the paper).
+    """
+
+    def __init__(
+        self,
+        image_channels: int,
+        latent_channels: int,
+        channels: Sequence[int] = (32, 128),
+        use_uncertainty_map: bool = True,
+        blocks_per_unit: int = 3,
+    ):
+        super().__init__()
+        narrow, wide = channels
+        self.use_uncertainty_map = use_uncertainty_map
+        extra = 1 if use_uncertainty_map else 0
+        self.unit1 = residual_stage(image_channels + latent_channels + extra, narrow, blocks_per_unit)
+        self.attention = ChannelAttention(narrow)
+        self.unit2 = residual_stage(narrow + extra, wide, blocks_per_unit)
+        self.unit3 = residual_stage(wide + extra, wide, blocks_per_unit)
+        self.output_block = nn.Sequential(
+            conv3x3(wide, narrow, bias=False), nn.BatchNorm2d(narrow), nn.ReLU(inplace=True), conv3x3(narrow, 1)
+        )
+
+    def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, uncertainty], dim=1) if self.use_uncertainty_map else x
+
+    def forward(self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
+        x = self.unit1(self._with_map(torch.cat([image, latent_features], dim=1), uncertainty))
+        x = self.attention(x)
+        x = self.unit2(self._with_map(x, uncertainty))
+        x = self.unit3(self._with_map(x, uncertainty))
+        return self.output_block(x)
+
+
+def _positive_ints(name: str, values: Sequence[int] | int, length: int | None = None) -> tuple[int, ...]:
+    """Config sizes as a tuple of positive ints; MedmatError naming the option otherwise."""
+    items = (values,) if isinstance(values, int) else tuple(values)
+    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+        raise MedmatError(f"model option {name} must be positive integers, got {values!r}")
+    if length is not None and len(items) != length:
+        raise MedmatError(f"model option {name} needs {length} values, got {len(items)}")
+    return items
+
+
+@register_model("medical_matting")
+class MedicalMatting(nn.Module):
+    """Prob. U-Net + uncertainty map + matting network, trained end to end.
+
+    Args:
+        in_channels: image channels (1 greyscale, 3 colour).
+        unet_filters: Prob. U-Net filters per level (paper 32, 64, 128, 192).
+        latent_dim: Prob. U-Net latent size (the paper's text gives none; the authors' released
+            configs use 2, Kohl et al. 6).
+        num_fcomb_convs: 1x1 convolutions in Fcomb.
+        batch_norm: batch norm in the U-Net.
+        matting_channels: (unit 1 width, units 2-3 width) of the matting network (paper 32, 128).
+        use_matting_net: False = "Prob. U-Net alone" ablation.
+        use_uncertainty_map: False = matting network without the uncertainty map.
+        num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
+
+    ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
+    (B, 1, H, W) in {0, 1}; it returns float32 tensors:
+        "alpha" (B, 1, H, W) in [0, 1];
+        "alpha_logits" (B, 1, H, W), only with the matting network (the criterion trains alpha
+            only when it is present);
+        "uncertainty_map" (B, 1, H, W) in [0, ln 2], nats (Eq. 4);
+        "lesion_uncertainty" (B, 1, H, W) in [0, ln 2], nats, binary entropy of alpha (Eq. 2),
+            detached;
+        "sample_masks" (B, N, H, W) in [0, 1], the sampled score maps;
+        "mask_logits" (B, 1, H, W): the mask trained by cross-entropy (training: reparameterised
+            posterior sample; eval: prior sample 0);
+        "kl" (B,): KL(posterior || prior) per image, in training, or in eval when
+            "pseudo_mask" is in the batch.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        unet_filters: Sequence[int] = PRESETS["paper"]["unet_filters"],
+        latent_dim: int = PRESETS["paper"]["latent_dim"],
+        num_fcomb_convs: int = 4,
+        batch_norm: bool = True,
+        matting_channels: Sequence[int] = PRESETS["paper"]["matting_channels"],
+        use_matting_net: bool = True,
+        use_uncertainty_map: bool = True,
+        num_samples: int = 8,
+    ):
+        super().__init__()
+        (in_channels,) = _positive_ints("in_channels", in_channels, 1)
+        unet_filters = _positive_ints("unet_filters", unet_filters)
+        (latent_dim,) = _positive_ints("latent_dim", latent_dim, 1)
+        matting_channels = _positive_ints("matting_channels", matting_channels, 2)
+        (self.num_samples,) = _positive_ints("num_samples", num_samples, 1)
+        if num_fcomb_convs < 2:
+            raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
+
+        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm)
+        self.matting_net: MattingNetwork | None = None
+        if use_matting_net:
+            self.matting_net = MattingNetwork(
+                in_channels, self.prob_unet.latent_channels, matting_channels, use_uncertainty_map
+            )
+
+    def _run(self, image: torch.Tensor, pseudo_mask: torch.Tensor | None, num_samples: int) -> dict[str, torch.Tensor]:
+        masks = self.prob_unet(image, pseudo_mask, num_samples)
+        sample_masks = torch.sigmoid(masks["sample_logits"])
+        uncertainty = uncertainty_map(sample_masks)
+        outputs = {"sample_masks": sample_masks, "uncertainty_map": uncertainty, "mask_logits": masks["mask_logits"]}
+        if "kl" in masks:
+            outputs["kl"] = masks["kl"]
+        if self.matting_net is None:
+            outputs["alpha"] = sample_masks.mean(dim=1, keepdim=True)
+        else:
+            outputs["alpha_logits"] = self.matting_net(image, masks["latent_features"], uncertainty)
+            outputs["alpha"] = torch.sigmoid(outputs["alpha_logits"])
+        outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
+        return outputs
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.training and "pseudo_mask" not in batch:
+            raise ValueError("MedicalMatting needs batch['pseudo_mask'] in training mode (posterior net)")
+        return self._run(batch["image"], batch.get("pseudo_mask"), self.num_samples)
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor, num_samples: int = 8) -> dict[str, torch.Tensor]:
+        """Inference from the image alone, with ``num_samples`` prior samples.
+
+        Args:
+            image: (B, C, H, W) float32 in [0, 1].
+            num_samples: N >= 1 (the uncertainty map of a single sample only shows its
+                own soft edges).
+
+        Returns:
+            "alpha" (B, 1, H, W) in [0, 1], "uncertainty_map" and "lesion_uncertainty"
+            (B, 1, H, W) in [0, ln 2] nats, "sample_masks" (B, N, H, W) in [0, 1]. The module's
+            train/eval mode is restored afterwards.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = self._run(image, None, num_samples)
+        finally:
+            self.train(was_training)
+        keys = ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks")
+        return {key: outputs[key] for key in keys}

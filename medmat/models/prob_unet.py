@@ -1,0 +1,218 @@
+"""Probabilistic U-Net (Kohl et al., 2018), the mask generator of Medical Matting (§III.A).
+
+A U-Net computes deterministic features of the image; a *prior* net (image) and a *posterior*
+net (image + mask) each encode the image into an axis-aligned Gaussian over a small latent
+space; Fcomb, a stack of 1x1 convolutions, turns the U-Net features and one latent sample
+(broadcast over the image) into mask logits. Different latent samples give different plausible
+masks.
+
+Layout follows the PyTorch implementation the Medical Matting authors built on (Knegt's
+Probabilistic-Unet-Pytorch, as modified in their release): U-Net levels of three 3x3
+convolutions (+ BN) with 2x2 average pooling down and bilinear upsampling up; prior and
+posterior encoders with the same filters (three 3x3 conv + ReLU per level, no BN), averaged
+over space and mapped by a 1x1 conv to the mean and log standard deviation; Fcomb with
+``num_fcomb_convs`` 1x1 convolutions (ReLU between them).
+
+**Latent features** handed to the matting network: the activation of Fcomb's last hidden layer
+(after its ReLU, ``unet_filters[0]`` channels at full resolution), i.e. the U-Net's last
+features already combined with the latent sample, one layer before the mask logits. This is what
+the authors' release feeds the matting network (``Fcomb.forward`` returns it as ``latent``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Independent, Normal, kl_divergence
+
+from medmat.models.blocks import conv1x1, conv_norm_relu
+
+#: Convolutions per U-Net / encoder level, as in Kohl et al.
+CONVS_PER_LEVEL = 3
+
+
+def _level(in_channels: int, out_channels: int, batch_norm: bool, downsample: bool) -> nn.Sequential:
+    """One resolution level: optional 2x2 average pooling, then three 3x3 conv (+BN) + ReLU."""
+    layers: list[nn.Module] = []
+    if downsample:
+        # ceil_mode keeps odd-sized inputs working; the decoder resizes to the skip's size.
+        layers.append(nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True))
+    layers.append(conv_norm_relu(in_channels, out_channels, batch_norm))
+    layers += [conv_norm_relu(out_channels, out_channels, batch_norm) for _ in range(CONVS_PER_LEVEL - 1)]
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """U-Net without a classifier head: (B, C, H, W) -> features (B, filters[0], H, W), >= 0."""
+
+    def __init__(self, in_channels: int, filters: Sequence[int], batch_norm: bool = True):
+        super().__init__()
+        self.down = nn.ModuleList(
+            _level(in_channels if i == 0 else filters[i - 1], filters[i], batch_norm, downsample=i > 0)
+            for i in range(len(filters))
+        )
+        self.up = nn.ModuleList(
+            _level(filters[i + 1] + filters[i], filters[i], batch_norm, downsample=False)
+            for i in reversed(range(len(filters) - 1))
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        skips = []
+        x = image
+        for level in self.down:
+            x = level(x)
+            skips.append(x)
+        skips.pop()  # the bottleneck output is x itself
+        for level in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+            x = level(torch.cat([x, skip], dim=1))
+        return x
+
+
+class AxisAlignedGaussianEncoder(nn.Module):
+    """Convolutional encoder of an axis-aligned Gaussian: (B, C, H, W) -> N(mu, diag(sigma^2)).
+
+    Used as the prior net (C = image channels) and the posterior net (C = image channels + 1,
+    the mask concatenated). The distribution has batch shape (B,) and event shape (latent_dim,).
+    """
+
+    def __init__(self, in_channels: int, filters: Sequence[int], latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.encoder = nn.Sequential(
+            *(
+                _level(in_channels if i == 0 else filters[i - 1], filters[i], batch_norm=False, downsample=i > 0)
+                for i in range(len(filters))
+            )
+        )
+        self.to_mean_log_sigma = conv1x1(filters[-1], 2 * latent_dim)
+        # Kohl et al.'s initialisation: a unit-normal bias spreads the initial means and scales,
+        # so different latent samples give visibly different masks from the first step.
+        nn.init.kaiming_normal_(self.to_mean_log_sigma.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.normal_(self.to_mean_log_sigma.bias)
+
+    def forward(self, x: torch.Tensor) -> Independent:
+        encoding = self.encoder(x).mean(dim=(2, 3), keepdim=True)
+        mean_log_sigma = self.to_mean_log_sigma(encoding)[:, :, 0, 0]
+        mean, log_sigma = mean_log_sigma.split(self.latent_dim, dim=1)
+        return Independent(Normal(loc=mean, scale=torch.exp(log_sigma)), 1)
+
+
+class Fcomb(nn.Module):
+    """1x1 convolutions combining U-Net features with a latent sample broadcast over the image.
+
+    ``forward(features (B, F, H, W), z (B, N, L))`` -> ``(logits (B, N, H, W), latent_features
+    (B, N, F, H, W))``: one foreground mask per latent sample, and the last hidden activation
+    (>= 0) that produced it.
+
+    A 1x1 convolution is a per-pixel linear map, so the layers are ``nn.Linear`` applied to a
+    channels-last layout (about twice as fast on CPU as 1x1 ``Conv2d``), and the first layer
+    is split as ``W [f; z] = W_f f + W_z z``: the image part is computed once, not per sample.
+    """
+
+    def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4):
+        super().__init__()
+        if num_convs < 2:
+            raise ValueError(f"Fcomb needs at least 2 convolutions (hidden + output), got {num_convs}")
+        self.feature_channels = feature_channels
+        self.combine = nn.Linear(feature_channels + latent_dim, feature_channels)
+        self.hidden = nn.ModuleList(nn.Linear(feature_channels, feature_channels) for _ in range(num_convs - 2))
+        self.to_logits = nn.Linear(feature_channels, 1)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):  # orthogonal, as Kohl et al., to keep z's share of the signal
+                nn.init.orthogonal_(module.weight)
+                nn.init.normal_(module.bias, std=1e-3)
+
+    def forward(self, features: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight_features = self.combine.weight[:, : self.feature_channels]
+        weight_z = self.combine.weight[:, self.feature_channels :]
+        image_part = F.linear(features.permute(0, 2, 3, 1), weight_features)  # (B, H, W, F)
+        sample_part = F.linear(z, weight_z, self.combine.bias)  # (B, N, F)
+        hidden = torch.relu(image_part[:, None] + sample_part[:, :, None, None, :])  # (B, N, H, W, F)
+        for layer in self.hidden:
+            hidden = torch.relu(layer(hidden))
+        logits = self.to_logits(hidden)[..., 0]
+        return logits, hidden.permute(0, 1, 4, 2, 3)
+
+
+class ProbabilisticUNet(nn.Module):
+    """Probabilistic U-Net: image (+ mask in training) -> sampled mask logits, KL, latent features.
+
+    Args:
+        in_channels: image channels (1 greyscale, 3 colour).
+        filters: U-Net (and prior/posterior encoder) filters per level, e.g. (32, 64, 128, 192).
+        latent_dim: size of the Gaussian latent space (Kohl et al. 6; the Medical Matting
+            release uses 2).
+        num_fcomb_convs: 1x1 convolutions in Fcomb (4 in both papers).
+        batch_norm: batch norm in the U-Net (the Medical Matting release uses it).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        filters: Sequence[int] = (32, 64, 128, 192),
+        latent_dim: int = 2,
+        num_fcomb_convs: int = 4,
+        batch_norm: bool = True,
+    ):
+        super().__init__()
+        self.unet = UNet(in_channels, filters, batch_norm)
+        self.prior_net = AxisAlignedGaussianEncoder(in_channels, filters, latent_dim)
+        self.posterior_net = AxisAlignedGaussianEncoder(in_channels + 1, filters, latent_dim)
+        self.fcomb = Fcomb(filters[0], latent_dim, num_fcomb_convs)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent features handed to the matting network."""
+        return self.fcomb.feature_channels
+
+    def prior(self, image: torch.Tensor) -> Independent:
+        """P(z | image): batch shape (B,), event shape (latent_dim,)."""
+        return self.prior_net(image)
+
+    def posterior(self, image: torch.Tensor, mask: torch.Tensor) -> Independent:
+        """Q(z | image, mask), mask (B, 1, H, W) in {0, 1}: batch shape (B,), event (latent_dim,)."""
+        return self.posterior_net(torch.cat([image, mask], dim=1))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor | None = None, num_samples: int = 8) -> dict[str, torch.Tensor]:
+        """Sample masks for ``image`` (B, C, H, W); ``mask`` (B, 1, H, W) is needed in training.
+
+        Training mode: the posterior Q(z | image, mask) drives everything.
+            "mask_logits" (B, 1, H, W): from one reparameterised posterior sample (trained by
+                cross-entropy against ``mask``).
+            "kl" (B,): analytic KL(Q || P) per image, >= 0.
+            "latent_features" (B, F, H, W): Fcomb's hidden features for that same sample.
+            "sample_logits" (B, N, H, W): ``num_samples`` further posterior samples, drawn
+                without reparameterisation as in the authors' release: their gradient reaches
+                the U-Net and Fcomb, not the posterior net.
+        Eval mode: everything comes from the prior P(z | image).
+            "sample_logits" (B, N, H, W): ``num_samples`` prior samples.
+            "mask_logits" (B, 1, H, W) and "latent_features" (B, F, H, W): those of sample 0.
+            "kl" (B,): only when ``mask`` is given (for a validation loss).
+        """
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        features = self.unet(image)
+        prior = self.prior(image)
+        outputs: dict[str, torch.Tensor] = {}
+        if self.training:
+            if mask is None:
+                raise ValueError("the Prob. U-Net needs the (pseudo) mask in training mode, for its posterior")
+            posterior = self.posterior(image, mask)
+            outputs["kl"] = kl_divergence(posterior, prior)
+            mask_logits, latent_features = self.fcomb(features, posterior.rsample()[:, None])
+            outputs["mask_logits"] = mask_logits
+            outputs["latent_features"] = latent_features[:, 0]
+            outputs["sample_logits"], _ = self.fcomb(features, posterior.sample((num_samples,)).transpose(0, 1))
+            return outputs
+        if mask is not None:
+            outputs["kl"] = kl_divergence(self.posterior(image, mask), prior)
+        sample_logits, latent_features = self.fcomb(features, prior.sample((num_samples,)).transpose(0, 1))
+        outputs["sample_logits"] = sample_logits
+        outputs["mask_logits"] = sample_logits[:, :1]
+        outputs["latent_features"] = latent_features[:, 0]
+        return outputs

@@ -1,0 +1,230 @@
+"""Medical Matting networks: Prob. U-Net, matting network, combined model, ablation switches."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from medmat.errors import MedmatError
+from medmat.losses import build_criterion
+from medmat.models import PRESETS, MattingNetwork, MedicalMatting, build_model, list_models
+from medmat.models.blocks import ChannelAttention, ResidualBlock
+from medmat.models.prob_unet import Fcomb
+
+LN2 = math.log(2.0)
+TINY = {"unet_filters": (4, 8), "latent_dim": 2, "matting_channels": (4, 8), "num_samples": 4}
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One thread: these networks are tiny, and a second thread only waits on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_model(**overrides) -> MedicalMatting:
+    torch.manual_seed(0)
+    return build_model("medical_matting", **{**TINY, **overrides})
+
+
+def _phantom(size: int = 24, batch: int = 2) -> dict[str, torch.Tensor]:
+    """Soft discs on a dark background: image, alpha, pseudo mask (alpha >= 0.5), as in training."""
+    generator = torch.Generator().manual_seed(1)
+    coords = torch.arange(size, dtype=torch.float32)
+    radius = torch.hypot(coords[None, :] - size / 2, coords[:, None] - size / 2 + 1)
+    alphas = [((size / 4 + 2 * b) - radius).div(3.0).add(0.5).clamp(0, 1) for b in range(batch)]
+    alpha = torch.stack(alphas)[:, None]
+    image = (0.2 + 0.6 * alpha + 0.03 * torch.randn(alpha.shape, generator=generator)).clamp(0, 1)
+    return {"image": image, "alpha": alpha, "pseudo_mask": (alpha >= 0.5).float()}
+
+
+def _assert_unit_range(tensor: torch.Tensor, high: float = 1.0) -> None:
+    assert torch.all(torch.isfinite(tensor))
+    assert tensor.min().item() >= 0.0 and tensor.max().item() <= high + 1e-6
+
+
+# --- registry and configuration -----------------------------------------------------------------
+
+
+def test_registry_builds_by_name_and_rejects_bad_configs():
+    assert "medical_matting" in list_models()
+    assert isinstance(build_model("medical_matting", **TINY), MedicalMatting)
+    with pytest.raises(MedmatError, match="unknown model 'dim'.*medical_matting"):
+        build_model("dim")
+    with pytest.raises(MedmatError, match="filters"):
+        build_model("medical_matting", filters=[8, 16])
+    with pytest.raises(MedmatError, match="unet_filters"):
+        build_model("medical_matting", unet_filters=[8, 0])
+    with pytest.raises(MedmatError, match="matting_channels needs 2"):
+        build_model("medical_matting", matting_channels=[8])
+
+
+def test_paper_preset_has_the_published_sizes():
+    model = build_model("medical_matting", **PRESETS["paper"])
+    assert [level[-1][0].out_channels for level in model.prob_unet.unet.down] == [32, 64, 128, 192]
+    assert model.prob_unet.latent_channels == 32
+    assert model.matting_net.unit1[0].residual[0].in_channels == 1 + 32 + 1  # image + latent + map
+    assert model.matting_net.unit3[-1].residual[0].out_channels == 128
+    assert sum(isinstance(m, ResidualBlock) for m in model.matting_net.modules()) == 9
+    assert sum(isinstance(m, ChannelAttention) for m in model.matting_net.modules()) == 1
+    assert model.num_samples == 8
+
+
+# --- outputs in training and evaluation ---------------------------------------------------------
+
+
+def test_training_outputs_have_the_contract_shapes_and_ranges():
+    model = _tiny_model().train()
+    outputs = model(_phantom(size=24, batch=2))
+    assert outputs["alpha"].shape == outputs["alpha_logits"].shape == (2, 1, 24, 24)
+    assert outputs["mask_logits"].shape == (2, 1, 24, 24)
+    assert outputs["sample_masks"].shape == (2, 4, 24, 24)
+    assert outputs["kl"].shape == (2,) and torch.all(outputs["kl"] >= 0)
+    _assert_unit_range(outputs["alpha"])
+    _assert_unit_range(outputs["sample_masks"])
+    _assert_unit_range(outputs["uncertainty_map"], LN2)
+    _assert_unit_range(outputs["lesion_uncertainty"], LN2)
+    assert outputs["uncertainty_map"].shape == outputs["lesion_uncertainty"].shape == (2, 1, 24, 24)
+    assert outputs["alpha"].requires_grad and not outputs["lesion_uncertainty"].requires_grad
+
+
+def test_training_needs_the_pseudo_mask_and_evaluation_needs_only_the_image():
+    model = _tiny_model()
+    batch = _phantom()
+    with pytest.raises(ValueError, match="pseudo_mask"):
+        model.train()({"image": batch["image"]})
+    model.eval()
+    with torch.no_grad():
+        outputs = model({"image": batch["image"]})
+        with_mask = model(batch)
+    assert "kl" not in outputs and outputs["sample_masks"].shape == (2, 4, 24, 24)
+    assert with_mask["kl"].shape == (2,)
+
+
+def test_predict_returns_the_contract_keys_and_restores_the_mode():
+    model = _tiny_model().train()
+    image = _phantom(size=20)["image"][:, :, :, :18]  # sizes need not be powers of two
+    predicted = model.predict(image, num_samples=3)
+    assert model.training
+    assert set(predicted) == {"alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks"}
+    assert predicted["sample_masks"].shape == (2, 3, 20, 18)
+    assert predicted["alpha"].shape == (2, 1, 20, 18) and not predicted["alpha"].requires_grad
+    _assert_unit_range(predicted["alpha"])
+    _assert_unit_range(predicted["uncertainty_map"], LN2)
+
+
+# --- Prob. U-Net ----------------------------------------------------------------------------------
+
+
+def test_kl_is_positive_and_zero_when_the_posterior_equals_the_prior():
+    model = _tiny_model().train()
+    batch = _phantom()
+    assert torch.all(model(batch)["kl"] > 0)
+
+    # Give the posterior the prior's weights and make it blind to the mask channel.
+    prob_unet = model.prob_unet
+    with torch.no_grad():
+        for prior_weight, posterior_weight in zip(prob_unet.prior_net.parameters(), prob_unet.posterior_net.parameters()):
+            posterior_weight.zero_()
+            posterior_weight[tuple(slice(0, n) for n in prior_weight.shape)] = prior_weight
+    torch.testing.assert_close(model(batch)["kl"], torch.zeros(2), atol=1e-6, rtol=0)
+
+
+def test_prior_samples_give_different_masks_because_the_latent_matters():
+    model = _tiny_model(num_samples=6)
+    image = _phantom()["image"]
+    spread = model.predict(image)["sample_masks"].std(dim=1)
+    assert spread.mean().item() > 1e-3
+
+    # Control: collapse the prior to its mean (sigma = e^-30) and the samples coincide.
+    latent_dim = TINY["latent_dim"]
+    with torch.no_grad():
+        model.prob_unet.prior_net.to_mean_log_sigma.bias[latent_dim:] = -30.0
+        model.prob_unet.prior_net.to_mean_log_sigma.weight[latent_dim:] = 0.0
+    collapsed = model.predict(image)["sample_masks"].std(dim=1)
+    assert collapsed.max().item() < 1e-6
+
+
+def test_fcomb_output_depends_on_the_latent_sample_only_through_z():
+    torch.manual_seed(0)
+    fcomb = Fcomb(feature_channels=4, latent_dim=2, num_convs=4)
+    features = torch.rand(1, 4, 6, 6)
+    z = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [3.0, -3.0]]])  # samples 0 and 1 equal
+    logits, latent_features = fcomb(features, z)
+    assert logits.shape == (1, 3, 6, 6) and latent_features.shape == (1, 3, 4, 6, 6)
+    torch.testing.assert_close(logits[:, 0], logits[:, 1])
+    assert (logits[:, 0] - logits[:, 2]).abs().max().item() > 1e-4
+    assert torch.all(latent_features >= 0)  # after Fcomb's hidden ReLU
+
+
+# --- ablation switches ----------------------------------------------------------------------------
+
+
+def _matting_outputs(network: MattingNetwork, uncertainty_value: float) -> torch.Tensor:
+    image = torch.rand(1, 1, 10, 10, generator=torch.Generator().manual_seed(2))
+    latent = torch.rand(1, 4, 10, 10, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return network(image, latent, torch.full((1, 1, 10, 10), uncertainty_value))
+
+
+def test_matting_network_without_the_map_ignores_it():
+    torch.manual_seed(0)
+    without_map = MattingNetwork(1, 4, (4, 8), use_uncertainty_map=False).eval()
+    assert without_map.unit1[0].residual[0].in_channels == 1 + 4
+    assert without_map.unit2[0].residual[0].in_channels == 4
+    torch.testing.assert_close(_matting_outputs(without_map, 0.0), _matting_outputs(without_map, 0.6))
+
+    with_map = MattingNetwork(1, 4, (4, 8), use_uncertainty_map=True).eval()
+    assert with_map.unit1[0].residual[0].in_channels == 1 + 4 + 1
+    assert with_map.unit2[0].residual[0].in_channels == 4 + 1
+    assert with_map.unit3[0].residual[0].in_channels == 8 + 1
+    difference = _matting_outputs(with_map, 0.0) - _matting_outputs(with_map, 0.6)
+    assert difference.abs().max().item() > 1e-4
+
+
+def test_prob_unet_alone_predicts_the_mean_of_its_samples():
+    model = _tiny_model(use_matting_net=False)
+    assert model.matting_net is None
+    outputs = model.train()(_phantom())
+    assert "alpha_logits" not in outputs
+    torch.testing.assert_close(outputs["alpha"], outputs["sample_masks"].mean(dim=1, keepdim=True))
+    predicted = model.predict(_phantom()["image"], num_samples=5)
+    torch.testing.assert_close(predicted["alpha"], predicted["sample_masks"].mean(dim=1, keepdim=True))
+
+
+def test_every_parameter_gets_a_gradient_from_the_training_loss():
+    model = _tiny_model().train()
+    criterion = build_criterion({"name": "medical_matting", "weighting": "none"})
+    batch = _phantom()
+    total, _ = criterion(model(batch), batch, epoch=0, num_epochs=1)
+    total.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def test_tiny_model_overfits_one_phantom():
+    start = time.perf_counter()
+    model = _tiny_model(unet_filters=(8, 16), matting_channels=(8, 8)).train()
+    criterion = build_criterion({"name": "medical_matting", "weighting": "none"})
+    optimiser = torch.optim.Adam(list(model.parameters()) + list(criterion.parameters()), lr=1e-2)
+    batch = _phantom(size=24, batch=1)
+    history = []
+    for step in range(50):
+        optimiser.zero_grad()
+        total, parts = criterion(model(batch), batch, epoch=step, num_epochs=50)
+        total.backward()
+        optimiser.step()
+        history.append(parts)
+    assert history[-1]["total"] < 0.1 * history[0]["total"]
+    assert history[-1]["alpha_l1"] < 0.15 * history[0]["alpha_l1"]
+    assert history[-1]["alpha_gradient"] < 0.5 * history[0]["alpha_gradient"]
+    assert history[-1]["ce"] < 0.5 * history[0]["ce"]
+    assert time.perf_counter() - start < 20.0
