@@ -1,0 +1,524 @@
+"""Training engine: configs, dataset, schedule, training, exact resume, cross-validation, inference.
+
+A tiny contract model and criterion are registered here (two convolutions, a learnable loss
+weight, an epoch counter kept in a buffer) and trained on small numpy-made discs, so every test
+runs in seconds. ``tests/test_ddp.py`` reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from medmat.data.sample import Sample
+from medmat.engine import config as engine_config
+from medmat.engine.checkpoint import load_checkpoint
+from medmat.engine.config import load_config
+from medmat.engine.dataset import MattingDataset, fit_to_size, trimap_levels, unfit_from_size
+from medmat.engine.inference import (
+    build_model_from_config,
+    label_masks_from_alpha,
+    load_run,
+    predict_sample,
+    predict_samples,
+)
+from medmat.engine import distributed
+from medmat.engine.checkpoint import restore_rng_states, rng_states
+from medmat.engine.logging import read_log, rows_to_csv
+from medmat.engine.trainer import (
+    build_criterion_from_config,
+    crossval,
+    learning_rate_factor,
+    main,
+    train,
+)
+from medmat.errors import MedmatError
+from medmat.losses.registry import register_criterion
+from medmat.metrics import matting_metrics
+from medmat.models.registry import register_model
+
+TINY = "engine_test_tiny"
+
+
+@register_model(TINY)
+class TinyMattingModel(nn.Module):
+    """Two convolutions following the contract; random sampled masks and dropout exercise the RNG."""
+
+    def __init__(self, in_channels: int = 1, width: int = 4):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.dropout = nn.Dropout2d(0.2)
+        self.alpha_head = nn.Conv2d(width, 1, 3, padding=1)
+        self.mask_head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        features = self.dropout(self.features(batch["image"]))
+        mask_logits = self.mask_head(features)
+        noise = torch.randn(mask_logits.shape[0], 3, *mask_logits.shape[-2:], device=mask_logits.device)
+        return {
+            "alpha": torch.sigmoid(self.alpha_head(features)),
+            "mask_logits": mask_logits,
+            "sample_masks": torch.sigmoid(mask_logits + noise),
+        }
+
+
+@register_criterion(TINY)
+class TinyLoss(nn.Module):
+    """L1 on alpha weighted by a learnable sigma, plus BCE on the pseudo mask; counts epochs in a buffer."""
+
+    def __init__(self, mask_weight: float = 1.0):
+        super().__init__()
+        self.mask_weight = mask_weight
+        self.log_sigma = nn.Parameter(torch.zeros(()))
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+        self.register_buffer("last_epoch_loss", torch.zeros((), dtype=torch.float64))
+
+    def forward(self, outputs, batch, epoch, num_epochs):
+        l1 = (outputs["alpha"] - batch["alpha"]).abs().mean()
+        ce = F.binary_cross_entropy_with_logits(outputs["mask_logits"], batch["pseudo_mask"])
+        total = l1 * torch.exp(-self.log_sigma) + self.log_sigma + self.mask_weight * ce
+        return total, {"l1": l1.item(), "ce": ce.item(), "total": total.item()}
+
+    def end_epoch(self, epoch_mean_parts: dict) -> None:
+        self.epochs_seen += 1
+        self.last_epoch_loss.fill_(epoch_mean_parts["loss"])
+
+
+def disc_samples(n: int = 8, size: int = 24, seed: int = 0, with_trimap: bool = True) -> list[Sample]:
+    """Soft discs: alpha falls from 1 to 0 over 4 pixels; 3 annotators threshold it at 0.3/0.5/0.7."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:size, :size].astype(np.float64)
+    samples = []
+    for index in range(n):
+        centre = rng.uniform(0.4 * size, 0.6 * size, 2)
+        radius = rng.uniform(0.2 * size, 0.3 * size)
+        distance = np.hypot(rows - centre[0], cols - centre[1]) - radius
+        alpha = np.clip(0.5 - distance / 4.0, 0.0, 1.0).astype(np.float32)
+        image = np.clip(0.2 + 0.6 * alpha + rng.normal(0.0, 0.03, alpha.shape), 0.0, 1.0).astype(np.float32)
+        trimap = np.where(alpha >= 1.0, 255, np.where(alpha <= 0.0, 0, 128)).astype(np.uint8)
+        samples.append(
+            Sample(
+                id=f"disc-{index:02d}",
+                image=image[None],
+                masks=np.stack([alpha >= level for level in (0.3, 0.5, 0.7)]),
+                alpha=alpha,
+                trimap=trimap if with_trimap else None,
+            )
+        )
+    return samples
+
+
+def tiny_config(*overrides: str) -> dict:
+    """A 3-epoch, 2-fold config of the tiny model (8 discs: 4 training cases, 2 steps an epoch)."""
+    base = {
+        "seed": 3,
+        "model": {"name": TINY, "width": 4},
+        "loss": {"name": TINY},
+        "data": {"dataset": "phantom:8"},
+        "split": {"scheme": "kfold", "k": 2, "fold": 0},
+        "optim": {"lr": 0.01, "batch_size": 2, "epochs": 3},
+        "eval": {"num_samples": 4},
+        "train": {"progress": False, "tensorboard": False, "num_threads": 1},
+    }
+    return load_config(base, overrides)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_packaged_configs_load_by_name_and_alias():
+    lite = load_config("lite")
+    assert lite == load_config("medical_matting_lite")
+    paper = load_config("paper")
+    assert paper["model"]["name"] == "medical_matting" and paper["loss"]["name"] == "medical_matting"
+    # Table III, Brain-growth column.
+    assert paper["optim"]["lr"] == 1e-4 and paper["optim"]["epochs"] == 150 and paper["optim"]["batch_size"] == 4
+    assert paper["optim"]["weight_decay"] == 5e-5 and paper["optim"]["warmup_epochs"] == 1
+    assert paper["model"]["unet_filters"] == [32, 64, 128, 192]
+    assert paper["eval"]["num_samples"] == 8 and paper["data"]["pseudo_mask_range"] == [0.2, 0.7]
+
+
+@pytest.mark.parametrize("name", ["lite", "paper"])
+def test_packaged_configs_build_the_registered_model_and_loss(name):
+    config = load_config(name)
+    model = build_model_from_config(config)
+    criterion = build_criterion_from_config(config)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert isinstance(criterion, nn.Module)
+
+
+def test_overrides_are_parsed_as_yaml():
+    config = load_config(
+        "lite",
+        ["optim.epochs=2", "model.use_uncertainty_map=false", "loss.weighting=uws", "data.dataset=phantom:8",
+         "optim.lr=1e-3", "data.input_size=[64, 48]"],
+    )
+    assert config["optim"]["epochs"] == 2
+    assert config["model"]["use_uncertainty_map"] is False
+    assert config["loss"]["weighting"] == "uws"
+    assert config["data"]["dataset"] == "phantom:8"
+    assert config["optim"]["lr"] == pytest.approx(1e-3)  # "1e-3" is a string to PyYAML; coerced
+    assert engine_config.input_size(config) == (64, 48)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optim.epochz=2"], "unknown config key optim.epochz"),
+        (["optimiser.lr=1"], "unknown config section 'optimiser'"),
+        (["optim.epochs=two"], "optim.epochs must be int"),
+        (["optim.epochs=true"], "optim.epochs must be int"),
+        (["data.augment=3"], "data.augment must be bool"),
+        (["split.region=whole"], "unknown config key split.region"),
+        (["eval.region=inside"], "eval.region must be one of"),
+        (["split.fold=4"], "split.fold must be < split.k"),
+        (["data.pseudo_mask_range=[0.7, 0.2]"], "low <= high"),
+        (["optim.epochs"], "must look like section.key=value"),
+        (["model.name="], "model.name must name a registered model"),
+    ],
+)
+def test_bad_configs_raise_one_line_errors(overrides, message):
+    with pytest.raises(MedmatError, match=message) as raised:
+        load_config("lite", overrides)
+    assert "\n" not in str(raised.value)
+
+
+def test_missing_and_malformed_config_files(tmp_path):
+    with pytest.raises(MedmatError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(MedmatError, match="unknown config 'nonsense'"):
+        load_config("nonsense")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: {epochs: [1,\n")
+    with pytest.raises(MedmatError, match="invalid YAML"):
+        load_config(broken)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(MedmatError, match="must be a mapping"):
+        load_config(listed)
+
+
+def test_yaml_file_is_merged_over_defaults(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"optim": {"epochs": 7}, "model": {"name": TINY, "width": 2}, "loss": {"name": TINY}}))
+    config = load_config(path)
+    assert config["optim"]["epochs"] == 7
+    assert config["optim"]["lr"] == engine_config.DEFAULTS["optim"]["lr"]
+    assert config["model"] == {"name": TINY, "width": 2}
+
+
+# --- learning-rate schedule --------------------------------------------------------------------
+
+
+def test_warmup_then_cosine_by_step_and_by_epoch():
+    # 4 steps an epoch, 3 epochs, 1 warm-up epoch: warm-up steps 0..3, cosine over steps 4..11.
+    by_step = [learning_rate_factor(s, 4, 3, 1, "cosine", "step") for s in range(12)]
+    assert by_step[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert by_step[4] == pytest.approx(1.0)
+    assert by_step[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 8)))
+    assert by_step[8] == pytest.approx(0.5)
+    by_epoch = [learning_rate_factor(s, 4, 3, 1, "cosine", "epoch") for s in range(12)]
+    assert by_epoch[4:8] == pytest.approx([1.0] * 4)
+    assert by_epoch[8:] == pytest.approx([0.5] * 4)
+    assert learning_rate_factor(11, 4, 3, 1, "constant") == 1.0
+    assert learning_rate_factor(5, 4, 3, 0, "cosine", "step", min_factor=0.1) == pytest.approx(
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 12))
+    )
+
+
+# --- dataset ------------------------------------------------------------------------------------
+
+
+def test_training_items_are_a_function_of_seed_epoch_and_index():
+    samples = disc_samples(4)
+    dataset = MattingDataset(samples, seed=5)
+    dataset.set_epoch(2)
+    first = dataset[1]
+    again = MattingDataset(samples, seed=5)
+    again.set_epoch(0)
+    again[1]
+    again.set_epoch(2)
+    assert all(torch.equal(first[key], again[1][key]) for key in first)
+    dataset.set_epoch(3)
+    assert not torch.equal(first["image"], dataset[1]["image"])
+    assert set(first) == {"image", "alpha", "masks", "pseudo_mask", "trimap"}
+    assert first["image"].shape == (1, 24, 24) and first["masks"].shape == (3, 24, 24)
+    assert all(value.dtype == torch.float32 for value in first.values())
+
+
+def test_pseudo_mask_is_a_threshold_of_the_augmented_alpha():
+    dataset = MattingDataset(disc_samples(3), seed=1)
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        for index in range(3):
+            item = dataset[index]
+            alpha, mask = item["alpha"][0], item["pseudo_mask"][0].bool()
+            assert mask.any() and (~mask).any()
+            # A superlevel set: every pixel inside is at least as opaque as every pixel outside.
+            assert alpha[mask].min() >= alpha[~mask].max()
+            low, high = 0.2 * alpha.max(), 0.7 * alpha.max()
+            assert low - 1e-6 <= alpha[mask].min() and alpha[~mask].max() < high + 1e-6
+
+
+def test_items_are_padded_to_a_common_size():
+    samples = disc_samples(1, size=20) + disc_samples(1, size=24, seed=1)
+    samples[1].id = "other"
+    dataset = MattingDataset(samples, training=False)
+    small = dataset[0]
+    assert small["image"].shape == (1, 24, 24)
+    assert torch.equal(small["alpha"][0, 2:22, 2:22], torch.from_numpy(samples[0].alpha))
+    assert small["alpha"][0, :2].abs().sum() == 0 and small["alpha"][0, :, 22:].abs().sum() == 0
+
+
+def test_fit_and_unfit_are_inverse():
+    array = np.arange(5 * 7, dtype=np.float32).reshape(5, 7)
+    padded = fit_to_size(array, (8, 10))
+    assert padded.shape == (8, 10) and padded.sum() == array.sum()
+    assert np.array_equal(unfit_from_size(padded, (5, 7)), array)
+    cropped = fit_to_size(array, (3, 3))
+    assert np.array_equal(cropped, array[1:4, 2:5])
+    restored = unfit_from_size(cropped, (5, 7))
+    assert np.array_equal(restored[1:4, 2:5], cropped) and restored.sum() == cropped.sum()
+
+
+def test_trimap_levels_follow_the_shared_trimap_reading():
+    trimap = np.array([[0, 20, 30, 128], [200, 230, 240, 255]], dtype=np.uint8)
+    # t/255 <= 0.1 background, >= 0.9 foreground, unknown between (30/255 = 0.118, 230/255 = 0.902).
+    assert np.array_equal(trimap_levels(trimap), [[0, 0, 0.5, 0.5], [0.5, 1, 1, 1]])
+
+
+def test_dataset_refuses_cases_without_alpha_or_with_different_annotator_counts():
+    samples = disc_samples(2)
+    samples[0].alpha = None
+    with pytest.raises(MedmatError, match="no alpha"):
+        MattingDataset(samples)
+    samples = disc_samples(2)
+    samples[1].masks = samples[1].masks[:2]
+    with pytest.raises(MedmatError, match="numbers of annotator masks"):
+        MattingDataset(samples)
+
+
+# --- logging, checkpoints, processes -----------------------------------------------------------
+
+
+def test_log_rows_round_trip_exactly_with_seconds_last(tmp_path):
+    rows = [
+        {"epoch": 1, "lr": 1e-4, "loss": 0.1 + 0.2, "seconds": 3.5},
+        {"epoch": 2, "lr": 5e-5, "loss": 1 / 3, "val_SAD": 2.25, "seconds": 3.25},
+    ]
+    (tmp_path / "log.csv").write_text(rows_to_csv(rows))
+    assert (tmp_path / "log.csv").read_text().splitlines()[0] == "epoch,lr,loss,val_SAD,seconds"
+    assert read_log(tmp_path / "log.csv") == rows
+
+
+def test_rng_states_restore_every_generator():
+    states = rng_states()
+    drawn = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng_states(states)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(drawn[0], again[0]) and np.array_equal(drawn[1], again[1]) and drawn[2] == again[2]
+
+
+def test_single_process_context_and_batch_split(monkeypatch):
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    context = distributed.setup("cpu")
+    assert (context.world_size, context.rank, context.is_main, context.is_distributed) == (1, 0, True, False)
+    assert distributed.average_across_processes({"loss": 2.5}, context) == {"loss": 2.5}
+    two = distributed.DistributedContext(world_size=2, rank=1)
+    assert distributed.per_process_batch_size(4, two) == 2
+    with pytest.raises(MedmatError, match="not divisible"):
+        distributed.per_process_batch_size(3, two)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(MedmatError, match="must be integers"):
+        distributed.environment_ranks()
+
+
+# --- label masks ------------------------------------------------------------------------------
+
+
+def test_label_masks_threshold_alpha_at_equidistant_levels_of_its_range():
+    alpha = np.array([[0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6]], dtype=np.float32)
+    masks = label_masks_from_alpha(alpha)
+    # min 0.2, range 0.4: thresholds 0.2 + 0.4 * (0.2 + 0.0625 l) = 0.28, 0.305, ..., 0.455.
+    thresholds = 0.2 + 0.4 * (0.2 + 0.0625 * np.arange(8))
+    assert masks.shape == (8, 1, 7) and masks.dtype == bool
+    for level, threshold in enumerate(thresholds):
+        assert np.array_equal(masks[level, 0], alpha[0] >= threshold)
+    assert masks[0, 0].sum() == 6 and masks[7, 0].sum() == 2
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def test_train_writes_a_complete_run(tmp_path):
+    samples = disc_samples()
+    record = train(tiny_config(), tmp_path / "run", samples=samples)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "split.json", "log.csv", "curves.png", "checkpoint.pt", "final.pt", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert load_config(run / "config.yaml") == tiny_config()
+    split = json.loads((run / "split.json").read_text())
+    assert split["k"] == 2 and split["scheme"] == "kfold"
+
+    rows = read_log(run / "log.csv")
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    # After epoch 1 the warm-up is over: the cosine starts at the base rate (per epoch, default).
+    assert rows[0]["lr"] == pytest.approx(0.01)
+    assert rows[2]["lr"] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 2 / 2)), abs=1e-12)
+    assert {"loss", "l1", "ce", "val_SAD", "val_MSE", "val_GED", "val_Dice", "seconds"} <= set(rows[0])
+    assert "total" not in rows[0]
+
+    assert record["test_ids"] == split["folds"][0]["test"] and len(record["cases"]) == 4
+    case = record["cases"][0]
+    assert case["region_name"] == "unknown" and set(case["region"]) == {"SAD", "MSE", "Grad", "Conn"}
+    assert record["mean"]["whole"]["SAD"] == pytest.approx(np.mean([c["whole"]["SAD"] for c in record["cases"]]))
+    assert record["mean"]["Dice"] == pytest.approx(np.mean([c["Dice"] for c in record["cases"]]))
+    assert json.loads((run / "metrics.json").read_text()) == {k: v for k, v in record.items() if k != "run_dir"}
+
+    # The saved model reproduces the recorded metrics (alpha is deterministic in eval mode).
+    model, config = load_run(run)
+    assert config == tiny_config() and not model.training
+    by_id = {s.id: s for s in samples}
+    for case in record["cases"]:
+        sample = by_id[case["id"]]
+        alpha = predict_sample(model, sample.image, num_samples=4)["alpha"]
+        mask = sample.trimap == 128
+        assert matting_metrics(alpha, sample.alpha, mask) == pytest.approx(case["region"])
+    criterion_state = load_checkpoint(run / "final.pt")["criterion"]
+    assert int(criterion_state["epochs_seen"]) == 3
+    assert float(criterion_state["last_epoch_loss"]) == pytest.approx(rows[2]["loss"])
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_in_third_epoch(event: str, info: dict) -> None:
+    if event == "step_end" and info["epoch"] == 2 and info["step"] == 1:
+        raise Interrupted
+
+
+def test_interrupted_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+    samples = disc_samples()
+    straight = train(tiny_config(), tmp_path / "straight", samples=samples)
+
+    with pytest.raises(Interrupted):
+        train(tiny_config(), tmp_path / "resumed", samples=samples, callbacks=[interrupt_in_third_epoch])
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 2
+    assert not (tmp_path / "resumed" / "final.pt").exists()
+    resumed = train(tiny_config(), tmp_path / "resumed", samples=samples, resume=True)
+
+    final_straight = load_checkpoint(tmp_path / "straight" / "final.pt")
+    final_resumed = load_checkpoint(tmp_path / "resumed" / "final.pt")
+    for part in ("model", "criterion"):
+        assert final_straight[part].keys() == final_resumed[part].keys()
+        for key, value in final_straight[part].items():
+            assert torch.equal(value, final_resumed[part][key]), f"{part}.{key}"
+    assert resumed["cases"] == straight["cases"]
+    drop_seconds = lambda rows: [{k: v for k, v in row.items() if k != "seconds"} for row in rows]  # noqa: E731
+    assert drop_seconds(read_log(tmp_path / "resumed" / "log.csv")) == drop_seconds(
+        read_log(tmp_path / "straight" / "log.csv")
+    )
+
+
+def test_existing_runs_are_not_overwritten_and_resume_needs_the_same_config(tmp_path):
+    samples = disc_samples()
+    config = tiny_config("optim.epochs=1")
+    train(config, tmp_path / "run", samples=samples)
+    with pytest.raises(MedmatError, match="already holds a checkpoint"):
+        train(config, tmp_path / "run", samples=samples)
+    with pytest.raises(MedmatError, match=r"different config \(changed: optim.lr\)"):
+        train(tiny_config("optim.epochs=1", "optim.lr=0.5"), tmp_path / "run", samples=samples, resume=True)
+    # A finished run resumes to its recorded result without training again.
+    again = train(tiny_config("optim.epochs=1", "train.num_threads=2"), tmp_path / "run", samples=samples, resume=True)
+    assert again["cases"] == json.loads((tmp_path / "run" / "metrics.json").read_text())["cases"]
+
+
+def test_runs_without_trimaps_evaluate_the_whole_image(tmp_path):
+    record = train(tiny_config("optim.epochs=1", "eval.every=0"), tmp_path / "run", samples=disc_samples(with_trimap=False))
+    assert {case["region_name"] for case in record["cases"]} == {"whole"}
+    assert all(case["region"] == case["whole"] for case in record["cases"])
+    assert not any(key.startswith("val_") for key in read_log(tmp_path / "run" / "log.csv")[0])
+
+
+def test_crossval_summarises_every_fold(tmp_path):
+    samples = disc_samples()
+    summary = crossval(tiny_config("optim.epochs=1"), tmp_path / "cv", samples=samples)
+    cv = tmp_path / "cv"
+    assert (cv / "split.json").is_file() and not (cv / "fold-0" / "split.json").exists()
+    records = [json.loads((cv / f"fold-{fold}" / "metrics.json").read_text()) for fold in (0, 1)]
+    all_cases = [case for record in records for case in record["cases"]]
+    assert sorted(case["id"] for case in all_cases) == sorted(s.id for s in samples)
+    # Table IV: mean over all test predictions; Table V: mean ± std (ddof 0) of the fold means.
+    assert summary["table_iv"]["mean"]["SAD"] == pytest.approx(np.mean([c["region"]["SAD"] for c in all_cases]))
+    fold_dice = [np.mean([c["Dice"] for c in record["cases"]]) for record in records]
+    assert summary["table_v"]["fold_mean"]["Dice"] == pytest.approx(np.mean(fold_dice))
+    assert summary["table_v"]["fold_std"]["Dice"] == pytest.approx(np.std(fold_dice))
+    markdown = (cv / "summary.md").read_text()
+    assert "Table IV" in markdown and "Table V" in markdown and "±" in markdown
+    csv_lines = (cv / "summary.csv").read_text().splitlines()
+    assert csv_lines[0] == "table,metric,mean,fold_mean,fold_std,n" and any(line.startswith("V,GED,") for line in csv_lines)
+    assert json.loads((cv / "summary.json").read_text())["folds"] == [0, 1]
+    with pytest.raises(MedmatError, match="already holds a cross-validation"):
+        crossval(tiny_config("optim.epochs=1"), cv, samples=samples)
+    assert crossval(tiny_config("optim.epochs=1"), cv, samples=samples, resume=True)["table_v"] == summary["table_v"]
+
+
+# --- inference --------------------------------------------------------------------------------
+
+
+def test_predict_samples_matches_single_predictions_and_pads_odd_sizes(tmp_path):
+    torch.manual_seed(0)
+    model = TinyMattingModel().eval()
+    images = [s.image for s in disc_samples(3, size=20)] + [disc_samples(1, size=24)[0].image]
+    batched = predict_samples(model, images, num_samples=3, batch_size=2)
+    assert [p["alpha"].shape for p in batched] == [(20, 20)] * 3 + [(24, 24)]
+    assert batched[0]["sample_masks"].shape == (3, 20, 20)
+    for image, prediction in zip(images, batched):
+        single = predict_sample(model, image, num_samples=3)
+        np.testing.assert_allclose(single["alpha"], prediction["alpha"], atol=1e-6)
+        assert 0.0 <= single["alpha"].min() and single["alpha"].max() <= 1.0
+
+
+def test_load_run_refuses_what_is_not_a_medmat_run(tmp_path):
+    with pytest.raises(MedmatError, match="not a medmat run"):
+        load_run(tmp_path)
+    with pytest.raises(MedmatError, match="not found"):
+        load_run(tmp_path / "absent")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(MedmatError, match="no medmat format tag"):
+        load_run(foreign)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": "medmat-checkpoint", "payload": Interrupted("code")}, unsafe)
+    with pytest.raises(MedmatError, match="refused to unpickle"):
+        load_run(unsafe)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(MedmatError, match="not a"):
+        load_run(garbage)
+
+
+def test_module_entry_trains_a_phantom_fold(tmp_path, capsys):
+    config_path = tmp_path / "tiny.yaml"
+    config = tiny_config("optim.epochs=1", "eval.every=0")
+    config["model"] = {"name": TINY, "width": 2}
+    config_path.write_text(yaml.safe_dump(config))
+    phantoms = "data.dataset=phantom:4"
+    assert main(["--config", str(config_path), "--run-dir", str(tmp_path / "run"), "--set", phantoms]) == 0
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fold"] == 0
+    status = main(["--config", str(config_path), "--run-dir", str(tmp_path / "run"), "--set", phantoms])
+    assert status == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("medmat: error:") and "already holds a checkpoint" in error and "\n" not in error
+    shutil.rmtree(tmp_path / "run")
