@@ -12,6 +12,12 @@ import os
 import tempfile
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
@@ -26,6 +32,8 @@ def atomic_path(path: str | os.PathLike):
     # Keep the real suffix last so writers that choose a format by extension (.nii.gz, .png) work.
     handle, temporary = tempfile.mkstemp(prefix=f".{base}.", suffix=".tmp-" + base, dir=folder)
     os.close(handle)
+    # mkstemp creates the file 0600; give the result the permissions a plain open() would.
+    os.chmod(temporary, 0o666 & ~_current_umask())
     try:
         yield temporary
         with open(temporary, "rb+") as written:
