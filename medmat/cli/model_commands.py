@@ -1,0 +1,235 @@
+"""Deep-model sub-commands: ``train``, ``crossval``, ``predict`` and ``evaluate``.
+
+Training goes through the one engine (:mod:`medmat.engine`); the config (a packaged name such
+as ``lite`` / ``paper`` or a YAML file) chooses the model, the loss weighting and the data, and
+``--set key=value`` changes any entry without editing a file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from medmat.cli.options import command_line, machine_description
+from medmat.errors import MedmatError
+
+#: Image files ``medmat predict`` reads from a folder.
+IMAGE_ENDINGS = (".png", ".nii", ".nii.gz", ".dcm")
+
+
+def _config_options(function):
+    """--config, --data, --trimaps, --set: how every training command picks what to train."""
+    function = click.option(
+        "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+        help="Override a config entry, e.g. --set optim.epochs=2 --set loss.weighting=uws (repeatable).",
+    )(function)
+    function = click.option("--trimaps", default=None, help="Trimaps for the Table IV region (overrides data.trimaps).")(function)
+    function = click.option("--data", "-d", default=None, help="Dataset (overrides data.dataset in the config).")(function)
+    function = click.option(
+        "--config", "-c", default="lite", show_default=True,
+        help="Packaged config (lite, paper, medical_matting_lite, ...) or a YAML file.",
+    )(function)
+    return function
+
+
+def _load_config(config: str, data: str | None, trimaps: str | None, overrides) -> dict:
+    from medmat.engine import load_config
+
+    extra = list(overrides)
+    if data is not None:
+        extra.append(f"data.dataset={data}")
+        if trimaps is None:
+            extra.append("data.trimaps=null")  # the config's trimaps belong to its own dataset
+    if trimaps is not None:
+        extra.append(f"data.trimaps={trimaps}")
+    return load_config(config, extra)
+
+
+@click.command("train")
+@_config_options
+@click.option("--run-dir", "-r", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--fold", type=click.IntRange(min=0), default=None, help="Held-out fold (default: split.fold).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+def train_command(config, data, trimaps, overrides, run_dir, fold, resume):
+    """Train one fold and evaluate it on the held-out cases (works under torchrun too)."""
+    from medmat.engine import train
+
+    record = train(_load_config(config, data, trimaps, overrides), run_dir, fold=fold, resume=resume)
+    if "mean" in record:
+        click.echo(f"fold {record['fold']} done; metrics in {Path(run_dir) / 'metrics.json'}")
+
+
+@click.command("crossval")
+@_config_options
+@click.option("--run-dir", "-r", required=True, type=click.Path(file_okay=False), help="Cross-validation folder.")
+@click.option("--folds", default=None, help="Comma-separated folds to run (default: all).")
+@click.option("--resume", is_flag=True, help="Resume interrupted folds and skip finished ones.")
+def crossval_command(config, data, trimaps, overrides, run_dir, folds, resume):
+    """k-fold cross-validation: the split JSON, one folder per fold, and a summary table."""
+    from medmat.engine import crossval
+
+    chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
+    summary = crossval(_load_config(config, data, trimaps, overrides), run_dir, folds=chosen, resume=resume)
+    table = Path(run_dir) / "summary.md"
+    if table.is_file():
+        click.echo(table.read_text(encoding="utf-8"))
+    click.echo(f"cross-validation of folds {summary.get('folds')} written to {run_dir}")
+
+
+def _image_files(path: str) -> list[str]:
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise MedmatError("no such image file or folder", path)
+    files = sorted(
+        os.path.join(path, name) for name in os.listdir(path) if name.lower().endswith(IMAGE_ENDINGS)
+    )
+    if not files:
+        raise MedmatError(f"no images ({', '.join(IMAGE_ENDINGS)}) in the folder", path)
+    return files
+
+
+def _stem(path: str) -> str:
+    name = os.path.basename(path)
+    for ending in IMAGE_ENDINGS:
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return os.path.splitext(name)[0]
+
+
+def _check_channels(image: np.ndarray, config: dict, path: str) -> np.ndarray:
+    """Grey images for a colour model are repeated; colour images for a grey model are refused."""
+    expected = int(config["model"].get("in_channels", 1))
+    if image.shape[0] == expected:
+        return image
+    if image.shape[0] == 1 and expected == 3:
+        return np.repeat(image, 3, axis=0)
+    raise MedmatError(f"image has {image.shape[0]} channels but the model was trained on {expected}", path)
+
+
+def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: str | None) -> list[str]:
+    """Write one prediction's maps beside each other; returns the written paths.
+
+    ``<base>_alpha``: alpha in [0, 1]; ``<base>_uncertainty`` and ``<base>_lesion_uncertainty``:
+    entropies in bits (nats / ln 2), so 0 = certain and 1 = a 50/50 pixel; ``<base>_mask-<k>``:
+    the k-th sampled mask (score map > 0.5).
+    """
+    from medmat.io.images import write_like
+
+    written = [write_like(f"{base}_alpha", np.clip(prediction["alpha"], 0, 1), geometry, fmt)]
+    for key, name in (("uncertainty_map", "uncertainty"), ("lesion_uncertainty", "lesion_uncertainty")):
+        if key in prediction:
+            bits = np.clip(prediction[key] / math.log(2), 0, 1).astype(np.float32)
+            written.append(write_like(f"{base}_{name}", bits, geometry, fmt))
+    for k, score_map in enumerate(prediction.get("sample_masks", ())):
+        written.append(write_like(f"{base}_mask-{k}", score_map > 0.5, geometry, fmt))
+    return written
+
+
+@click.command("predict")
+@click.option("--input", "-i", "input_path", required=True, help="An image (PNG, NIfTI, DICOM) or a folder of them.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--model", "-m", "run", required=True, help="A run folder (or its checkpoint) from train / crossval fold-<i>.")
+@click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1), help="Sampled masks N.")
+@click.option("--format", "file_format", default=None, type=click.Choice(["png", "nifti"]),
+              help="Output format (default: NIfTI for NIfTI/DICOM input, keeping its geometry; PNG otherwise).")
+@click.option("--trimaps", default=None, help="Folder of <name>.png trimaps, for trimap-based models.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
+def predict_command(input_path, output, run, num_samples, file_format, trimaps, seed):
+    """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images."""
+    import torch
+
+    from medmat.engine import load_run, predict_sample
+    from medmat.io.images import read_image, read_trimap
+
+    model, config = load_run(run)
+    files = _image_files(input_path)
+    torch.manual_seed(seed)
+    for path in tqdm(files, desc="predict", unit="image"):
+        image, geometry = read_image(path)
+        image = _check_channels(image, config, path)
+        trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None
+        prediction = predict_sample(model, image, num_samples, trimap)
+        write_prediction(os.path.join(output, _stem(path)), prediction, geometry, file_format)
+    click.echo(f"{len(files)} predictions written to {output}")
+
+
+def _runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
+    """(model folder, its held-out samples) for a train run or each fold of a crossval run."""
+    from medmat.data.splits import load_split
+
+    root = Path(run)
+    by_id = {sample.id: sample for sample in samples}
+    fold_dirs = sorted(d for d in root.glob("fold-*") if d.is_dir())
+    split = load_split(root / "split.json", list(by_id))["folds"] if (root / "split.json").is_file() else None
+    if fold_dirs:
+        if split is None:
+            raise MedmatError("cross-validation folder without split.json", root)
+        return [(str(d), [by_id[i] for i in split[int(d.name.split("-")[1])]["test"]]) for d in fold_dirs]
+    import json
+
+    metrics = root / "metrics.json"
+    if not metrics.is_file():
+        raise MedmatError("not a finished medmat run (no metrics.json or fold-*/)", root)
+    test_ids = json.loads(metrics.read_text())["test_ids"]
+    return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
+
+
+@click.command("evaluate")
+@click.option("--run", "-r", "run", required=True, help="A train run folder or a crossval folder.")
+@click.option("--data", "-d", default=None, help="Dataset (default: the run's data.dataset).")
+@click.option("--trimaps", default=None, help="Trimaps for the Table IV region (default: the run's data.trimaps).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for tables and the figure.")
+@click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--figure", "figure_cases", default=4, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed):
+    """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
+
+    Table IV: SAD/MSE/Grad/Conn on trimap == 128 (whole image without trimaps), mean over all test
+    predictions. Table V: whole image, GED and Dice against 8 masks thresholding the GT alpha,
+    mean ± std over folds.
+    """
+    import torch
+
+    from medmat.engine import evaluate_samples, load_run, predict_sample
+    from medmat.engine.inference import mean_case_metrics
+    from medmat.engine.trainer import load_samples, write_summary
+    from medmat.reporting import example_grid
+
+    config = load_run(Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else run)[1]
+    if data is not None:
+        config["data"].update(dataset=data, trimaps=trimaps)
+    elif trimaps is not None:
+        config["data"]["trimaps"] = trimaps
+    samples = load_samples(config)
+    records, figure_rows, labels = [], [], []
+    for fold, (model_dir, cases) in enumerate(_runs_and_cases(run, samples)):
+        model, fold_config = load_run(model_dir)
+        torch.manual_seed(seed)
+        evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"].get("region", "unknown"))
+        records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
+                        "mean": mean_case_metrics(evaluated)})
+        for sample in cases[: max(0, figure_cases - len(figure_rows))]:
+            prediction = predict_sample(model, sample.image, num_samples)
+            figure_rows.append({
+                "image": sample.image, "ground truth": sample.alpha, "alpha": prediction["alpha"],
+                "uncertainty map": prediction.get("uncertainty_map", np.zeros_like(prediction["alpha"])),
+                "lesion uncertainty": prediction.get("lesion_uncertainty", np.zeros_like(prediction["alpha"])),
+                "|error|": np.abs(prediction["alpha"] - sample.alpha),
+            })
+            labels.append(sample.id)
+    os.makedirs(output, exist_ok=True)
+    summary = write_summary(records, {**config, "evaluated_by": command_line(), "machine": machine_description()}, output)
+    if figure_rows:
+        example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {run}")
+    click.echo(Path(output, "summary.md").read_text(encoding="utf-8"))
+    click.echo(f"tables and examples.png written to {output} ({summary['table_iv']['n']} cases)")
+
+
+COMMANDS = [train_command, crossval_command, predict_command, evaluate_command]
