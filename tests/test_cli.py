@@ -126,10 +126,10 @@ def test_label_and_baseline_on_phantoms(tmp_path):
 
     out = tmp_path / "baseline"
     assert main(["baseline", "--data", str(labels), "--methods", "cf", "--output", str(out)]) == 0
-    table = json.loads((out / "baseline.json").read_text())
+    table = json.loads((out / "baseline_unknown.json").read_text())
     rows = table["rows"]
     assert set(rows) == {"mean of the annotators' masks", "Closed-form"}
     # The labels were made by closed-form itself on the same trimaps: it must reproduce them
     # almost exactly, far better than the mean of the masks does.
     assert rows["Closed-form"]["mean"]["SAD"] < 0.2 * rows["mean of the annotators' masks"]["mean"]["SAD"]
-    assert (out / "baseline.csv").read_text().startswith("method,n,SAD,MSE,Grad,Conn")
+    assert (out / "baseline_unknown.csv").read_text().startswith("method,n,SAD,MSE,Grad,Conn")

@@ -51,7 +51,8 @@ def fold_test_ids(samples) -> list[list[str]] | None:
 @data_option
 @click.option("--trimaps", "-t", default=None, help="Folder or zip of <case>.png trimaps (default: the dataset's own, else built from masks).")
 @click.option("--methods", "-m", default="cf,knn,lbdm,if,bayes", show_default=True, help="Comma-separated classical methods.")
-@click.option("--region", default="unknown", show_default=True, type=click.Choice(["unknown", "whole"]), help="unknown = trimap == 128.")
+@click.option("--region", default="unknown", show_default=True,
+              help="Comma-separated regions scored: unknown (trimap == 128) and/or whole.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for the tables and figure.")
 @click.option("--save-alphas/--no-save-alphas", default=False, show_default=True, help="Also write each predicted alpha as PNG.")
 @click.option("--figure", "figure_cases", default=4, show_default=True, type=click.IntRange(min=0), help="Cases in examples.png.")
@@ -60,8 +61,8 @@ def fold_test_ids(samples) -> list[list[str]] | None:
 def baseline_command(data, trimaps, methods, region, output, save_alphas, figure_cases, limit, min_annotators):
     """Run classical matting methods on a dataset with ground-truth alphas and tabulate SAD/MSE/Grad/Conn.
 
-    Writes baseline.md / .csv / .json (mean over images, and mean ± std over the default 4 folds)
-    and examples.png.
+    Writes baseline_<region>.md / .csv / .json per region (mean over images, and mean ± std over
+    the default 4 folds) and examples.png.
     """
     from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha
     from medmat.labels import matting_image
@@ -69,45 +70,52 @@ def baseline_command(data, trimaps, methods, region, output, save_alphas, figure
     from medmat.reporting import example_grid, summarise, write_tables
 
     names = split_list(methods, CLASSICAL_METHODS, "method")
+    region_names = split_list(region, {"unknown": None, "whole": None}, "region")
     samples = load_samples(data, limit, min_annotators)
     missing = [s.id for s in samples if s.alpha is None]
     if missing:
         raise MedmatError(f"{len(missing)} cases have no ground-truth alpha (first: {missing[0]}); build them with `medmat label`", data)
     trimap_of, trimap_source = evaluation_trimaps(samples, trimaps)
-    regions = {s.id: region_mask(trimap_of[s.id], region) for s in samples}
+    regions = {name: {s.id: region_mask(trimap_of[s.id], name, s.shape) for s in samples} for name in region_names}
     folds = fold_test_ids(samples)
 
-    per_case, alphas, seconds = {}, {}, {}
+    def score(alpha_of: dict) -> dict:
+        """region name -> case id -> metrics."""
+        return {
+            name: {s.id: matting_metrics(alpha_of[s.id], s.alpha, masks[s.id]) for s in samples}
+            for name, masks in regions.items()
+        }
+
+    alphas, seconds = {}, {}
     if all(s.num_annotators > 0 for s in samples):
-        reference = {s.id: s.masks.mean(axis=0) for s in samples}
-        per_case[REFERENCE_ROW] = {s.id: matting_metrics(reference[s.id], s.alpha, regions[s.id]) for s in samples}
-        alphas[REFERENCE_ROW] = reference
+        alphas[REFERENCE_ROW] = {s.id: s.masks.mean(axis=0) for s in samples}
     progress = tqdm(total=len(names) * len(samples), desc="baseline", unit="image")
     for name in names:
         row_name = METHOD_NAMES[name]
-        per_case[row_name], alphas[row_name], times = {}, {}, []
+        alphas[row_name], times = {}, []
         for sample in samples:
             progress.set_postfix_str(f"{name} {sample.id}")
             start = time.perf_counter()
-            alpha = estimate_alpha(name, matting_image(sample.image), trimap_of[sample.id])
+            alphas[row_name][sample.id] = estimate_alpha(name, matting_image(sample.image), trimap_of[sample.id])
             times.append(time.perf_counter() - start)
-            alphas[row_name][sample.id] = alpha
-            per_case[row_name][sample.id] = matting_metrics(alpha, sample.alpha, regions[sample.id])
             progress.update()
         seconds[row_name] = float(np.mean(times))
     progress.close()
 
-    rows = {name: summarise(cases, folds=folds) for name, cases in per_case.items()}
-    for name, value in seconds.items():
-        rows[name]["seconds_per_image"] = value
-    extra = {
-        "command": command_line(),
-        "data": data, "trimaps": trimap_source, "region": region, "machine": machine_description(),
-        "seconds per image": {name: round(value, 3) for name, value in seconds.items()},
-        "folds": "default 4-fold split (medmat split --scheme auto)" if folds else "none (fewer than 4 cases)",
-    }
-    paths = write_tables(os.path.join(output, "baseline"), rows, title=f"Classical matting on {data} (region: {region})", extra=extra)
-    click.echo(open(paths[0], encoding="utf-8").read())
+    scores = {row_name: score(alpha_of) for row_name, alpha_of in alphas.items()}
+    for region_name in region_names:
+        rows = {row_name: summarise(by_region[region_name], folds=folds) for row_name, by_region in scores.items()}
+        for row_name, value in seconds.items():
+            rows[row_name]["seconds_per_image"] = value
+        extra = {
+            "command": command_line(),
+            "data": data, "trimaps": trimap_source, "region": region_name, "machine": machine_description(),
+            "seconds per image": {row_name: round(value, 3) for row_name, value in seconds.items()},
+            "folds": "default 4-fold split (medmat split --scheme auto)" if folds else "none (fewer than 4 cases)",
+        }
+        title = f"Classical matting on {data} (region: {region_name})"
+        paths = write_tables(os.path.join(output, f"baseline_{region_name}"), rows, title=title, extra=extra)
+        click.echo(open(paths[0], encoding="utf-8").read())
 
     if save_alphas:
         from medmat.io.images import write_png
