@@ -20,13 +20,20 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/medmat info --data phantom:16
+	$(BIN)/medmat info --data phantom:24
 	$(BIN)/medmat label --data phantom:16 --output $(DEMO)/labels --method if
-	$(BIN)/medmat baseline --data phantom:16 --methods cf,knn,lbdm,if,bayes --region unknown --output $(DEMO)/baseline
+	$(BIN)/medmat baseline --data phantom:16 --methods cf,knn,lbdm,if,bayes --region unknown,whole --output $(DEMO)/baseline
+	$(BIN)/medmat train --config demo --run-dir $(DEMO)/run --resume
+	$(BIN)/medmat phantoms --cases 6 --seed 1000 --output $(DEMO)/new-phantoms
+	$(BIN)/medmat predict --input $(DEMO)/new-phantoms/imagesTr --model $(DEMO)/run --output $(DEMO)/predictions
+	$(BIN)/medmat evaluate --run $(DEMO)/run --output $(DEMO)/evaluation
 	@echo
 	@echo "Demo results are in $(DEMO)/:"
-	@echo "  $(DEMO)/labels/       alpha labels built from the phantoms' annotators (alphasTr/, trimapsTr/, examples.png)"
-	@echo "  $(DEMO)/baseline/     classical matting table (baseline.md) and examples.png"
+	@echo "  labels/       alpha labels built from the phantoms' annotators (alphasTr/, trimapsTr/, examples.png)"
+	@echo "  baseline/     classical matting tables (baseline_unknown.md, baseline_whole.md) and examples.png"
+	@echo "  run/          Medical Matting trained on 18 phantoms (checkpoint, log.csv, curves.png, metrics.json)"
+	@echo "  predictions/  alpha, uncertainty map, lesion uncertainty and 8 sampled masks for 6 new phantoms"
+	@echo "  evaluation/   Table IV / V-style metrics on the 6 held-out phantoms (summary.md) and examples.png"
 
 test: install
 	$(BIN)/python -m pytest -q

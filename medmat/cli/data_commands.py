@@ -103,4 +103,20 @@ def label_command(data, output, method, radius, file_format, figure_cases, limit
     )
 
 
-COMMANDS = [info_command, split_command, label_command]
+@click.command("phantoms")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder dataset to write.")
+@click.option("--cases", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--annotators", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--size", default=128, show_default=True, type=click.IntRange(min=32))
+@click.option("--seed", default=0, show_default=True, type=int, help="Case i uses seed + i (phantom-<seed+i>).")
+def phantoms_command(output, cases, annotators, size, seed):
+    """Write synthetic phantoms (image, annotators' masks, true alpha) as a medmat folder dataset."""
+    from medmat.data.phantom import make_phantom_dataset
+    from medmat.data.readers.folder import write_folder
+
+    samples = make_phantom_dataset(n_cases=cases, size=size, n_annotators=annotators, seed=seed)
+    write_folder(samples, output, file_ending=".png", name="phantoms", modality="synthetic")
+    click.echo(f"{cases} phantoms (seeds {seed}..{seed + cases - 1}) written to {output}")
+
+
+COMMANDS = [info_command, split_command, label_command, phantoms_command]

@@ -95,11 +95,10 @@ def _image_files(path: str) -> list[str]:
 
 
 def _stem(path: str) -> str:
+    """Output name of an input image: its file name without ending or nnU-Net channel suffix."""
     name = os.path.basename(path)
-    for ending in IMAGE_ENDINGS:
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return os.path.splitext(name)[0]
+    stem = next((name[: -len(e)] for e in IMAGE_ENDINGS if name.lower().endswith(e)), os.path.splitext(name)[0])
+    return stem[: -len("_0000")] if stem.endswith("_0000") else stem
 
 
 def _check_channels(image: np.ndarray, config: dict, path: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from medmat.io.atomic import atomic_write_text
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: Short names for the packaged configurations.
-ALIASES = {"lite": "medical_matting_lite", "paper": "medical_matting_paper"}
+ALIASES = {"lite": "medical_matting_lite", "paper": "medical_matting_paper", "demo": "medical_matting_demo"}
 
 #: Sections whose keys are free-form keyword arguments (only ``name`` is required).
 FREE_SECTIONS = ("model", "loss")
