@@ -13,34 +13,18 @@ tensor, parts: dict[str, float])``; it may own parameters (trained with the mode
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Mapping
-from typing import TypeVar
+from collections.abc import Mapping
 
 from torch import nn
 
-from medmat.errors import MedmatError
+from medmat.registry import Registry
 
-CriterionClass = TypeVar("CriterionClass", bound=type)
+CRITERIA = Registry("loss", "losses")
 
-_CRITERIA: dict[str, type[nn.Module]] = {}
-
-
-def register_criterion(name: str) -> Callable[[CriterionClass], CriterionClass]:
-    """Class decorator registering an ``nn.Module`` loss under ``name`` (unique)."""
-
-    def register(cls: CriterionClass) -> CriterionClass:
-        if name in _CRITERIA and _CRITERIA[name] is not cls:
-            raise ValueError(f"criterion name {name!r} is already registered by {_CRITERIA[name].__qualname__}")
-        _CRITERIA[name] = cls
-        return cls
-
-    return register
-
-
-def list_criteria() -> list[str]:
-    """Names of the registered criteria, sorted."""
-    return sorted(_CRITERIA)
+#: Class decorator: ``@register_criterion("name")``.
+register_criterion = CRITERIA.register
+#: Names of the registered criteria, sorted.
+list_criteria = CRITERIA.names
 
 
 def build_criterion(loss_config: Mapping) -> nn.Module:
@@ -51,12 +35,4 @@ def build_criterion(loss_config: Mapping) -> nn.Module:
             criterion does not take.
     """
     options = dict(loss_config)
-    name = options.pop("name", None)
-    if name not in _CRITERIA:
-        raise MedmatError(f"unknown loss {name!r}; known losses: {', '.join(list_criteria()) or 'none'}")
-    cls = _CRITERIA[name]
-    try:
-        inspect.signature(cls).bind(**options)
-    except TypeError as error:
-        raise MedmatError(f"loss {name!r}: {error}") from None
-    return cls(**options)
+    return CRITERIA.build(options.pop("name", None), **options)
