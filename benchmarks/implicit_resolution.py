@@ -1,0 +1,260 @@
+"""Resolution-free output: a 64² model predicting 128² mattes, implicit read vs bilinear upsampling.
+
+A ``region_aware_matting`` model trained on Brain-growth downsampled to 64 x 64 (``train``
+below: the engine's ``train`` / ``crossval`` on downsampled samples) predicts every held-out
+case from its 64 x 64 image in two ways, with the same latent samples:
+
+- implicit: ``model.predict(image_64, output_size=(128, 128))``, the implicit function read at the
+  128 x 128 pixel centres;
+- bilinear: ``model.predict(image_64)`` at 64 x 64, then bilinear upsampling to 128 x 128;
+
+and both are scored against the original 128 x 128 ground-truth alpha with
+:func:`medmat.metrics.matting_metrics`, on the trimap's unknown region (Table IV) and on the whole
+image. Downsampling averages pixels (``area``); annotator masks are averaged then thresholded at
+0.5, trimaps are subsampled (``nearest-exact``) so their levels stay 0/128/255.
+
+    python benchmarks/implicit_resolution.py train --run-dir runs/ra64 --crossval [--set optim.epochs=60]
+    python benchmarks/implicit_resolution.py score --run runs/ra64 [--output runs/ra64/resolution.json]
+    python benchmarks/implicit_resolution.py score --smoke     # tiny random model on phantoms
+
+The run's ``config.yaml`` names the 128² dataset (``score`` reads its ground truth from there)
+with ``data.input_size`` 64; its own ``metrics.json`` scores the 64² predictions on 64² mattes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medmat.data.sample import Sample
+from medmat.data.validate import validate_sample
+from medmat.errors import MedmatError
+from medmat.metrics import matting_metrics, region_mask
+
+#: Side of the downsampled inputs, and of the ground truth they are scored against (Brain-growth).
+LOW_SIZE, HIGH_SIZE = 64, 128
+METHODS = ("implicit", "bilinear")
+
+
+def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize the last two axes of a (..., H, W) array with ``F.interpolate``; float32 out."""
+    tensor = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    leading = tensor.shape[:-2]
+    flat = tensor.reshape(1, -1, *tensor.shape[-2:])
+    return F.interpolate(flat, size=size, mode=mode).reshape(*leading, *size).numpy()
+
+
+def downsample_sample(sample: Sample, size: tuple[int, int]) -> Sample:
+    """``sample`` at ``size`` (H, W): image and alpha area-averaged, masks averaged then >= 0.5,
+    trimap subsampled (its 0/128/255 levels kept). The id, group and meta are kept."""
+    alpha = None if sample.alpha is None else np.clip(_resize(sample.alpha, size, "area"), 0.0, 1.0)
+    trimap = None
+    if sample.trimap is not None:
+        trimap = np.rint(_resize(sample.trimap, size, "nearest-exact")).astype(np.uint8)
+    smaller = dataclasses.replace(
+        sample,
+        image=np.clip(_resize(sample.image, size, "area"), 0.0, 1.0),
+        masks=_resize(sample.masks, size, "area") >= 0.5,
+        alpha=alpha,
+        trimap=trimap,
+        spacing=None,
+        affine=None,
+    )
+    return validate_sample(smaller, require_alpha=sample.alpha is not None)
+
+
+def downsample_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
+    """Every sample at ``size`` x ``size`` (see :func:`downsample_sample`)."""
+    return [downsample_sample(sample, (size, size)) for sample in samples]
+
+
+def predict_both(model, image: np.ndarray, size: tuple[int, int], num_samples: int, seed: int) -> dict[str, np.ndarray]:
+    """The two (H, W) alpha predictions at ``size`` from one low-resolution (C, h, w) image.
+
+    Both use the same latent samples (the same seed before each call).
+    """
+    device = next(model.parameters()).device
+    batch = torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)[None]
+    torch.manual_seed(seed)
+    implicit = model.predict(batch, num_samples=num_samples, output_size=size)["alpha"]
+    torch.manual_seed(seed)
+    low = model.predict(batch, num_samples=num_samples)["alpha"]
+    bilinear = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
+    return {
+        "implicit": implicit[0, 0].clamp(0, 1).cpu().numpy(),
+        "bilinear": bilinear[0, 0].clamp(0, 1).cpu().numpy(),
+    }
+
+
+def score_cases(model, samples: Sequence[Sample], low_size: int, num_samples: int = 8, seed: int = 0) -> list[dict]:
+    """Score both ways of predicting every full-resolution case from its ``low_size`` version.
+
+    Returns:
+        One dict per case: ``{"id", "region_name", "implicit": {"region", "whole"}, "bilinear": {...}}``
+        with SAD/MSE/Grad/Conn dicts; "region" is the trimap's unknown pixels (None when the
+        trimap has none), or the whole image for cases without a trimap.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        cases = []
+        for sample in samples:
+            low = downsample_sample(sample, (low_size, low_size))
+            predictions = predict_both(model, low.image, sample.shape, num_samples, seed)
+            region_name = "unknown" if sample.trimap is not None else "whole"
+            region = region_mask(sample.trimap, region_name, sample.shape)
+            whole = region_mask(None, "whole", sample.shape)
+            case = {"id": sample.id, "region_name": region_name}
+            for method, alpha in predictions.items():
+                case[method] = {
+                    "region": matting_metrics(alpha, sample.alpha, region) if region.any() else None,
+                    "whole": matting_metrics(alpha, sample.alpha, whole),
+                }
+            cases.append(case)
+        return cases
+    finally:
+        model.train(was_training)
+
+
+def summarise(cases: Sequence[dict]) -> dict:
+    """Means over cases: ``{method: {"region": {metric: mean}, "whole": {...}}, "num_cases": n}``."""
+    from medmat.engine.inference import mean_case_metrics
+
+    summary = {method: mean_case_metrics([case[method] for case in cases]) for method in METHODS}
+    for method in METHODS:
+        summary[method] = {group: summary[method][group] for group in ("region", "whole")}
+    summary["num_cases"] = len(cases)
+    return summary
+
+
+def summary_table(summary: dict, low_size: int, high: Sequence[int]) -> str:
+    """Markdown table of :func:`summarise`'s means (SAD, Grad, Conn / 1000, as the paper)."""
+    lines = [
+        f"Resolution-free output: {low_size}x{low_size} inputs, predictions at {high[0]}x{high[1]} "
+        f"against the {high[0]}x{high[1]} ground truth ({summary['num_cases']} cases)",
+        "",
+        "| method | region | SAD | MSE | Grad | Conn |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in METHODS:
+        for group in ("region", "whole"):
+            means = summary[method][group]
+            if means:
+                values = " | ".join(f"{means[name]:.4f}" for name in ("SAD", "MSE", "Grad", "Conn"))
+                lines.append(f"| {method} | {group} | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def smoke_runs(low_size: int = 16, high_size: int = 32, cases: int = 2) -> list[tuple[torch.nn.Module, list[Sample]]]:
+    """A tiny randomly initialised model and a few phantoms at ``high_size``: checks the pipeline in seconds."""
+    from medmat.data.phantom import make_phantom_dataset
+    from medmat.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        "region_aware_matting", unet_filters=(4, 8), widths=(4, 8, 8), implicit_channels=8, num_samples=2
+    )
+    return [(model.eval(), make_phantom_dataset(cases, size=high_size))]
+
+
+def trained_runs(
+    run: str, data: str | None, trimaps: str | None
+) -> tuple[list[tuple[torch.nn.Module, list[Sample]]], int]:
+    """(model, held-out full-resolution cases) of a train run or of every fold of a crossval run,
+    and the run's input side (``data.input_size``)."""
+    from medmat.cli.model_commands import _runs_and_cases
+    from medmat.engine import load_run
+    from medmat.engine.config import input_size
+    from medmat.engine.trainer import load_samples
+
+    first = load_run(f"{run}/fold-0" if _is_crossval(run) else run)[1]
+    size = input_size(first)
+    if size is None or size[0] != size[1]:
+        message = f"the run's data.input_size must be one square size (a run of `train` here), got {size}"
+        raise MedmatError(message, run)
+    if data is not None:
+        first["data"].update(dataset=data, trimaps=trimaps)
+    samples = load_samples(first)
+    runs = [(load_run(model_dir)[0], cases) for model_dir, cases in _runs_and_cases(run, samples)]
+    return runs, size[0]
+
+
+def _is_crossval(run: str) -> bool:
+    from pathlib import Path
+
+    return (Path(run) / "fold-0").is_dir()
+
+
+def score_command(args: argparse.Namespace) -> int:
+    if args.smoke:
+        runs, low_size = smoke_runs(), 16
+    elif args.run is None:
+        raise MedmatError("score needs --run (or --smoke)")
+    else:
+        runs, low_size = trained_runs(args.run, args.data, args.trimaps)
+    cases = [case for model, samples in runs for case in score_cases(model, samples, low_size, args.samples, args.seed)]
+    summary = summarise(cases)
+    high = next(iter(runs))[1][0].shape
+    print(summary_table(summary, low_size, high), end="")
+    if args.output:
+        from medmat.io.atomic import atomic_write_json
+
+        atomic_write_json(args.output, {"run": args.run, "low_size": low_size, "high_size": list(high),
+                                        "summary": summary, "cases": cases})
+        print(f"written to {args.output}")
+    return 0
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from medmat.engine import crossval, load_config, train
+    from medmat.engine.trainer import load_samples
+
+    config = load_config(args.config, [*args.overrides, f"data.input_size={args.low_size}"])
+    samples = downsample_samples(load_samples(config), args.low_size)
+    if args.crossval:
+        crossval(config, args.run_dir, resume=args.resume, samples=samples)
+    else:
+        train(config, args.run_dir, fold=args.fold, resume=args.resume, samples=samples)
+    print(f"trained on {args.low_size}x{args.low_size} inputs in {args.run_dir}")
+    return 0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train_parser = commands.add_parser("train", help="train on downsampled inputs through the engine")
+    train_parser.add_argument("--config", default="region_aware_matting_lite")
+    train_parser.add_argument("--run-dir", required=True)
+    train_parser.add_argument("--low-size", type=int, default=LOW_SIZE)
+    train_parser.add_argument("--fold", type=int, default=None)
+    train_parser.add_argument("--crossval", action="store_true")
+    train_parser.add_argument("--resume", action="store_true")
+    train_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    score_parser = commands.add_parser("score", help="score implicit vs bilinear upsampled predictions")
+    score_parser.add_argument("--run", default=None, help="train run or crossval folder trained by `train`")
+    score_parser.add_argument("--data", default=None, help="full-resolution dataset (default: the run's)")
+    score_parser.add_argument("--trimaps", default=None, help="trimaps of --data")
+    score_parser.add_argument("--samples", type=int, default=8, help="sampled masks N")
+    score_parser.add_argument("--seed", type=int, default=0)
+    score_parser.add_argument("--output", default=None, help="JSON of per-case and mean metrics")
+    score_parser.add_argument("--smoke", action="store_true", help="tiny random model on phantoms (no run needed)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return score_command(args) if args.command == "score" else train_command(args)
+    except MedmatError as error:
+        print(f"medmat: error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

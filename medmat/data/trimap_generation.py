@@ -1,0 +1,325 @@
+"""Trimaps for trimap-guided deep matting: encodings for the networks and training trimaps.
+
+Shared by AdaMatting (Cai et al., ICCV 2019) and the Textural Compensate Path model (Liu et al.,
+2021), and usable by any other trimap-based network:
+
+- tensors: :func:`trimap_classes` and :func:`one_hot_trimap` read a batch trimap (B, 1, H, W)
+  (the engine's 0 / 0.5 / 1 levels, or any value in [0, 1]) the way every medmat method reads
+  trimaps (:func:`medmat.classical.trimap.trimap_regions`: <= 0.1 background, >= 0.9
+  foreground, unknown between); :func:`optimal_trimap_classes` is AdaMatting's optimal trimap
+  T_opt (Eq. 2) of a ground-truth alpha, the target of its trimap decoder;
+- numpy training trimaps, uint8 0 / 128 / 255 like the released trimaps:
+  :func:`alpha_trimap` (Eq. 2 of both papers), :func:`widen_unknown` (random erosion of the
+  foreground and the background, the "random erode and dilate" of Deep Image Matting that both
+  papers train with), :func:`noisy_trimap` (the TCP paper's n extra random morphological steps on
+  the unknown region, §3.3), and the dict transform :class:`RandomTrimapd` in the style of
+  :mod:`medmat.data.transforms`.
+
+Kernel sizes of the transform are fractions of the image width, as the elastic deformation's
+are: the papers' pixel sizes (erosion kernels up to 30x30, noise erosion up to 10x10) were set
+for 320-pixel training crops, so the defaults are ``30 / 320`` and ``10 / 320`` of the width,
+i.e. 12 and 4 pixels on the 128-pixel Brain-growth and LIDC images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from medmat.classical.trimap import BACKGROUND_THRESHOLD, FOREGROUND_THRESHOLD, trimap_regions
+from medmat.errors import MedmatError
+from medmat.labels.trimap import BACKGROUND, FOREGROUND, UNKNOWN, trimap_from_masks
+
+#: Class indices of a trimap, in the order of its levels 0, 0.5, 1 (channel order of the one-hot code).
+BACKGROUND_CLASS, UNKNOWN_CLASS, FOREGROUND_CLASS = 0, 1, 2
+NUM_TRIMAP_CLASSES = 3
+
+#: The papers' kernel sizes in pixels, over the 320-pixel training crops they were set for.
+PAPER_CROP_SIZE = 320
+DEFAULT_MAX_KERNEL = 30 / PAPER_CROP_SIZE
+DEFAULT_MAX_NOISE_DILATION = 30 / PAPER_CROP_SIZE
+DEFAULT_MAX_NOISE_EROSION = 10 / PAPER_CROP_SIZE
+
+#: Where :class:`RandomTrimapd` takes the trimap it widens from.
+TRIMAP_SOURCES = ("alpha", "masks", "trimap")
+
+
+# --- tensors -------------------------------------------------------------------------------------
+
+
+def trimap_classes(trimap: torch.Tensor) -> torch.Tensor:
+    """Class index of every pixel of a batch trimap.
+
+    Args:
+        trimap: float (B, 1, H, W) in [0, 1]; the engine's levels are 0 / 0.5 / 1.
+
+    Returns:
+        int64 (B, H, W): 0 background (t <= 0.1), 2 foreground (t >= 0.9), 1 unknown otherwise.
+    """
+    if trimap.dim() != 4 or trimap.shape[1] != 1:
+        raise ValueError(f"trimap must be (B, 1, H, W), got {tuple(trimap.shape)}")
+    levels = trimap[:, 0]
+    classes = torch.full_like(levels, UNKNOWN_CLASS, dtype=torch.long)
+    classes[levels <= BACKGROUND_THRESHOLD] = BACKGROUND_CLASS
+    classes[levels >= FOREGROUND_THRESHOLD] = FOREGROUND_CLASS
+    return classes
+
+
+def one_hot_trimap(trimap: torch.Tensor) -> torch.Tensor:
+    """One-hot code of a batch trimap, the network input of both papers.
+
+    Args:
+        trimap: float (B, 1, H, W) in [0, 1].
+
+    Returns:
+        float (B, 3, H, W) in {0, 1}, channels (background, unknown, foreground), one 1 per pixel.
+    """
+    one_hot = torch.nn.functional.one_hot(trimap_classes(trimap), NUM_TRIMAP_CLASSES)
+    return one_hot.permute(0, 3, 1, 2).to(trimap.dtype)
+
+
+def optimal_trimap_classes(alpha: torch.Tensor) -> torch.Tensor:
+    """AdaMatting's optimal trimap T_opt of a ground-truth alpha (Eq. 2), as class indices.
+
+    Args:
+        alpha: float (B, 1, H, W) in [0, 1].
+
+    Returns:
+        int64 (B, H, W): 0 where alpha == 0, 2 where alpha == 1, 1 (unknown) where 0 < alpha < 1.
+        Exact comparisons: alphas stored as 8-bit (k / 255) hit 0 and 1 exactly.
+    """
+    if alpha.dim() != 4 or alpha.shape[1] != 1:
+        raise ValueError(f"alpha must be (B, 1, H, W), got {tuple(alpha.shape)}")
+    levels = alpha[:, 0]
+    classes = torch.full_like(levels, UNKNOWN_CLASS, dtype=torch.long)
+    classes[levels <= 0] = BACKGROUND_CLASS
+    classes[levels >= 1] = FOREGROUND_CLASS
+    return classes
+
+
+
+def fill_known_regions(alpha: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Set alpha to 1 on a trimap's foreground and to 0 on its background.
+
+    Both papers predict alpha for the unknown pixels only and take the known ones from the
+    (input or adapted) trimap.
+
+    Args:
+        alpha: float (B, 1, H, W) in [0, 1].
+        classes: int64 (B, H, W) trimap classes (:func:`trimap_classes`).
+
+    Returns:
+        float (B, 1, H, W) in [0, 1]; differentiable in ``alpha`` on the unknown pixels.
+    """
+    classes = classes[:, None]
+    filled = torch.where(classes == FOREGROUND_CLASS, torch.ones_like(alpha), alpha)
+    return torch.where(classes == BACKGROUND_CLASS, torch.zeros_like(alpha), filled)
+
+# --- numpy training trimaps ----------------------------------------------------------------------
+
+
+def alpha_trimap(alpha: np.ndarray) -> np.ndarray:
+    """Eq. 2 of both papers on a numpy alpha: the trimap the training trimaps start from.
+
+    Args:
+        alpha: float (H, W) in [0, 1].
+
+    Returns:
+        uint8 (H, W): 0 where alpha == 0, 255 where alpha == 1, 128 where 0 < alpha < 1.
+    """
+    alpha = np.asarray(alpha)
+    trimap = np.full(alpha.shape, UNKNOWN, dtype=np.uint8)
+    trimap[alpha <= 0] = BACKGROUND
+    trimap[alpha >= 1] = FOREGROUND
+    return trimap
+
+
+def standard_trimap(trimap: np.ndarray) -> np.ndarray:
+    """Any trimap (uint8 0..255 or float in [0, 1], resampled grey levels allowed) as uint8 0/128/255."""
+    foreground, background, _ = trimap_regions(trimap)
+    out = np.full(foreground.shape, UNKNOWN, dtype=np.uint8)
+    out[background] = BACKGROUND
+    out[foreground] = FOREGROUND
+    return out
+
+
+def erode(mask: np.ndarray, kernel: int) -> np.ndarray:
+    """Binary erosion by a ``kernel`` x ``kernel`` square; bool (H, W) -> bool (H, W), a subset of ``mask``.
+
+    The image border replicates the edge pixels, so a region touching the border does not
+    shrink away from it (the background around a lesion is not eroded by the frame).
+    ``kernel`` 1 returns a copy.
+    """
+    if kernel <= 1:
+        return np.array(mask, dtype=bool, copy=True)
+    return ndimage.minimum_filter(np.asarray(mask, dtype=np.uint8), size=kernel, mode="nearest").astype(bool)
+
+
+def dilate(mask: np.ndarray, kernel: int) -> np.ndarray:
+    """Binary dilation by a ``kernel`` x ``kernel`` square; bool (H, W) -> bool (H, W), a superset of ``mask``."""
+    if kernel <= 1:
+        return np.array(mask, dtype=bool, copy=True)
+    return ndimage.maximum_filter(np.asarray(mask, dtype=np.uint8), size=kernel, mode="nearest").astype(bool)
+
+
+def random_kernel(rng: np.random.Generator, max_kernel: int) -> int:
+    """A kernel side drawn uniformly from 1 .. ``max_kernel`` (1 when ``max_kernel`` < 1)."""
+    return int(rng.integers(1, max(int(max_kernel), 1) + 1))
+
+
+def widen_unknown(trimap: np.ndarray, rng: np.random.Generator, max_kernel: int) -> np.ndarray:
+    """Random erosion of the foreground and of the background; what they lose becomes unknown.
+
+    The Deep Image Matting generator both papers train with (AdaMatting §4.1, TCP §3.3): the
+    foreground and the background are eroded by square kernels whose sides are drawn
+    independently from 1 .. ``max_kernel`` pixels, so the known regions only shrink and the
+    unknown band around the lesion only grows.
+
+    Args:
+        trimap: uint8 (H, W) with values 0 / 128 / 255.
+        rng: draws the two kernel sizes.
+        max_kernel: largest kernel side in pixels (1 leaves the trimap as it is).
+
+    Returns:
+        A new uint8 (H, W) 0 / 128 / 255 trimap whose foreground and background are subsets of
+        the input's.
+    """
+    foreground = erode(trimap == FOREGROUND, random_kernel(rng, max_kernel))
+    background = erode(trimap == BACKGROUND, random_kernel(rng, max_kernel))
+    widened = np.full(trimap.shape, UNKNOWN, dtype=np.uint8)
+    widened[foreground] = FOREGROUND
+    widened[background] = BACKGROUND
+    return widened
+
+
+def nearest_known_labels(trimap: np.ndarray) -> np.ndarray:
+    """Every pixel labelled as its nearest known (foreground or background) pixel; uint8 (H, W).
+
+    Known pixels keep their label; a trimap without known pixels is returned unchanged.
+    """
+    unknown = trimap == UNKNOWN
+    if unknown.all() or not unknown.any():
+        return trimap.copy()
+    _, (rows, cols) = ndimage.distance_transform_edt(unknown, return_indices=True)
+    return trimap[rows, cols]
+
+
+def noisy_trimap(
+    trimap: np.ndarray,
+    rng: np.random.Generator,
+    max_steps: int = 3,
+    max_iterations: int = 3,
+    max_dilation: int = 30,
+    max_erosion: int = 10,
+) -> np.ndarray:
+    """The TCP paper's noisy trimap (§3.3): n random morphological steps on the unknown region.
+
+    ``n`` is drawn from 0 .. ``max_steps``; each step is, with equal chance, a ``p``-iteration
+    dilation (kernel side 1 .. ``max_dilation``) or a ``p``-iteration erosion (side
+    1 .. ``max_erosion``) of the unknown region, ``p`` drawn from 0 .. ``max_iterations``.
+    Dilation turns known pixels unknown; pixels that erosion removes from the unknown region
+    take the label of their nearest known pixel, so the foreground / background boundary moves
+    as a user's coarse trimap would, and may then claim pixels whose alpha is neither 0 nor 1.
+
+    Args:
+        trimap: uint8 (H, W) 0 / 128 / 255 (the semantic path's trimap).
+        rng: draws n, and every step's operation, p and kernel.
+        max_steps, max_iterations: the papers' 3 and 3.
+        max_dilation, max_erosion: largest kernel sides in pixels (papers: 30 and 10).
+
+    Returns:
+        A new uint8 (H, W) 0 / 128 / 255 trimap.
+    """
+    noisy = trimap.copy()
+    for _ in range(int(rng.integers(0, max_steps + 1))):
+        grow = bool(rng.random() < 0.5)
+        iterations = int(rng.integers(0, max_iterations + 1))
+        kernel = random_kernel(rng, max_dilation if grow else max_erosion)
+        unknown = noisy == UNKNOWN
+        for _ in range(iterations):
+            unknown = dilate(unknown, kernel) if grow else erode(unknown, kernel)
+        if grow:
+            noisy[unknown] = UNKNOWN
+        else:
+            labels = nearest_known_labels(noisy)
+            noisy = np.where(unknown, UNKNOWN, labels).astype(np.uint8)
+    return noisy
+
+
+def pixels_of_width(fraction: float, width: int) -> int:
+    """A length given as a fraction of the image width, in whole pixels (at least 1)."""
+    return max(int(round(fraction * width)), 1)
+
+
+class RandomTrimapd:
+    """Add a training trimap drawn from the ground truth (and optionally the TCP's noisy one).
+
+    ``data[output_key]`` becomes a uint8 (H, W) 0 / 128 / 255 trimap: the source trimap with
+    its foreground and background randomly eroded (:func:`widen_unknown`). With ``noisy_key``,
+    ``data[noisy_key]`` gets that trimap after :func:`noisy_trimap`, the TCP input of §3.3.
+
+    Sources:
+        "alpha": Eq. 2 of the ground-truth ``alpha`` (foreground only where alpha == 1);
+        "masks": the annotators' ``masks`` (:func:`medmat.labels.trimap.trimap_from_masks`
+            without dilation: foreground where all agree, unknown where they disagree);
+        "trimap": the case's own ``trimap`` (e.g. given trimaps), made 0 / 128 / 255 first.
+
+    Args:
+        source: one of :data:`TRIMAP_SOURCES`.
+        max_kernel: largest erosion kernel side, fraction of the image width (papers: 30 px).
+        noisy_key: key of the noisy trimap; None to skip it.
+        noise_steps, noise_iterations: n and p of §3.3 (at most 3 each).
+        max_noise_dilation, max_noise_erosion: largest noise kernel sides, fractions of the width
+            (papers: 30 px and 10 px).
+        output_key: key of the trimap (overwrites a given trimap).
+    """
+
+    def __init__(
+        self,
+        source: str = "alpha",
+        max_kernel: float = DEFAULT_MAX_KERNEL,
+        noisy_key: str | None = None,
+        noise_steps: int = 3,
+        noise_iterations: int = 3,
+        max_noise_dilation: float = DEFAULT_MAX_NOISE_DILATION,
+        max_noise_erosion: float = DEFAULT_MAX_NOISE_EROSION,
+        output_key: str = "trimap",
+    ):
+        if source not in TRIMAP_SOURCES:
+            raise MedmatError(f"trimap source must be one of {', '.join(TRIMAP_SOURCES)}, got {source!r}")
+        for name, value in {"max_kernel": max_kernel, "max_noise_dilation": max_noise_dilation,
+                            "max_noise_erosion": max_noise_erosion}.items():
+            if not value >= 0:
+                raise MedmatError(f"trimap option {name} must be >= 0, got {value}")
+        self.source, self.max_kernel, self.noisy_key, self.output_key = source, max_kernel, noisy_key, output_key
+        self.noise_steps, self.noise_iterations = int(noise_steps), int(noise_iterations)
+        self.max_noise_dilation, self.max_noise_erosion = max_noise_dilation, max_noise_erosion
+
+    def source_trimap(self, data: dict) -> np.ndarray:
+        """The uint8 0 / 128 / 255 trimap of ``self.source`` before any random change."""
+        if self.source not in data or data[self.source] is None:
+            raise MedmatError(f"cannot generate a training trimap from {self.source!r}: the case has none")
+        if self.source == "alpha":
+            return alpha_trimap(data["alpha"])
+        if self.source == "masks":
+            return trimap_from_masks(data["masks"], dilation_radius=0)
+        return standard_trimap(data["trimap"])
+
+    def __call__(self, data: dict, rng: np.random.Generator) -> dict:
+        out = dict(data)
+        base = self.source_trimap(data)
+        width = base.shape[-1]
+        trimap = widen_unknown(base, rng, pixels_of_width(self.max_kernel, width))
+        out[self.output_key] = trimap
+        if self.noisy_key is not None:
+            out[self.noisy_key] = noisy_trimap(
+                trimap,
+                rng,
+                self.noise_steps,
+                self.noise_iterations,
+                pixels_of_width(self.max_noise_dilation, width),
+                pixels_of_width(self.max_noise_erosion, width),
+            )
+        return out
+

@@ -1,0 +1,312 @@
+"""Multi-scale region-aware implicit matting (Xu et al., MICCAI 2024): a resolution-free Medical Matting.
+
+The Prob. U-Net, its uncertainty map and the losses are Medical Matting's
+(:mod:`medmat.models.medical_matting`); the matting network becomes a *Matting U-Net* whose
+decoder is an implicit function (§2.1-2.2):
+
+- encoder: one propagation unit (residual blocks) per scale, at H x W, H/2 x W/2 and H/4 x W/4
+  (2x2 average pooling between them), taking image + Prob. U-Net latent features; CBAM channel
+  attention after unit 1; the uncertainty map, average-pooled to each unit's resolution, is
+  concatenated to the input of every unit, as the core model does. ``scales=s`` builds the first
+  s units; their outputs are the feature maps ``F^1 .. F^s`` of Eq. 3;
+- decoder: :class:`~medmat.models.implicit_decoder.MultiScaleImplicitDecoder`: each ``F^s`` read
+  at every query by the region-aware implicit function (Eq. 2; or the local ensemble of Eq. 1, or
+  bilinear upsampling, for the ablations), concatenated (Eq. 3), and two per-query output layers
+  giving the alpha logit.
+
+Because the decoder reads the feature maps at continuous positions, :meth:`predict` can return
+the alpha matte at any size (``output_size``) straight from the implicit function; ``forward``
+always queries the input's own pixel grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmat.errors import MedmatError
+from medmat.models.blocks import ChannelAttention, residual_stage
+from medmat.models.implicit_decoder import (
+    DECODERS,
+    MultiScaleImplicitDecoder,
+    normalized_to_pixels,
+    pixels_to_normalized,
+    query_grid,
+)
+from medmat.models.medical_matting import _positive_ints
+from medmat.models.prob_unet import ProbabilisticUNet
+from medmat.models.registry import register_model
+from medmat.uncertainty import lesion_uncertainty, uncertainty_map
+
+#: Constructor presets (kwargs of :class:`RegionAwareMatting`). ``paper``: the Prob. U-Net of the
+#: Medical Matting paper with a Matting U-Net of 32/64/128 channels (the paper gives no widths);
+#: ``lite``: the Prob. U-Net of the core ``lite`` config and a Matting U-Net of about its cost.
+PRESETS: dict[str, dict] = {
+    "paper": {"unet_filters": (32, 64, 128, 192), "latent_dim": 2, "widths": (32, 64, 128), "implicit_channels": 32},
+    "lite": {"unet_filters": (16, 32, 64, 96), "latent_dim": 2, "widths": (32, 64, 64), "implicit_channels": 16},
+}
+
+#: Outputs of :meth:`RegionAwareMatting.predict`.
+PREDICT_KEYS = ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks")
+
+
+class MattingUNet(nn.Module):
+    """Matting U-Net with an implicit decoder: (image, latent features, uncertainty map) -> alpha logits.
+
+    ``forward(image (B, C, H, W), latent_features (B, F, H, W), uncertainty (B, 1, H, W),
+    queries (B, Hq, Wq, 2) | None)`` -> alpha logits (B, 1, Hq, Wq); ``queries=None`` reads the
+    input's pixel grid (Hq, Wq = H, W).
+
+    Args:
+        image_channels: C.
+        latent_channels: F, channels of the Prob. U-Net latent features.
+        widths: channels of the propagation units, finest first (at least ``scales`` values).
+        scales: how many scales the decoder fuses (1, 2 or 3 in the paper): F^1 at H x W, F^2 at
+            H/2 x W/2, F^3 at H/4 x W/4.
+        decoder: "region_aware", "local_ensemble" or "bilinear".
+        offset_kernel: k of the k x k codes every query decodes (2 in the paper).
+        implicit_channels: width of the implicit MLPs and of the output block.
+        use_uncertainty_map: concatenate the map to the input of each unit.
+        blocks_per_unit: residual blocks per unit (3, as the core model).
+    """
+
+    def __init__(
+        self,
+        image_channels: int,
+        latent_channels: int,
+        widths: Sequence[int] = (32, 64, 128),
+        scales: int = 3,
+        decoder: str = "region_aware",
+        offset_kernel: int = 2,
+        implicit_channels: int = 32,
+        use_uncertainty_map: bool = True,
+        blocks_per_unit: int = 3,
+    ):
+        super().__init__()
+        if not 1 <= scales <= len(widths):
+            raise ValueError(f"scales must be in 1..{len(widths)} (one width per scale), got {scales}")
+        self.use_uncertainty_map = use_uncertainty_map
+        extra = 1 if use_uncertainty_map else 0
+        widths = tuple(widths[:scales])
+        inputs = (image_channels + latent_channels,) + widths[:-1]
+        self.units = nn.ModuleList(
+            residual_stage(channels + extra, width, blocks_per_unit) for channels, width in zip(inputs, widths)
+        )
+        self.attention = ChannelAttention(widths[0])
+        # ceil_mode keeps odd sizes working, as in the Prob. U-Net.
+        self.downsample = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        self.decoder = MultiScaleImplicitDecoder(widths, implicit_channels, decoder, offset_kernel)
+
+    def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, uncertainty], dim=1) if self.use_uncertainty_map else x
+
+    def encode(
+        self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """The feature maps F^1 .. F^scales, finest first: (B, widths[s], H / 2^s, W / 2^s)."""
+        features = []
+        x = torch.cat([image, latent_features], dim=1)
+        for level, unit in enumerate(self.units):
+            if level > 0:
+                x, uncertainty = self.downsample(x), self.downsample(uncertainty)
+            x = unit(self._with_map(x, uncertainty))
+            if level == 0:
+                x = self.attention(x)
+            features.append(x)
+        return features
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        latent_features: torch.Tensor,
+        uncertainty: torch.Tensor,
+        queries: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        features = self.encode(image, latent_features, uncertainty)
+        if queries is None:
+            queries = query_grid(*image.shape[-2:], batch=image.shape[0], device=image.device, dtype=image.dtype)
+        return self.decoder(features, queries)
+
+
+def _output_size(output_size: Sequence[int]) -> tuple[int, int]:
+    """``(H, W)`` of positive ints; MedmatError otherwise (it comes from the command line)."""
+    values = tuple(output_size)
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
+        raise MedmatError(f"output size must be two positive integers (H, W), got {output_size!r}")
+    return values
+
+
+@register_model("region_aware_matting")
+class RegionAwareMatting(nn.Module):
+    """Prob. U-Net + uncertainty map + Matting U-Net with a region-aware implicit decoder.
+
+    Args:
+        in_channels: image channels (1 greyscale, 3 colour).
+        unet_filters, latent_dim, num_fcomb_convs, batch_norm: the Prob. U-Net, as in
+            :class:`~medmat.models.medical_matting.MedicalMatting`.
+        widths: channels of the Matting U-Net's propagation units, finest first.
+        implicit_channels: width of the implicit MLPs ``f_theta`` and of the output block.
+        decoder: "region_aware" (Eq. 2), "local_ensemble" (Eq. 1) or "bilinear" (baseline).
+        scales: feature scales fused by Eq. 3 (1, 2 or 3).
+        offset_kernel: k, the k x k codes each query decodes (1, 2 or 3; paper 2).
+        use_uncertainty_map: False drops the uncertainty map from the Matting U-Net's inputs.
+        num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
+
+    ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
+    (B, 1, H, W) in {0, 1}; it returns the outputs of the core model, at the input size, so the
+    "medical_matting" criterion trains it unchanged:
+        "alpha" (B, 1, H, W) in [0, 1] and "alpha_logits" (B, 1, H, W);
+        "uncertainty_map" (B, 1, H, W) in [0, ln 2], nats (Eq. 4 of Medical Matting);
+        "lesion_uncertainty" (B, 1, H, W) in [0, ln 2], nats, binary entropy of alpha, detached;
+        "sample_masks" (B, N, H, W) in [0, 1], the sampled score maps;
+        "mask_logits" (B, 1, H, W); "kl" (B,) in training (or in eval with "pseudo_mask").
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        unet_filters: Sequence[int] = PRESETS["paper"]["unet_filters"],
+        latent_dim: int = PRESETS["paper"]["latent_dim"],
+        num_fcomb_convs: int = 4,
+        batch_norm: bool = True,
+        widths: Sequence[int] = PRESETS["paper"]["widths"],
+        implicit_channels: int = PRESETS["paper"]["implicit_channels"],
+        decoder: str = "region_aware",
+        scales: int = 3,
+        offset_kernel: int = 2,
+        use_uncertainty_map: bool = True,
+        num_samples: int = 8,
+    ):
+        super().__init__()
+        (in_channels,) = _positive_ints("in_channels", in_channels, 1)
+        unet_filters = _positive_ints("unet_filters", unet_filters)
+        (latent_dim,) = _positive_ints("latent_dim", latent_dim, 1)
+        widths = _positive_ints("widths", widths)
+        (implicit_channels,) = _positive_ints("implicit_channels", implicit_channels, 1)
+        (self.num_samples,) = _positive_ints("num_samples", num_samples, 1)
+        (offset_kernel,) = _positive_ints("offset_kernel", offset_kernel, 1)
+        (scales,) = _positive_ints("scales", scales, 1)
+        if decoder not in DECODERS:
+            raise MedmatError(f"model option decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        if scales > len(widths):
+            raise MedmatError(f"model option scales must be <= {len(widths)} (one width per scale), got {scales}")
+        if num_fcomb_convs < 2:
+            raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
+
+        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm)
+        self.matting_net = MattingUNet(
+            in_channels,
+            self.prob_unet.latent_channels,
+            widths,
+            scales,
+            decoder,
+            offset_kernel,
+            implicit_channels,
+            use_uncertainty_map,
+        )
+
+    @property
+    def decoder_kind(self) -> str:
+        """The decoder option: "region_aware", "local_ensemble" or "bilinear"."""
+        return self.matting_net.decoder.kind
+
+    def _masks(
+        self, image: torch.Tensor, pseudo_mask: torch.Tensor | None, num_samples: int
+    ) -> dict[str, torch.Tensor]:
+        """Prob. U-Net outputs plus "sample_masks" and the "uncertainty_map" of their mean."""
+        masks = self.prob_unet(image, pseudo_mask, num_samples)
+        masks["sample_masks"] = torch.sigmoid(masks.pop("sample_logits"))
+        masks["uncertainty_map"] = uncertainty_map(masks["sample_masks"])
+        return masks
+
+    def _run(
+        self,
+        image: torch.Tensor,
+        pseudo_mask: torch.Tensor | None,
+        num_samples: int,
+        queries: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        masks = self._masks(image, pseudo_mask, num_samples)
+        outputs = {key: masks[key] for key in ("sample_masks", "uncertainty_map", "mask_logits", "kl") if key in masks}
+        outputs["alpha_logits"] = self.matting_net(image, masks["latent_features"], masks["uncertainty_map"], queries)
+        outputs["alpha"] = torch.sigmoid(outputs["alpha_logits"])
+        outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
+        return outputs
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.training and "pseudo_mask" not in batch:
+            raise ValueError("RegionAwareMatting needs batch['pseudo_mask'] in training mode (posterior net)")
+        return self._run(batch["image"], batch.get("pseudo_mask"), self.num_samples)
+
+    @torch.no_grad()
+    def predict(
+        self, image: torch.Tensor, num_samples: int = 8, output_size: Sequence[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Inference from the image alone, with ``num_samples`` prior samples, at any output size.
+
+        Args:
+            image: (B, C, H, W) float32 in [0, 1]; any H, W (no padding needed).
+            num_samples: N >= 1.
+            output_size: (H', W') of the outputs; None = (H, W). The implicit decoders read the
+                alpha matte at the H' x W' pixel centres directly (at (H, W) this is exactly
+                ``forward``'s alpha); the "bilinear" decoder, the baseline, resizes its H x W
+                alpha bilinearly.
+
+        Returns:
+            "alpha" (B, 1, H', W') in [0, 1]; "lesion_uncertainty" (B, 1, H', W') in [0, ln 2]
+            nats, the binary entropy of that alpha; "uncertainty_map" (B, 1, H', W') in
+            [0, ln 2] nats and "sample_masks" (B, N, H', W') in [0, 1], which come from the
+            Prob. U-Net at H x W and are bilinearly resized to H' x W' when the sizes differ.
+            The module's train/eval mode is restored afterwards.
+        """
+        size = tuple(image.shape[-2:]) if output_size is None else _output_size(output_size)
+        implicit = self.decoder_kind != "bilinear"
+        queries = None
+        if implicit:
+            queries = query_grid(*size, batch=image.shape[0], device=image.device, dtype=image.dtype)
+        was_training = self.training
+        self.eval()
+        try:
+            outputs = self._run(image, None, num_samples, queries)
+        finally:
+            self.train(was_training)
+        predicted = {key: outputs[key] for key in PREDICT_KEYS}
+        if size != tuple(image.shape[-2:]):
+            resized = ("uncertainty_map", "sample_masks") if implicit else ("alpha", "uncertainty_map", "sample_masks")
+            for key in resized:
+                predicted[key] = F.interpolate(predicted[key], size=size, mode="bilinear", align_corners=False)
+            predicted["lesion_uncertainty"] = lesion_uncertainty(predicted["alpha"])
+        return predicted
+
+    @torch.no_grad()
+    def code_positions(self, image: torch.Tensor, points: torch.Tensor) -> list[torch.Tensor]:
+        """Where the implicit decoder reads its codes for a few query points (Table 2, middle).
+
+        Uses the prior's first latent sample, as :meth:`predict` does for the alpha matte.
+
+        Args:
+            image: (B, C, H, W) float32 in [0, 1].
+            points: (Q, 2) float query positions as pixel (row, col) of the image.
+
+        Returns:
+            One (B, Q, P, 2) tensor per scale, finest first: the P = k * k code positions of
+            each query as pixel (row, col) of the image (the learned offsets included; the local
+            ensemble gives the nearest codes). The mode of the module is restored.
+
+        Raises:
+            ValueError: for the "bilinear" decoder, which reads no codes.
+        """
+        size = image.shape[-2:]
+        queries = pixels_to_normalized(points.to(image), size)[None, None].expand(image.shape[0], 1, -1, 2)
+        was_training = self.training
+        self.eval()
+        try:
+            masks = self._masks(image, None, self.num_samples)
+            features = self.matting_net.encode(image, masks["latent_features"], masks["uncertainty_map"])
+            positions = self.matting_net.decoder.code_positions(features, queries)
+        finally:
+            self.train(was_training)
+        return [normalized_to_pixels(level[:, 0], size) for level in positions]
