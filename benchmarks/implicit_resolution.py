@@ -1,8 +1,8 @@
 """Resolution-free output: a 64² model predicting 128² mattes, implicit read vs bilinear upsampling.
 
 A ``region_aware_matting`` model trained on Brain-growth downsampled to 64 x 64 (``train``
-below: the engine's ``train`` / ``crossval`` on downsampled samples) predicts every held-out
-case from its 64 x 64 image in two ways, with the same latent samples:
+below: the engine's ``train`` / ``crossval`` with ``data.resize`` and ``data.input_size`` 64)
+predicts every held-out case from its 64 x 64 image in two ways, with the same latent samples:
 
 - implicit: ``model.predict(image_64, output_size=(128, 128))``, the implicit function read at the
   128 x 128 pixel centres;
@@ -10,21 +10,22 @@ case from its 64 x 64 image in two ways, with the same latent samples:
 
 and both are scored against the original 128 x 128 ground-truth alpha with
 :func:`medmat.metrics.matting_metrics`, on the trimap's unknown region (Table IV) and on the whole
-image. Downsampling averages pixels (``area``); annotator masks are averaged then thresholded at
-0.5, trimaps are subsampled (``nearest-exact``) so their levels stay 0/128/255.
+image. Downsampling is the engine's :func:`medmat.engine.dataset.resize_sample`: images and
+alphas are averaged (``area``), annotator masks averaged then thresholded at 0.5, trimaps
+subsampled (``nearest-exact``) so their levels stay 0/128/255.
 
     python benchmarks/implicit_resolution.py train --run-dir runs/ra64 --crossval [--set optim.epochs=60]
     python benchmarks/implicit_resolution.py score --run runs/ra64 [--output runs/ra64/resolution.json]
     python benchmarks/implicit_resolution.py score --smoke     # tiny random model on phantoms
 
-The run's ``config.yaml`` names the 128² dataset (``score`` reads its ground truth from there)
-with ``data.input_size`` 64; its own ``metrics.json`` scores the 64² predictions on 64² mattes.
+The run's ``config.yaml`` names the 128² dataset (``score`` reads its ground truth from there,
+without ``data.resize``) with ``data.resize`` and ``data.input_size`` 64; its own ``metrics.json``
+scores the 64² predictions on 64² mattes.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from medmat.data.sample import Sample
-from medmat.data.validate import validate_sample
+from medmat.engine.dataset import resize_sample
 from medmat.errors import MedmatError
 from medmat.metrics import matting_metrics, region_mask
 
@@ -42,36 +43,9 @@ LOW_SIZE, HIGH_SIZE = 64, 128
 METHODS = ("implicit", "bilinear")
 
 
-def _resize(array: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """Resize the last two axes of a (..., H, W) array with ``F.interpolate``; float32 out."""
-    tensor = torch.as_tensor(np.asarray(array, dtype=np.float32))
-    leading = tensor.shape[:-2]
-    flat = tensor.reshape(1, -1, *tensor.shape[-2:])
-    return F.interpolate(flat, size=size, mode=mode).reshape(*leading, *size).numpy()
-
-
-def downsample_sample(sample: Sample, size: tuple[int, int]) -> Sample:
-    """``sample`` at ``size`` (H, W): image and alpha area-averaged, masks averaged then >= 0.5,
-    trimap subsampled (its 0/128/255 levels kept). The id, group and meta are kept."""
-    alpha = None if sample.alpha is None else np.clip(_resize(sample.alpha, size, "area"), 0.0, 1.0)
-    trimap = None
-    if sample.trimap is not None:
-        trimap = np.rint(_resize(sample.trimap, size, "nearest-exact")).astype(np.uint8)
-    smaller = dataclasses.replace(
-        sample,
-        image=np.clip(_resize(sample.image, size, "area"), 0.0, 1.0),
-        masks=_resize(sample.masks, size, "area") >= 0.5,
-        alpha=alpha,
-        trimap=trimap,
-        spacing=None,
-        affine=None,
-    )
-    return validate_sample(smaller, require_alpha=sample.alpha is not None)
-
-
-def downsample_samples(samples: Sequence[Sample], size: int) -> list[Sample]:
-    """Every sample at ``size`` x ``size`` (see :func:`downsample_sample`)."""
-    return [downsample_sample(sample, (size, size)) for sample in samples]
+#: ``sample`` at ``size`` (H, W): the engine's one resampling of a case, under the name this
+#: script has always used.
+downsample_sample = resize_sample
 
 
 def predict_both(model, image: np.ndarray, size: tuple[int, int], num_samples: int, seed: int) -> dict[str, np.ndarray]:
@@ -105,7 +79,7 @@ def score_cases(model, samples: Sequence[Sample], low_size: int, num_samples: in
     try:
         cases = []
         for sample in samples:
-            low = downsample_sample(sample, (low_size, low_size))
+            low = resize_sample(sample, (low_size, low_size))
             predictions = predict_both(model, low.image, sample.shape, num_samples, seed)
             region_name = "unknown" if sample.trimap is not None else "whole"
             region = region_mask(sample.trimap, region_name, sample.shape)
@@ -178,6 +152,8 @@ def trained_runs(
     if size is None or size[0] != size[1]:
         message = f"the run's data.input_size must be one square size (a run of `train` here), got {size}"
         raise MedmatError(message, run)
+    # The ground truth is scored at full resolution: the cases are not resized as in training.
+    first["data"]["resize"] = None
     if data is not None:
         first["data"].update(dataset=data, trimaps=trimaps)
     samples = load_samples(first)
@@ -213,14 +189,13 @@ def score_command(args: argparse.Namespace) -> int:
 
 def train_command(args: argparse.Namespace) -> int:
     from medmat.engine import crossval, load_config, train
-    from medmat.engine.trainer import load_samples
 
-    config = load_config(args.config, [*args.overrides, f"data.input_size={args.low_size}"])
-    samples = downsample_samples(load_samples(config), args.low_size)
+    low = args.low_size
+    config = load_config(args.config, [*args.overrides, f"data.input_size={low}", f"data.resize={low}"])
     if args.crossval:
-        crossval(config, args.run_dir, resume=args.resume, samples=samples)
+        crossval(config, args.run_dir, resume=args.resume)
     else:
-        train(config, args.run_dir, fold=args.fold, resume=args.resume, samples=samples)
+        train(config, args.run_dir, fold=args.fold, resume=args.resume)
     print(f"trained on {args.low_size}x{args.low_size} inputs in {args.run_dir}")
     return 0
 

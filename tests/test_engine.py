@@ -522,3 +522,165 @@ def test_module_entry_trains_a_phantom_fold(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("medmat: error:") and "already holds a checkpoint" in error and "\n" not in error
     shutil.rmtree(tmp_path / "run")
+
+
+# --- generated training trimaps, resized cases, output size -------------------------------------
+
+
+def test_generated_training_trimaps_widen_the_annotators_disagreement_and_change_every_epoch():
+    samples = disc_samples(2, size=64)
+    generated = MattingDataset(samples, seed=5, augment=False, train_trimaps="annotators", noisy_trimaps=True)
+    seen = set()
+    for epoch in range(4):
+        generated.set_epoch(epoch)
+        item = generated[0]
+        trimap, noisy = item["trimap"][0].numpy(), item["trimap_noisy"][0].numpy()
+        assert set(np.unique(trimap)) <= {0.0, 0.5, 1.0} and set(np.unique(noisy)) <= {0.0, 0.5, 1.0}
+        # Random erosion only shrinks the known regions of the annotators' trimap.
+        masks = samples[0].masks
+        assert np.all(masks.all(axis=0)[trimap == 1.0]) and not np.any(masks.any(axis=0)[trimap == 0.0])
+        assert np.all(trimap[masks.any(axis=0) & ~masks.all(axis=0)] == 0.5)
+        seen.add(trimap.tobytes())
+    assert len(seen) > 1  # epochs draw different erosions
+    again = MattingDataset(samples, seed=5, augment=False, train_trimaps="annotators", noisy_trimaps=True)
+    again.set_epoch(3)
+    assert all(torch.equal(item[key], again[0][key]) for key in item)
+
+
+def test_generated_trimaps_leave_the_other_random_draws_unchanged():
+    samples = disc_samples(3)
+    given = MattingDataset(samples, seed=2)
+    generated = MattingDataset(samples, seed=2, train_trimaps="alpha")
+    for dataset in (given, generated):
+        dataset.set_epoch(1)
+    for index in range(3):
+        before, after = given[index], generated[index]
+        assert all(torch.equal(before[key], after[key]) for key in ("image", "alpha", "masks", "pseudo_mask"))
+        assert "trimap_noisy" not in after
+        # Eq. 2 of the augmented alpha, eroded: foreground only where alpha == 1, background where 0.
+        alpha, trimap = after["alpha"][0], after["trimap"][0]
+        assert torch.all(alpha[trimap == 1.0] == 1.0) and torch.all(alpha[trimap == 0.0] == 0.0)
+
+
+def test_evaluation_items_keep_their_given_trimaps():
+    samples = disc_samples(2)
+    item = MattingDataset(samples, training=False, train_trimaps="annotators", noisy_trimaps=True)[1]
+    assert "trimap_noisy" not in item
+    assert torch.equal(item["trimap"][0], torch.from_numpy(trimap_levels(samples[1].trimap)))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.train_trimaps=masks"], "data.train_trimaps must be one of given, alpha, annotators"),
+        (["data.noisy_trimaps=true"], "data.noisy_trimaps needs generated training trimaps"),
+        (["data.resize=[64]"], r"data.resize must be an int or \[H, W\]"),
+        (["data.resize=1"], r"data.resize must be an int or \[H, W\]"),
+    ],
+)
+def test_bad_trimap_and_resize_settings_raise_one_line_errors(overrides, message):
+    with pytest.raises(MedmatError, match=message) as raised:
+        load_config("lite", overrides)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "model, loss, noisy",
+    [
+        ({"name": "adamatting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1],
+          "propagation_channels": 4}, {"name": "adamatting"}, False),
+        ({"name": "tcp_matting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1]},
+         {"name": "tcp_matting"}, True),
+    ],
+)
+def test_a_training_epoch_with_generated_trimaps_runs_for_trimap_models(model, loss, noisy):
+    from medmat.engine.trainer import build_training, load_samples, run_epoch
+
+    config = tiny_config("data.resize=32", "data.train_trimaps=annotators", f"data.noisy_trimaps={str(noisy).lower()}",
+                         "optim.epochs=1", "eval.every=0")
+    config["model"], config["loss"] = model, loss
+    samples = load_samples(config)  # phantoms: no trimaps of their own
+    assert all(s.shape == (32, 32) and s.trimap is None for s in samples)
+    training = build_training(config, samples[:4], (32, 32), distributed.setup("cpu"))
+    assert ("trimap_noisy" in training.dataset[0]) == noisy
+    before = [p.detach().clone() for p in training.model.parameters()]
+    row = run_epoch(training, 0, config, distributed.setup("cpu"), [], (32, 32))
+    assert math.isfinite(row["loss"]) and not any(k.startswith("val_") for k in row)
+    assert any(not torch.equal(a, b) for a, b in zip(before, training.model.parameters()))
+
+
+def test_resize_sample_averages_shrinking_interpolates_growing_and_moves_the_geometry():
+    from medmat.engine.dataset import resize_sample
+
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4) / 15
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, :2, :2] = True
+    masks[1, :2, :2] = masks[1, 2, 2] = True  # one pixel of a 2x2 block: dropped
+    trimap = np.array([[0, 0, 128, 128], [0, 0, 128, 128], [255, 255, 128, 128], [255, 255, 128, 128]], np.uint8)
+    affine = np.array([[0.5, 0, 0, 10], [0, 0.8, 0, 20], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=np.float64)
+    sample = Sample("case", image, masks, alpha=image[0].copy(), trimap=trimap, spacing=(0.5, 0.8), affine=affine)
+    small = resize_sample(sample, (2, 2))
+    blocks = image[0].reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    np.testing.assert_allclose(small.image[0], blocks, rtol=1e-6)
+    np.testing.assert_allclose(small.alpha, blocks, rtol=1e-6)
+    np.testing.assert_array_equal(small.masks[1], [[True, False], [False, False]])
+    np.testing.assert_array_equal(small.trimap, [[0, 128], [255, 128]])
+    assert small.spacing == pytest.approx((1.0, 1.6))
+    # Pixel (0, 0) of the 2x2 image is the centre of the 4x4 image's block (0..1, 0..1): index 0.5.
+    expected = np.array([[1.0, 0, 0, 10.25], [0, 1.6, 0, 20.4], [0, 0, 1, 0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(small.affine, expected)
+    assert small.id == "case" and resize_sample(small, (2, 2)) is small
+
+    ramp = Sample("ramp", np.array([[[0.0, 1.0]]], np.float32).repeat(2, axis=1), np.zeros((0, 2, 2), bool))
+    large = resize_sample(ramp, (2, 4))
+    # Bilinear at pixel centres: 4 outputs at source columns -0.25, 0.25, 0.75, 1.25 (clamped).
+    np.testing.assert_allclose(large.image[0, 0], [0.0, 0.25, 0.75, 1.0], atol=1e-6)
+    assert large.masks.shape == (0, 2, 4)
+
+
+def test_data_resize_applies_to_training_and_evaluation(tmp_path):
+    samples = disc_samples(size=24)
+    record = train(tiny_config("optim.epochs=1", "data.resize=[16, 12]"), tmp_path / "run", samples=samples)
+    model, config = load_run(tmp_path / "run")
+    assert config["data"]["resize"] == [16, 12]
+    # Evaluation scored the predictions of the resized cases against their resized alphas.
+    from medmat.engine.dataset import resize_sample
+
+    case = record["cases"][0]
+    small = resize_sample(next(s for s in samples if s.id == case["id"]), (16, 12))
+    alpha = predict_sample(model, small.image, num_samples=4)["alpha"]
+    assert alpha.shape == (16, 12)
+    assert matting_metrics(alpha, small.alpha, small.trimap == 128) == pytest.approx(case["region"])
+
+
+def test_runs_saved_before_new_config_keys_still_resume(tmp_path):
+    from medmat.engine.checkpoint import save_checkpoint
+
+    samples = disc_samples()
+    config = tiny_config("optim.epochs=1", "eval.every=0")
+    first = train(config, tmp_path / "run", samples=samples)
+    path = tmp_path / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    for key in ("resize", "train_trimaps", "noisy_trimaps"):
+        del state["config"]["data"][key]  # as written before these keys existed
+    save_checkpoint(path, **state)
+    assert train(config, tmp_path / "run", samples=samples, resume=True)["mean"] == first["mean"]
+    with pytest.raises(MedmatError, match="changed: data.train_trimaps"):
+        train(tiny_config("optim.epochs=1", "eval.every=0", "data.train_trimaps=alpha"), tmp_path / "run",
+              samples=samples, resume=True)
+
+
+def test_output_size_is_passed_to_resolution_free_models_without_padding():
+    from medmat.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("region_aware_matting", unet_filters=(4, 8), widths=(4, 8, 8), implicit_channels=8).eval()
+    image = disc_samples(1, size=20)[0].image
+    torch.manual_seed(1)
+    predicted = predict_samples(model, [image, image], num_samples=2, output_size=(30, 26))
+    torch.manual_seed(1)
+    direct = model.predict(torch.from_numpy(np.stack([image, image])), num_samples=2, output_size=(30, 26))
+    assert predicted[0]["alpha"].shape == (30, 26) and predicted[1]["sample_masks"].shape == (2, 30, 26)
+    np.testing.assert_allclose(predicted[1]["alpha"], direct["alpha"][1, 0].numpy(), atol=1e-6)
+    with pytest.raises(MedmatError, match="model 'TinyMattingModel' predicts at its input's size only"):
+        predict_sample(TinyMattingModel().eval(), image, output_size=(30, 26))

@@ -130,6 +130,35 @@ def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: st
     return written
 
 
+def _prediction_size(shape: tuple[int, int], output_size, scale: float | None, path: str) -> tuple[int, int] | None:
+    """(H', W') to predict an (H, W) image at: ``output_size``, else the scaled shape, else None (its own)."""
+    if output_size:
+        return int(output_size[0]), int(output_size[1])
+    if scale is None:
+        return None
+    size = (round(shape[0] * scale), round(shape[1] * scale))
+    if min(size) < 1:
+        raise MedmatError(f"--scale {scale:g} makes the {shape[0]}x{shape[1]} image {size[0]}x{size[1]} pixels", path)
+    return size
+
+
+def _resized_geometry(geometry: dict, shape: tuple[int, int], size: tuple[int, int]) -> dict:
+    """The geometry of an (H, W) = ``shape`` image's predictions made at ``size`` (h, w).
+
+    The affine (or the one :func:`medmat.io.images.geometry_affine` makes from the spacing) has
+    its in-plane columns scaled by H / h and W / w, so a NIfTI output covers the input's extent.
+    """
+    from medmat.engine.dataset import resized_affine
+    from medmat.io.images import geometry_affine
+
+    if tuple(size) == tuple(shape):
+        return geometry
+    spacing = geometry.get("spacing")
+    if spacing is not None:
+        spacing = (spacing[0] * shape[0] / size[0], spacing[1] * shape[1] / size[1])
+    return {**geometry, "affine": resized_affine(geometry_affine(geometry), shape, size), "spacing": spacing}
+
+
 @click.command("predict")
 @click.option("--input", "-i", "input_path", required=True, help="An image (PNG, NIfTI, DICOM) or a folder of them.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -139,21 +168,33 @@ def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: st
               help="Output format (default: NIfTI for NIfTI/DICOM input, keeping its geometry; PNG otherwise).")
 @click.option("--trimaps", default=None, help="Folder of <name>.png trimaps, for trimap-based models.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
-def predict_command(input_path, output, run, num_samples, file_format, trimaps, seed):
+@click.option("--output-size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
+              help="Predict every image at H x W (resolution-free models, e.g. region_aware_matting).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None, metavar="FACTOR",
+              help="Predict every image at its size times FACTOR, rounded (resolution-free models).")
+def predict_command(input_path, output, run, num_samples, file_format, trimaps, seed, output_size, scale):
     """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images."""
     import torch
 
     from medmat.engine import load_run, predict_sample
+    from medmat.engine.inference import require_output_size
     from medmat.io.images import read_image, read_trimap
 
+    if output_size and scale is not None:
+        raise click.UsageError("--output-size and --scale are mutually exclusive")
     model, config = load_run(run)
+    if output_size or scale is not None:
+        require_output_size(model, config["model"]["name"])
     files = _image_files(input_path)
     torch.manual_seed(seed)
     for path in tqdm(files, desc="predict", unit="image"):
         image, geometry = read_image(path)
         image = _check_channels(image, config, path)
         trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None
-        prediction = predict_sample(model, image, num_samples, trimap)
+        size = _prediction_size(image.shape[-2:], output_size, scale, path)
+        prediction = predict_sample(model, image, num_samples, trimap, output_size=size)
+        if size is not None:
+            geometry = _resized_geometry(geometry, image.shape[-2:], size)
         write_prediction(os.path.join(output, _stem(path)), prediction, geometry, file_format)
     click.echo(f"{len(files)} predictions written to {output}")
 

@@ -44,6 +44,16 @@ DEFAULTS: dict = {
         "pseudo_mask_range": [0.2, 0.7],
         # int or [H, W]; null pads every case to the largest one (Brain-growth, LIDC: 128).
         "input_size": None,
+        # int or [H, W]: every case is resampled to this size when it is loaded, for training and
+        # evaluation alike (medmat.engine.dataset.resize_sample); null keeps the cases' own size.
+        "resize": None,
+        # Trimaps of the training items: "given" (data.trimaps or the dataset's own, as they are)
+        # or drawn anew every epoch from the ground truth by random erosion, as AdaMatting and the
+        # TCP paper train: "alpha" (Eq. 2 of the alpha matte) or "annotators" (unknown where the
+        # annotators' masks disagree). Evaluation always reads the cases' given trimaps.
+        "train_trimaps": "given",
+        # With generated trimaps, also a "trimap_noisy" (the TCP paper's random steps, §3.3).
+        "noisy_trimaps": False,
     },
     "split": {"scheme": "auto", "k": 4, "fold": 0, "seed": 0},
     "optim": {
@@ -86,6 +96,9 @@ TYPES: dict[str, tuple] = {
     "data.augment": (bool,),
     "data.pseudo_mask_range": (list,),
     "data.input_size": _SIZE,
+    "data.resize": _SIZE,
+    "data.train_trimaps": (str,),
+    "data.noisy_trimaps": (bool,),
     "split.scheme": (str,),
     "split.k": (int,),
     "split.fold": (int,),
@@ -114,6 +127,7 @@ TYPES: dict[str, tuple] = {
 }
 
 CHOICES: dict[str, tuple] = {
+    "data.train_trimaps": ("given", "alpha", "annotators"),
     "split.scheme": ("auto", "kfold", "group", "brain-growth"),
     "optim.name": ("adam",),
     "optim.scheduler": ("cosine", "constant"),
@@ -269,9 +283,10 @@ def validate_config(config: dict, where=None) -> None:
     low, high = config["data"]["pseudo_mask_range"]
     if low > high:
         raise MedmatError(f"data.pseudo_mask_range must be [low, high] with low <= high, got {[low, high]}", where)
-    size = config["data"]["input_size"]
-    if size is not None:
-        input_size(config)  # raises on a malformed size
+    input_size(config)  # each raises on a malformed size
+    resize_size(config)
+    if config["data"]["noisy_trimaps"] and config["data"]["train_trimaps"] == "given":
+        raise MedmatError("data.noisy_trimaps needs generated training trimaps (data.train_trimaps alpha or annotators)", where)
     if config["split"]["fold"] >= config["split"]["k"]:
         raise MedmatError(f"split.fold must be < split.k = {config['split']['k']}, got {config['split']['fold']}", where)
     if config["optim"]["warmup_epochs"] > config["optim"]["epochs"]:
@@ -317,7 +332,17 @@ def set_key(config: dict, dotted: str, value) -> None:
 
 def input_size(config: dict) -> tuple[int, int] | None:
     """``data.input_size`` as ``(H, W)``, or None to keep the dataset's common size."""
-    size = config["data"]["input_size"]
+    return _size_pair(config, "input_size")
+
+
+def resize_size(config: dict) -> tuple[int, int] | None:
+    """``data.resize`` as ``(H, W)``, or None to keep every case at its own size."""
+    return _size_pair(config, "resize")
+
+
+def _size_pair(config: dict, key: str) -> tuple[int, int] | None:
+    """``data.<key>`` (null, an int or [H, W] of ints >= 2) as ``(H, W)`` or None; MedmatError otherwise."""
+    size = config["data"].get(key)
     if size is None:
         return None
     pair = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
@@ -326,7 +351,7 @@ def input_size(config: dict) -> tuple[int, int] | None:
         or len(pair) != 2
         or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in pair)
     ):
-        raise MedmatError(f"data.input_size must be an int or [H, W] of ints >= 2, got {size!r}")
+        raise MedmatError(f"data.{key} must be an int or [H, W] of ints >= 2, got {size!r}")
     return int(pair[0]), int(pair[1])
 
 

@@ -2,9 +2,12 @@
 
 Each item is a dict of float32 tensors: ``image`` (C,H,W) in [0,1], ``alpha`` (1,H,W) in [0,1],
 ``masks`` (K,H,W) in {0,1}, ``pseudo_mask`` (1,H,W) in {0,1} (Eq. 3) and, when every case has
-one, ``trimap`` (1,H,W) in {0, 0.5, 1}.
+one, ``trimap`` (1,H,W) in {0, 0.5, 1}. With generated training trimaps (``data.train_trimaps``)
+every training item has a ``trimap``, and with ``data.noisy_trimaps`` a ``trimap_noisy`` too.
 
-In training every item's randomness (augmentation, pseudo-mask threshold) comes from a numpy
+:func:`resize_sample` is medmat's one resampling of a whole case to another size (``data.resize``).
+
+In training every item's randomness (augmentation, pseudo-mask threshold, trimaps) comes from a numpy
 generator seeded with ``(seed, epoch, index)``, so an epoch draws the same data whatever the
 number of worker processes or torchrun ranks, and a resumed run draws what an uninterrupted
 one would have drawn.
@@ -12,16 +15,27 @@ one would have drawn.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medmat.classical.trimap import trimap_regions
 from medmat.data.sample import Sample
-from medmat.data.validate import validate_dataset
+from medmat.data.validate import validate_dataset, validate_sample
 from medmat.errors import MedmatError
+
+#: ``data.train_trimaps`` -> the ground truth :class:`~medmat.data.trimap_generation.RandomTrimapd`
+#: draws training trimaps from ("given" draws none: the cases' own trimaps are used as they are).
+TRAIN_TRIMAP_SOURCES = {"alpha": "alpha", "annotators": "masks"}
+#: Batch key of the TCP's noisy training trimap.
+NOISY_TRIMAP_KEY = "trimap_noisy"
+#: Masks are resampled as fractions of their pixels, then kept where at least half is inside.
+MASK_LEVEL = 0.5
+
 
 def center_window(source: int, target: int) -> tuple[slice, slice]:
     """Slices that place a length-``source`` axis centrally in a length-``target`` axis.
@@ -61,6 +75,88 @@ def unfit_from_size(array: np.ndarray, original: tuple[int, int]) -> np.ndarray:
     return restored
 
 
+def resize_planes(array: np.ndarray, size: tuple[int, int], label: bool = False) -> np.ndarray:
+    """Resample the last two axes of ``array`` (..., H, W) to ``size`` (h, w); float32 out.
+
+    Continuous values are averaged over each output pixel's footprint (``area``) when no axis
+    grows, and interpolated bilinearly (pixel centres, ``align_corners=False``) otherwise;
+    ``label=True`` takes the nearest pixel (``nearest-exact``), so label values stay exact.
+    """
+    tensor = torch.as_tensor(np.asarray(array, dtype=np.float32))
+    height, width = tensor.shape[-2:]
+    if label:
+        mode = "nearest-exact"
+    else:
+        mode = "area" if size[0] <= height and size[1] <= width else "bilinear"
+    flat = tensor.reshape(1, -1, height, width)
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    resized = F.interpolate(flat, size=tuple(size), mode=mode, **options)
+    return resized.reshape(*tensor.shape[:-2], *size).numpy()
+
+
+def resized_affine(affine: np.ndarray, shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """The voxel-to-world affine of an (H, W) = ``shape`` image after resampling it to ``size`` (h, w).
+
+    ``affine`` maps (row, column, slice, 1) to world coordinates (:mod:`medmat.io.images`). The
+    row and column columns are scaled by H / h and W / w, and the origin moves by half the change
+    of pixel size, so that every resampled pixel sits where :func:`resize_planes` takes it from:
+    the centre of output row i is input row (i + 0.5) H / h - 0.5 (columns alike), and the image
+    covers the same extent of the world.
+
+    Returns:
+        A new float64 (4, 4) array.
+    """
+    scale_rows, scale_cols = shape[0] / size[0], shape[1] / size[1]
+    index_map = np.eye(4)
+    index_map[0, 0], index_map[1, 1] = scale_rows, scale_cols
+    index_map[0, 3], index_map[1, 3] = (scale_rows - 1) / 2, (scale_cols - 1) / 2
+    return np.asarray(affine, dtype=np.float64) @ index_map
+
+
+def resize_sample(sample: Sample, size: tuple[int, int]) -> Sample:
+    """``sample`` resampled to ``size`` (h, w); the same sample when it already has that size.
+
+    The image and alpha are averaged (shrinking) or bilinear (growing) and stay in [0, 1]; each
+    annotator mask is resampled as the fraction of its pixels inside, then kept at >= 0.5; the
+    trimap takes the nearest pixel, so its levels stay 0 / 128 / 255. The spacing and affine
+    follow the new pixel size; the id, group, source and meta are kept.
+
+    Raises:
+        MedmatError: when the resampled case is not a valid sample (via ``validate_sample``).
+    """
+    size = (int(size[0]), int(size[1]))
+    if sample.shape == size:
+        return sample
+    alpha = None if sample.alpha is None else np.clip(resize_planes(sample.alpha, size), 0.0, 1.0)
+    trimap = None
+    if sample.trimap is not None:
+        trimap = np.rint(resize_planes(sample.trimap, size, label=True)).astype(np.uint8)
+    spacing = None
+    if sample.spacing is not None:
+        spacing = (sample.spacing[0] * sample.shape[0] / size[0], sample.spacing[1] * sample.shape[1] / size[1])
+    affine = None if sample.affine is None else resized_affine(sample.affine, sample.shape, size)
+    masks = np.zeros((0, *size), dtype=bool)  # images to predict may come without masks
+    if sample.num_annotators:
+        masks = resize_planes(sample.masks, size) >= MASK_LEVEL
+    resized = dataclasses.replace(
+        sample,
+        image=np.clip(resize_planes(sample.image, size), 0.0, 1.0),
+        masks=masks,
+        alpha=alpha,
+        trimap=trimap,
+        spacing=spacing,
+        affine=affine,
+    )
+    return validate_sample(resized, require_masks=False, require_alpha=sample.alpha is not None)
+
+
+def resize_samples(samples: Sequence[Sample], size: tuple[int, int] | None) -> list[Sample]:
+    """Every sample at ``size`` (:func:`resize_sample`); ``size=None`` returns them as they are."""
+    if size is None:
+        return list(samples)
+    return [resize_sample(sample, size) for sample in samples]
+
+
 def common_size(samples: Sequence[Sample], size: tuple[int, int] | None = None) -> tuple[int, int]:
     """``size`` when given, else the largest height and width among ``samples``."""
     if size is not None:
@@ -97,6 +193,24 @@ def default_pseudo_mask() -> Callable:
     return pseudo_mask
 
 
+def training_trimaps(kind: str = "given", noisy: bool = False) -> Callable | None:
+    """The ``(data, rng) -> data`` transform that draws training trimaps, or None for ``"given"``.
+
+    Args:
+        kind: ``data.train_trimaps``: "given", "alpha" or "annotators" (:data:`TRAIN_TRIMAP_SOURCES`).
+        noisy: also draw the TCP's noisy trimap into ``data["trimap_noisy"]``.
+    """
+    if kind == "given":
+        if noisy:
+            raise MedmatError("noisy training trimaps need generated trimaps (train_trimaps alpha or annotators)")
+        return None
+    if kind not in TRAIN_TRIMAP_SOURCES:
+        raise MedmatError(f"training trimaps must be given, {', '.join(TRAIN_TRIMAP_SOURCES)}; got {kind!r}")
+    from medmat.data.trimap_generation import RandomTrimapd
+
+    return RandomTrimapd(source=TRAIN_TRIMAP_SOURCES[kind], noisy_key=NOISY_TRIMAP_KEY if noisy else None)
+
+
 class MattingDataset(Dataset):
     """Samples as contract batches; training items are augmented and carry a pseudo mask.
 
@@ -110,6 +224,11 @@ class MattingDataset(Dataset):
         size: ``(H, W)`` every item is centre-cropped or zero-padded to; None = largest case.
         augmentations: ``(data, rng) -> data`` override (default: the paper's).
         pseudo_mask: ``(alpha, rng, low, high) -> bool (H,W)`` override (default: Eq. 3).
+        train_trimaps: "given" (the cases' trimaps, when every case has one), or trimaps drawn
+            every epoch from the ground truth: "alpha" (Eq. 2 of the alpha) or "annotators"
+            (their masks), see :func:`training_trimaps`. They are drawn after the pseudo mask,
+            so the other random draws of an item do not depend on this choice.
+        noisy_trimaps: with generated trimaps, also the TCP's ``trimap_noisy``.
     """
 
     def __init__(
@@ -122,6 +241,8 @@ class MattingDataset(Dataset):
         size: tuple[int, int] | None = None,
         augmentations: Callable | None = None,
         pseudo_mask: Callable | None = None,
+        train_trimaps: str = "given",
+        noisy_trimaps: bool = False,
     ):
         self.samples = validate_dataset(samples, "training data", require_alpha=True)
         annotators = {s.num_annotators for s in self.samples}
@@ -137,6 +258,7 @@ class MattingDataset(Dataset):
         if training and augment:
             self.augmentations = augmentations or default_augmentations()
         self.pseudo_mask = (pseudo_mask or default_pseudo_mask()) if training else None
+        self.trimap_generator = training_trimaps(train_trimaps, noisy_trimaps) if training else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws the next items use."""
@@ -155,17 +277,21 @@ class MattingDataset(Dataset):
             if self.augmentations is not None:
                 data = self.augmentations(data, rng)
             data["pseudo_mask"] = self.pseudo_mask(data["alpha"], rng, low=self.low, high=self.high)
+            if self.trimap_generator is not None:
+                data = self.trimap_generator(data, rng)
         return to_batch_item(data, self.size)
 
 
 def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Numpy case arrays (``image`` (C,H,W), ``alpha``/``trimap``/``pseudo_mask`` (H,W), ``masks`` (K,H,W))
-    -> float32 tensors of spatial size ``size`` with the contract's channel axes."""
+    """Numpy case arrays (``image`` (C,H,W), ``alpha``/``pseudo_mask``/``trimap``/``trimap_noisy`` (H,W),
+    ``masks`` (K,H,W)) -> float32 tensors of spatial size ``size`` with the contract's channel axes;
+    trimaps become levels 0 / 0.5 / 1 (:func:`trimap_levels`)."""
     item = {"image": data["image"].astype(np.float32)}
     item["masks"] = data["masks"].astype(np.float32)
     for key in ("alpha", "pseudo_mask"):
         if key in data:
             item[key] = data[key].astype(np.float32)[None]
-    if "trimap" in data:
-        item["trimap"] = trimap_levels(data["trimap"])[None]
+    for key in ("trimap", NOISY_TRIMAP_KEY):
+        if key in data:
+            item[key] = trimap_levels(data[key])[None]
     return {key: torch.from_numpy(np.ascontiguousarray(fit_to_size(value, size))) for key, value in item.items()}

@@ -1,7 +1,8 @@
 """Prediction with trained runs, and the paper's evaluation of predictions against alpha mattes.
 
 - :func:`load_run` rebuilds a trained model from a run folder or checkpoint file;
-- :func:`predict_sample` / :func:`predict_samples` run it on (C,H,W) images and return numpy;
+- :func:`predict_sample` / :func:`predict_samples` run it on (C,H,W) images and return numpy,
+  at the image's size or, for resolution-free models, at any ``output_size``;
 - :func:`label_masks_from_alpha` makes the 8 target masks of Table V from a ground-truth alpha;
 - :func:`evaluate_samples` scores a model on cases with alpha mattes (Tables IV and V).
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -93,6 +95,27 @@ def _padding_for(size: int, multiple: int) -> tuple[int, int]:
     return extra // 2, extra - extra // 2
 
 
+def accepts_output_size(model: nn.Module) -> bool:
+    """Whether ``model.predict`` takes an ``output_size`` (resolution-free models, e.g. region_aware_matting)."""
+    predict = getattr(model, "predict", None)
+    if predict is None:
+        return False
+    try:
+        return "output_size" in inspect.signature(predict).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a readable signature
+        return False
+
+
+def require_output_size(model: nn.Module, name: str | None = None) -> None:
+    """Raise a MedmatError naming the model (``name``, else its class) unless it accepts ``output_size``."""
+    if not accepts_output_size(model):
+        name = name or type(model).__name__
+        raise MedmatError(
+            f"model {name!r} predicts at its input's size only: its predict() takes no output_size "
+            "(resolution-free models such as region_aware_matting do)"
+        )
+
+
 def forward_for_inference(model: nn.Module, batch: dict[str, torch.Tensor], num_samples: int) -> dict[str, torch.Tensor]:
     """``model.predict(image, num_samples)`` when the model has it, else an eval-mode forward of ``batch``."""
     if hasattr(model, "predict"):
@@ -106,6 +129,7 @@ def predict_batch(
     images: np.ndarray,
     num_samples: int = 8,
     trimaps: np.ndarray | None = None,
+    output_size: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict a batch of same-size images.
 
@@ -115,38 +139,55 @@ def predict_batch(
         images: float32 (B, C, H, W) in [0, 1].
         num_samples: number of sampled masks for models that sample (Prob. U-Net: N).
         trimaps: optional (B, H, W) uint8 or [0,1] trimaps, for trimap-based models without ``predict``.
+        output_size: (H', W') of the predictions, for models whose ``predict`` takes an
+            ``output_size``; the image is then passed unpadded (these models take any size).
+            None = (H, W).
 
     Returns:
-        float32 numpy arrays: ``alpha`` (B,H,W) and, when the model makes them,
-        ``uncertainty_map`` (B,H,W), ``lesion_uncertainty`` (B,H,W), ``sample_masks`` (B,N,H,W).
+        float32 numpy arrays: ``alpha`` (B,H',W') and, when the model makes them,
+        ``uncertainty_map`` (B,H',W'), ``lesion_uncertainty`` (B,H',W'), ``sample_masks`` (B,N,H',W').
+
+    Raises:
+        MedmatError: ``output_size`` for a model whose ``predict`` does not take it.
     """
     device = next(model.parameters()).device
-    height, width = images.shape[-2:]
-    top, bottom = _padding_for(height, SIZE_MULTIPLE)
-    left, right = _padding_for(width, SIZE_MULTIPLE)
-    # Replicated borders continue the anatomy instead of adding an artificial dark frame.
-    pad = (left, right, top, bottom)
     image = torch.as_tensor(np.asarray(images, dtype=np.float32), device=device)
-    batch = {"image": F.pad(image, pad, mode="replicate") if any(pad) else image}
-    if trimaps is not None:
-        levels = np.stack([trimap_levels(t) for t in trimaps])[:, None]
-        trimap = torch.as_tensor(levels, device=device)
-        batch["trimap"] = F.pad(trimap, pad, mode="replicate") if any(pad) else trimap
-    with torch.no_grad():
-        outputs = forward_for_inference(model, batch, num_samples)
+    if output_size is not None:
+        require_output_size(model)
+        with torch.no_grad():
+            outputs = model.predict(image, num_samples=num_samples, output_size=tuple(int(v) for v in output_size))
+        rows = cols = slice(None)
+    else:
+        height, width = images.shape[-2:]
+        top, bottom = _padding_for(height, SIZE_MULTIPLE)
+        left, right = _padding_for(width, SIZE_MULTIPLE)
+        # Replicated borders continue the anatomy instead of adding an artificial dark frame.
+        pad = (left, right, top, bottom)
+        batch = {"image": F.pad(image, pad, mode="replicate") if any(pad) else image}
+        if trimaps is not None:
+            levels = np.stack([trimap_levels(t) for t in trimaps])[:, None]
+            trimap = torch.as_tensor(levels, device=device)
+            batch["trimap"] = F.pad(trimap, pad, mode="replicate") if any(pad) else trimap
+        with torch.no_grad():
+            outputs = forward_for_inference(model, batch, num_samples)
+        rows, cols = slice(top, top + height), slice(left, left + width)
     if "alpha" not in outputs:
         raise ValueError(f"model {type(model).__name__} returned no 'alpha' (got {sorted(outputs)})")
     predictions = {}
     for key in PREDICTION_KEYS:
         if key in outputs:
-            value = outputs[key][..., top : top + height, left : left + width]
+            value = outputs[key][..., rows, cols]
             value = value.detach().float().cpu().numpy()
             predictions[key] = value if key == "sample_masks" else value[:, 0]
     return predictions
 
 
 def predict_sample(
-    model: nn.Module, image: np.ndarray, num_samples: int = 8, trimap: np.ndarray | None = None
+    model: nn.Module,
+    image: np.ndarray,
+    num_samples: int = 8,
+    trimap: np.ndarray | None = None,
+    output_size: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image.
 
@@ -155,16 +196,18 @@ def predict_sample(
         image: float32 (C, H, W) in [0, 1].
         num_samples: sampled masks to draw (N).
         trimap: optional (H, W) trimap for trimap-based models.
+        output_size: (H', W') of the outputs, for models whose ``predict`` takes it (see
+            :func:`predict_batch`); None = (H, W).
 
     Returns:
-        ``alpha`` (H,W) in [0,1] and, when the model makes them, ``uncertainty_map`` (H,W),
-        ``lesion_uncertainty`` (H,W) and ``sample_masks`` (N,H,W) in [0,1]; float32 numpy.
+        ``alpha`` (H',W') in [0,1] and, when the model makes them, ``uncertainty_map`` (H',W'),
+        ``lesion_uncertainty`` (H',W') and ``sample_masks`` (N,H',W') in [0,1]; float32 numpy.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
         raise MedmatError(f"image must have shape (C, H, W), got {image.shape}")
     trimaps = None if trimap is None else np.asarray(trimap)[None]
-    batched = predict_batch(model, image[None], num_samples, trimaps)
+    batched = predict_batch(model, image[None], num_samples, trimaps, output_size)
     return {key: value[0] for key, value in batched.items()}
 
 
@@ -174,8 +217,11 @@ def predict_samples(
     num_samples: int = 8,
     batch_size: int = 8,
     trimaps: Sequence[np.ndarray] | None = None,
+    output_size: Sequence[int] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Predict many (C, H, W) images, ``batch_size`` at a time (consecutive images of one size share a batch).
+
+    ``output_size``: one (H', W') for every prediction (see :func:`predict_batch`); None = each image's size.
 
     Returns:
         One :func:`predict_sample` dict per image, in order.
@@ -189,7 +235,7 @@ def predict_samples(
             stop += 1
         stacked = np.stack([np.asarray(image, dtype=np.float32) for image in images[start:stop]])
         chunk_trimaps = None if trimaps is None else np.stack([np.asarray(t) for t in trimaps[start:stop]])
-        batched = predict_batch(model, stacked, num_samples, chunk_trimaps)
+        batched = predict_batch(model, stacked, num_samples, chunk_trimaps, output_size)
         predictions += [{key: value[i] for key, value in batched.items()} for i in range(stop - start)]
         start = stop
     return predictions

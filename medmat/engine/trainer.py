@@ -49,8 +49,8 @@ from medmat.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from medmat.engine.config import input_size, load_config, save_config, without_runtime
-from medmat.engine.dataset import MattingDataset, common_size
+from medmat.engine.config import DEFAULTS, input_size, load_config, merge, resize_size, save_config, without_runtime
+from medmat.engine.dataset import MattingDataset, common_size, resize_samples
 from medmat.engine.inference import build_model_from_config, evaluate_samples, mean_case_metrics
 from medmat.engine.logging import RunLogger
 from medmat.errors import MedmatError
@@ -153,10 +153,12 @@ def derived_seed(*numbers: int) -> int:
 
 
 def load_samples(config: dict) -> list[Sample]:
-    """The dataset of ``config["data"]`` (with ``data.trimaps`` attached when given)."""
+    """The dataset of ``config["data"]`` (with ``data.trimaps`` attached when given), every case
+    resampled to ``data.resize`` when set (:func:`medmat.engine.dataset.resize_sample`)."""
     from medmat.data.load import load_dataset
 
-    return load_dataset(config["data"]["dataset"], trimaps=config["data"]["trimaps"])
+    samples = load_dataset(config["data"]["dataset"], trimaps=config["data"]["trimaps"])
+    return resize_samples(samples, resize_size(config))
 
 
 def compute_split(samples: Sequence[Sample], config: dict) -> tuple[list[dict], dict]:
@@ -205,8 +207,12 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def _check_resumable(saved: dict, config: dict, path: Path) -> None:
-    """A resumed run must use the config it started with (the ``train`` section aside)."""
-    before, now = flatten(without_runtime(saved)), flatten(without_runtime(config))
+    """A resumed run must use the config it started with (the ``train`` section aside).
+
+    The saved config is completed with today's defaults first, so that a key added to
+    :data:`~medmat.engine.config.DEFAULTS` after the run started (at its default) is no change.
+    """
+    before, now = flatten(without_runtime(merge(DEFAULTS, saved, path))), flatten(without_runtime(config))
     changed = sorted(key for key in before.keys() | now.keys() if before.get(key) != now.get(key))
     if changed:
         raise MedmatError(f"cannot resume with a different config (changed: {', '.join(changed)})", path)
@@ -318,6 +324,8 @@ def build_training(
         augment=config["data"]["augment"],
         pseudo_mask_range=tuple(config["data"]["pseudo_mask_range"]),
         size=size,
+        train_trimaps=config["data"]["train_trimaps"],
+        noisy_trimaps=config["data"]["noisy_trimaps"],
     )
     sampler = distributed.make_sampler(dataset, context, seed=config["seed"])
     loader = DataLoader(
@@ -343,7 +351,8 @@ def _start_run_folder(run_dir: Path, config: dict, split: list[dict], split_meta
 def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> dict:
     if config["train"]["num_threads"]:
         torch.set_num_threads(config["train"]["num_threads"])
-    samples = list(samples) if samples is not None else load_samples(config)
+    # Samples handed in are resized too (cases already at data.resize are kept as they are).
+    samples = resize_samples(samples, resize_size(config)) if samples is not None else load_samples(config)
     split_meta = None
     if state is not None:
         split = state["split"]
