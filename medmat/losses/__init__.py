@@ -3,7 +3,7 @@
 """
 
 from medmat.losses import medical_matting  # noqa: F401  (registration side effects)
-from medmat.losses import adamatting, textural_compensate  # noqa: F401  (registration side effects)
+from medmat.losses import adamatting, nig, textural_compensate  # noqa: F401  (registration side effects)
 from medmat.losses.gradient import sobel_gradients
 from medmat.losses.medical_matting import (
     MedicalMattingLoss,

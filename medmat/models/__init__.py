@@ -8,7 +8,7 @@ Add new model files to the imports below so that they register.
 
 from medmat.models import medical_matting, prob_unet  # noqa: F401  (registration side effects)
 from medmat.models import adamatting, textural_compensate  # noqa: F401  (registration side effects)
-from medmat.models import region_aware_matting  # noqa: F401  (registration side effects)
+from medmat.models import nig, region_aware_matting  # noqa: F401  (registration side effects)
 from medmat.models.medical_matting import PRESETS, MattingNetwork, MedicalMatting
 from medmat.models.prob_unet import ProbabilisticUNet
 from medmat.models.registry import build_model, list_models, register_model

@@ -1,0 +1,286 @@
+"""Simulated interaction with a "nig" model (dugMatting §3.3, Algorithm 1 and Eq. 2).
+
+One round: propose the N patches of highest mean epistemic uncertainty (Algorithm 1), let a
+simulated user label each from the ground truth (foreground / background / transition,
+:func:`~medmat.interaction.user_maps.patch_label`), add the labels to the user map, predict
+again with the updated map, and fuse the new NIG with the previous one by the NIG summation of
+Eq. 2. Round 0 is the prediction without interaction. A round without proposals (no patch above
+the threshold, or all labelled) changes nothing: no interaction, no new NIG.
+
+:func:`simulate_interactions` runs the loop on one case; :func:`simulate_dataset` on many, with
+the Table IV metrics of every round (and after the aleatoric refinement when a refiner is given).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmat.data.sample import Sample
+from medmat.engine.dataset import trimap_levels
+from medmat.engine.inference import SIZE_MULTIPLE
+from medmat.errors import MedmatError
+from medmat.interaction.proposals import Patch, propose_patches
+from medmat.interaction.user_maps import patch_label
+from medmat.metrics import matting_metrics, region_mask
+from medmat.uncertainty.nig import NIG, nig_moments, nig_sum
+
+#: Outputs of a "nig" model that :func:`predict_nig` returns as (H, W) maps (when present).
+MAP_KEYS = (
+    "alpha",
+    "nig_gamma",
+    "nig_omega",
+    "nig_alpha",
+    "nig_beta",
+    "epistemic",
+    "aleatoric",
+    "aleatoric_variance",
+    "uncertainty_map",
+    "lesion_uncertainty",
+)
+
+
+def _padding(size: int, multiple: int) -> tuple[int, int]:
+    extra = math.ceil(size / multiple) * multiple - size
+    return extra // 2, extra - extra // 2
+
+
+@torch.no_grad()
+def predict_nig(
+    model: nn.Module,
+    image: np.ndarray,
+    user_map: np.ndarray | None = None,
+    trimap: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """One eval-mode prediction of a "nig" model with a user map.
+
+    The image is padded to a multiple of 16 (replicated borders, as the engine's prediction
+    does; the user map is padded with 0, "unknown") and the outputs are cropped back.
+
+    Args:
+        model: a "nig" model (its train/eval mode is restored afterwards).
+        image: float32 (C, H, W) in [0, 1].
+        user_map: float (H, W) in {-1, 0, 0.5, 1}; None = no interaction.
+        trimap: (H, W) trimap (uint8 0/128/255 or [0, 1]) for trimap-based bases.
+
+    Returns:
+        float32 numpy maps (H, W) for the :data:`MAP_KEYS` the model outputs, "sample_masks"
+        (N, H, W) when present, and "nig": the :class:`~medmat.uncertainty.nig.NIG` of the four
+        (H, W) parameter maps.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise MedmatError(f"image must have shape (C, H, W), got {image.shape}")
+    height, width = image.shape[-2:]
+    top, bottom = _padding(height, SIZE_MULTIPLE)
+    left, right = _padding(width, SIZE_MULTIPLE)
+    pad = (left, right, top, bottom)
+    device = next(model.parameters()).device
+    planes = {"image": image[None]}
+    planes["user_map"] = np.zeros((1, 1, height, width), np.float32) if user_map is None else user_map[None, None]
+    if trimap is not None:
+        planes["trimap"] = trimap_levels(trimap)[None, None]
+    batch = {}
+    for key, value in planes.items():
+        tensor = torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
+        mode = "constant" if key == "user_map" else "replicate"
+        batch[key] = F.pad(tensor, pad, mode=mode) if any(pad) else tensor
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = model(batch)
+    finally:
+        model.train(was_training)
+    maps = {}
+    for key in (*MAP_KEYS, "sample_masks"):
+        if key in outputs:
+            value = outputs[key][0, :, top : top + height, left : left + width].float().cpu().numpy()
+            maps[key] = value if key == "sample_masks" else value[0]
+    maps["nig"] = NIG(maps["nig_gamma"], maps["nig_omega"], maps["nig_alpha"], maps["nig_beta"])
+    return maps
+
+
+def answer_proposals(user_map: np.ndarray, proposals: Sequence[Patch], alpha: np.ndarray) -> np.ndarray:
+    """The simulated user: label every proposed patch from the ground-truth alpha.
+
+    Args:
+        user_map: float32 (H, W) current map.
+        proposals: the patches to label.
+        alpha: ground-truth alpha (H, W) in [0, 1].
+
+    Returns:
+        A new float32 (H, W) map: each patch set to its :func:`~medmat.interaction.user_maps.patch_label`.
+    """
+    updated = np.array(user_map, dtype=np.float32, copy=True)
+    for patch in proposals:
+        updated[patch.window] = patch_label(alpha[patch.window])
+    return updated
+
+
+@dataclass
+class InteractionRound:
+    """The state after one round (round 0: no interaction).
+
+    Attributes:
+        nig: the fused NIG (four (H, W) float arrays).
+        user_map: float32 (H, W), every label given so far.
+        proposals: the patches proposed (and labelled) in this round.
+        maps: "alpha" (= fused γ), "epistemic", "aleatoric", "aleatoric_variance" of the fused NIG.
+        metrics: :func:`round_metrics` of the fused alpha.
+    """
+
+    nig: NIG
+    user_map: np.ndarray
+    proposals: list[Patch]
+    maps: dict[str, np.ndarray]
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """The fused alpha matte γ, float (H, W) in [0, 1]."""
+        return self.maps["alpha"]
+
+
+def round_metrics(alpha: np.ndarray, sample: Sample, region: str = "unknown", extra: dict | None = None) -> dict:
+    """Table IV metrics of one prediction: SAD/MSE/Grad/Conn on the trimap's unknown region and the whole image.
+
+    Returns:
+        ``{"region_name", "region", "whole", **extra}``: "region" is None when the region is
+        empty; cases without a trimap use the whole image as region (as the engine's evaluation).
+    """
+    alpha = np.clip(alpha, 0.0, 1.0)
+    region_name = region if sample.trimap is not None else "whole"
+    mask = region_mask(sample.trimap, region_name, sample.shape)
+    whole = region_mask(None, "whole", sample.shape)
+    metrics = {
+        "region_name": region_name,
+        "region": matting_metrics(alpha, sample.alpha, mask) if mask.any() else None,
+        "whole": matting_metrics(alpha, sample.alpha, whole),
+    }
+    metrics.update(extra or {})
+    return metrics
+
+
+def _round(nig: NIG, user_map: np.ndarray, proposals: list[Patch], sample: Sample, region: str) -> InteractionRound:
+    maps = {key: np.asarray(value, dtype=np.float32) for key, value in nig_moments(nig).items()}
+    extra = {
+        "epistemic": float(np.mean(maps["epistemic"])),
+        "aleatoric": float(np.mean(maps["aleatoric"])),
+        "labelled_fraction": float(np.mean(user_map != 0)),
+        "num_proposals": len(proposals),
+    }
+    return InteractionRound(nig, user_map, proposals, maps, round_metrics(maps["alpha"], sample, region, extra))
+
+
+def simulate_interactions(
+    model: nn.Module,
+    sample: Sample,
+    rounds: int = 2,
+    num_proposals: int = 4,
+    patch_size: int = 16,
+    threshold: float = 0.0,
+    region: str = "unknown",
+    fuse: bool = True,
+) -> list[InteractionRound]:
+    """Run the interaction loop on one case with a user who answers from the ground truth.
+
+    Args:
+        model: a "nig" model.
+        sample: the case; it needs an alpha matte (the simulated user reads it); its trimap, when
+            present, is fed to trimap-based bases and gives the metrics' region.
+        rounds: interactions after the initial prediction (>= 0).
+        num_proposals: N patches proposed per round.
+        patch_size: side of the proposal grid's patches in pixels.
+        threshold: t, the smallest mean epistemic uncertainty a proposal may have (exclusive).
+        region: "unknown" or "whole", the Table IV region.
+        fuse: fuse each new NIG with the previous one by Eq. 2 (False: keep the newest NIG alone).
+
+    Returns:
+        ``rounds + 1`` :class:`InteractionRound` s, round 0 first.
+    """
+    if sample.alpha is None:
+        raise MedmatError("cannot simulate a user without the ground-truth alpha", sample.source or sample.id)
+    if rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {rounds}")
+    user_map = np.zeros(sample.shape, dtype=np.float32)
+    fused = predict_nig(model, sample.image, user_map, sample.trimap)["nig"]
+    history = [_round(fused, user_map, [], sample, region)]
+    for _ in range(rounds):
+        epistemic = history[-1].maps["epistemic"]
+        proposals = propose_patches(epistemic, num_proposals, patch_size, threshold, labelled=user_map != 0)
+        if proposals:
+            user_map = answer_proposals(user_map, proposals, sample.alpha)
+            new = predict_nig(model, sample.image, user_map, sample.trimap)["nig"]
+            fused = nig_sum(fused, new) if fuse else new
+        history.append(_round(fused, user_map, proposals, sample, region))
+    return history
+
+
+def mean_round_metrics(cases: Sequence[dict]) -> dict:
+    """Means over cases of per-stage metrics.
+
+    Args:
+        cases: ``{stage name: round_metrics dict}`` per case (e.g. "round-0", "round-1", "refined").
+
+    Returns:
+        ``{stage: {"region": {metric: mean}, "whole": {...}, "epistemic": mean, ...}}``; a region
+        mean skips cases whose region is empty (None when none has one).
+    """
+    summary = {}
+    for stage in cases[0]:
+        entries = [case[stage] for case in cases]
+        stage_summary = {}
+        for group in ("region", "whole"):
+            dicts = [entry[group] for entry in entries if entry.get(group) is not None]
+            stage_summary[group] = {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else None
+        for key, value in entries[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                stage_summary[key] = float(np.mean([entry[key] for entry in entries]))
+        summary[stage] = stage_summary
+    return summary
+
+
+def simulate_dataset(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    rounds: int = 2,
+    num_proposals: int = 4,
+    patch_size: int = 16,
+    threshold: float = 0.0,
+    region: str = "unknown",
+    refiner: nn.Module | None = None,
+    seed: int = 0,
+) -> dict:
+    """:func:`simulate_interactions` on every case, optionally followed by the aleatoric refinement.
+
+    Args:
+        model, rounds, num_proposals, patch_size, threshold, region: as :func:`simulate_interactions`.
+        samples: cases with alpha mattes.
+        refiner: a trained :class:`~medmat.interaction.refinement.RefinementNetwork`; when given,
+            the last round's fused NIG is refined (§3.4) and scored as stage "refined".
+        seed: seeds the refinement's sampling of γ_s.
+
+    Returns:
+        ``{"cases": [{"id", "round-0": metrics, ..., "round-R": metrics, ["refined": metrics]}],
+        "mean": mean_round_metrics(...)}``.
+    """
+    from medmat.interaction.refinement import refine_alpha
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for sample in samples:
+        history = simulate_interactions(model, sample, rounds, num_proposals, patch_size, threshold, region)
+        case = {f"round-{index}": state.metrics for index, state in enumerate(history)}
+        if refiner is not None:
+            refined = refine_alpha(refiner, sample.image, history[-1].maps, rng)
+            extra = {"refined_patches": len(refined["centres"])}
+            case["refined"] = round_metrics(refined["alpha"], sample, region, extra)
+        cases.append({"id": sample.id, **case})
+    stages = [{key: value for key, value in case.items() if key != "id"} for case in cases]
+    return {"cases": cases, "mean": mean_round_metrics(stages) if stages else {}}
