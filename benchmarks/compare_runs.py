@@ -1,0 +1,79 @@
+"""One table from several cross-validation runs: Table IV and Table V of Medical Matting side by side.
+
+Reads each run's ``summary.json`` (written by ``medmat crossval``) and prints a Markdown table:
+Table IV (region trimap == 128, mean over all test predictions of the chosen folds) and Table V
+(whole image; GED, Dice, SAD, MSE, Grad as mean ± std over the chosen folds). ``--folds`` keeps
+only some folds, so a full cross-validation can be compared with ablations run on fewer folds.
+
+    python benchmarks/compare_runs.py full=runs/brain-lite prob-unet=runs/ablation/prob-unet-alone \
+        --folds 0 [--output table.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+
+TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
+TABLE_V = ("GED", "Dice", "SAD", "MSE", "Grad")
+
+
+def fold_rows(summary: dict, folds: list[int] | None) -> list[dict]:
+    """The per-fold records of a summary, restricted to ``folds`` (all when None)."""
+    rows = [row for row in summary["per_fold"] if folds is None or row["fold"] in folds]
+    if not rows:
+        raise SystemExit(f"{summary['run_dir']}: none of the folds {folds} were run")
+    return rows
+
+
+def table_iv(rows: list[dict]) -> dict[str, float]:
+    """Mean over all test predictions = per-fold means weighted by the fold's number of cases."""
+    weights = np.array([len(row["test_ids"]) for row in rows], dtype=float)
+    return {
+        metric: float(np.average([row["mean"]["region"][metric] for row in rows], weights=weights))
+        for metric in TABLE_IV
+    }
+
+
+def table_v(rows: list[dict]) -> dict[str, tuple[float, float]]:
+    """Mean ± std (ddof 0) over folds of the folds' whole-image means, GED and Dice."""
+    values = {}
+    for metric in TABLE_V:
+        per_fold = [row["mean"][metric] if metric in ("GED", "Dice") else row["mean"]["whole"][metric] for row in rows]
+        per_fold = [value for value in per_fold if value is not None]
+        values[metric] = (float(np.mean(per_fold)), float(np.std(per_fold))) if per_fold else (float("nan"),) * 2
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
+    parser.add_argument("--folds", default=None, help="comma-separated folds to keep (default: all)")
+    parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
+    args = parser.parse_args()
+    folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
+    header = ["run", "folds", *(f"IV {m}" for m in TABLE_IV), *(f"V {m}" for m in TABLE_V)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for item in args.runs:
+        name, _, run_dir = item.partition("=")
+        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as handle:
+            summary = json.load(handle)
+        rows = fold_rows(summary, folds)
+        iv, v = table_iv(rows), table_v(rows)
+        cells = [name, ",".join(str(row["fold"]) for row in rows)]
+        cells += [f"{iv[m]:.4f}" for m in TABLE_IV]
+        cells += [f"{v[m][0]:.4f} ± {v[m][1]:.4f}" for m in TABLE_V]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.output:
+        from medmat.io.atomic import atomic_write_text
+
+        atomic_write_text(args.output, table)
+
+
+if __name__ == "__main__":
+    main()
