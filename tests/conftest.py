@@ -29,3 +29,14 @@ def shared_data() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return data
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one torch thread (tiny networks: a second thread only waits), then restore."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

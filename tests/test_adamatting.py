@@ -20,13 +20,8 @@ from medmat.models.adamatting import PRESETS, AdaMatting, ConvLSTMCell
 TINY = {"encoder_channels": (4, 4, 8, 8, 8), "encoder_blocks": (1, 1, 1, 1), "propagation_channels": 4}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One thread: these networks are tiny, and a second thread only waits on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: a second thread only waits on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny_model(**overrides) -> AdaMatting:

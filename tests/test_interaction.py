@@ -42,12 +42,8 @@ ADAMATTING_TINY = {"name": "adamatting", "encoder_channels": [4, 4, 8, 8, 8], "e
 MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 3}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: a second thread only waits on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def three_class_alpha(size: int = 48) -> np.ndarray:

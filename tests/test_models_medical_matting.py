@@ -18,13 +18,8 @@ LN2 = math.log(2.0)
 TINY = {"unet_filters": (4, 8), "latent_dim": 2, "matting_channels": (4, 8), "num_samples": 4}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One thread: these networks are tiny, and a second thread only waits on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: a second thread only waits on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny_model(**overrides) -> MedicalMatting:

@@ -46,12 +46,8 @@ BASE_CRITERIA = {"medical_matting": "medical_matting", "region_aware_matting": "
                  "adamatting": "adamatting", "tcp_matting": "tcp_matting"}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks: a second thread only waits on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def random_nig(shape=(200,), seed=0) -> tuple[np.ndarray, NIG]:

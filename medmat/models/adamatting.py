@@ -35,8 +35,7 @@ from torch import nn
 
 from medmat.data.trimap_generation import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap
 from medmat.errors import MedmatError
-from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, residual_stage
-from medmat.models.medical_matting import _positive_ints
+from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, positive_ints, residual_stage
 from medmat.models.registry import register_model
 
 #: Encoder levels: 0 full resolution, then 1/2, 1/4, 1/8, 1/16 (inference pads to multiples of 16).
@@ -275,13 +274,13 @@ class AdaMatting(nn.Module):
         train_steps: int | None = None,
     ):
         super().__init__()
-        (in_channels,) = _positive_ints("in_channels", in_channels, 1)
-        channels = _positive_ints("encoder_channels", encoder_channels, NUM_LEVELS)
-        blocks = _positive_ints("encoder_blocks", encoder_blocks, NUM_LEVELS - 1)
-        (propagation_channels,) = _positive_ints("propagation_channels", propagation_channels, 1)
-        (self.propagation_steps,) = _positive_ints("propagation_steps", propagation_steps, 1)
+        (in_channels,) = positive_ints("in_channels", in_channels, 1)
+        channels = positive_ints("encoder_channels", encoder_channels, NUM_LEVELS)
+        blocks = positive_ints("encoder_blocks", encoder_blocks, NUM_LEVELS - 1)
+        (propagation_channels,) = positive_ints("propagation_channels", propagation_channels, 1)
+        (self.propagation_steps,) = positive_ints("propagation_steps", propagation_steps, 1)
         if train_steps is not None:
-            (train_steps,) = _positive_ints("train_steps", train_steps, 1)
+            (train_steps,) = positive_ints("train_steps", train_steps, 1)
         self.train_steps = train_steps
 
         self.encoder = ResidualEncoder(in_channels + NUM_TRIMAP_CLASSES, channels, blocks)

@@ -6,8 +6,12 @@ return float tensors of shape (B, C, H, W).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from medmat.errors import MedmatError
 
 
 def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
@@ -79,3 +83,19 @@ class ChannelAttention(nn.Module):
         maximum = self.mlp(x.amax(dim=(2, 3)))
         scale = torch.sigmoid(average + maximum)
         return x * scale[:, :, None, None]
+
+
+def positive_ints(name: str, values: Sequence[int] | int, length: int | None = None) -> tuple[int, ...]:
+    """Model sizes from a config as a tuple of positive ints; MedmatError naming the option otherwise.
+
+    Args:
+        name: the option's name, for the message.
+        values: one int or a sequence of ints.
+        length: the number of values required, or None for any number >= 1.
+    """
+    items = (values,) if isinstance(values, int) else tuple(values)
+    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
+        raise MedmatError(f"model option {name} must be positive integers, got {values!r}")
+    if length is not None and len(items) != length:
+        raise MedmatError(f"model option {name} needs {length} values, got {len(items)}")
+    return items

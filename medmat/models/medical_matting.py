@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import ChannelAttention, conv3x3, residual_stage
+from medmat.models.blocks import ChannelAttention, conv3x3, positive_ints, residual_stage
 from medmat.models.prob_unet import ProbabilisticUNet
 from medmat.models.registry import register_model
 from medmat.uncertainty import lesion_uncertainty, uncertainty_map
@@ -87,16 +87,6 @@ class MattingNetwork(nn.Module):
         return self.output_block(x)
 
 
-def _positive_ints(name: str, values: Sequence[int] | int, length: int | None = None) -> tuple[int, ...]:
-    """Config sizes as a tuple of positive ints; MedmatError naming the option otherwise."""
-    items = (values,) if isinstance(values, int) else tuple(values)
-    if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
-        raise MedmatError(f"model option {name} must be positive integers, got {values!r}")
-    if length is not None and len(items) != length:
-        raise MedmatError(f"model option {name} needs {length} values, got {len(items)}")
-    return items
-
-
 @register_model("medical_matting")
 class MedicalMatting(nn.Module):
     """Prob. U-Net + uncertainty map + matting network, trained end to end.
@@ -141,11 +131,11 @@ class MedicalMatting(nn.Module):
         num_samples: int = 8,
     ):
         super().__init__()
-        (in_channels,) = _positive_ints("in_channels", in_channels, 1)
-        unet_filters = _positive_ints("unet_filters", unet_filters)
-        (latent_dim,) = _positive_ints("latent_dim", latent_dim, 1)
-        matting_channels = _positive_ints("matting_channels", matting_channels, 2)
-        (self.num_samples,) = _positive_ints("num_samples", num_samples, 1)
+        (in_channels,) = positive_ints("in_channels", in_channels, 1)
+        unet_filters = positive_ints("unet_filters", unet_filters)
+        (latent_dim,) = positive_ints("latent_dim", latent_dim, 1)
+        matting_channels = positive_ints("matting_channels", matting_channels, 2)
+        (self.num_samples,) = positive_ints("num_samples", num_samples, 1)
         if num_fcomb_convs < 2:
             raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
 

@@ -49,8 +49,7 @@ from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.interaction.user_maps import PATCH_COUNT_P, PATCH_SIZE, random_user_maps
-from medmat.models.blocks import conv1x1, conv_norm_relu
-from medmat.models.medical_matting import _positive_ints
+from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
 from medmat.models.registry import build_model, register_model
 from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.nig import NIG, nig_moments
@@ -155,9 +154,9 @@ class NIGMatting(nn.Module):
             raise MedmatError("model option base cannot itself be 'nig'")
         if "in_channels" in base:
             raise MedmatError("set in_channels on the nig model, not in base (the wrapper adds the user map)")
-        (self.in_channels,) = _positive_ints("in_channels", in_channels, 1)
-        (head_channels,) = _positive_ints("head_channels", head_channels, 1)
-        (self.user_map_patch_size,) = _positive_ints("user_map_patch_size", user_map_patch_size, 1)
+        (self.in_channels,) = positive_ints("in_channels", in_channels, 1)
+        (head_channels,) = positive_ints("head_channels", head_channels, 1)
+        (self.user_map_patch_size,) = positive_ints("user_map_patch_size", user_map_patch_size, 1)
         if not 0.0 < user_map_p <= 1.0:
             raise MedmatError(f"model option user_map_p must be in (0, 1], got {user_map_p}")
         self.base_name = base["name"]

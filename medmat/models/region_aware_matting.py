@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import ChannelAttention, residual_stage
+from medmat.models.blocks import ChannelAttention, positive_ints, residual_stage
 from medmat.models.implicit_decoder import (
     DECODERS,
     MultiScaleImplicitDecoder,
@@ -36,7 +36,6 @@ from medmat.models.implicit_decoder import (
     pixels_to_normalized,
     query_grid,
 )
-from medmat.models.medical_matting import _positive_ints
 from medmat.models.prob_unet import ProbabilisticUNet
 from medmat.models.registry import register_model
 from medmat.uncertainty import lesion_uncertainty, uncertainty_map
@@ -133,10 +132,7 @@ class MattingUNet(nn.Module):
 
 def _output_size(output_size: Sequence[int]) -> tuple[int, int]:
     """``(H, W)`` of positive ints; MedmatError otherwise (it comes from the command line)."""
-    values = tuple(output_size)
-    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise MedmatError(f"output size must be two positive integers (H, W), got {output_size!r}")
-    return values
+    return positive_ints("output size (H, W)", output_size, 2)
 
 
 @register_model("region_aware_matting")
@@ -181,14 +177,14 @@ class RegionAwareMatting(nn.Module):
         num_samples: int = 8,
     ):
         super().__init__()
-        (in_channels,) = _positive_ints("in_channels", in_channels, 1)
-        unet_filters = _positive_ints("unet_filters", unet_filters)
-        (latent_dim,) = _positive_ints("latent_dim", latent_dim, 1)
-        widths = _positive_ints("widths", widths)
-        (implicit_channels,) = _positive_ints("implicit_channels", implicit_channels, 1)
-        (self.num_samples,) = _positive_ints("num_samples", num_samples, 1)
-        (offset_kernel,) = _positive_ints("offset_kernel", offset_kernel, 1)
-        (scales,) = _positive_ints("scales", scales, 1)
+        (in_channels,) = positive_ints("in_channels", in_channels, 1)
+        unet_filters = positive_ints("unet_filters", unet_filters)
+        (latent_dim,) = positive_ints("latent_dim", latent_dim, 1)
+        widths = positive_ints("widths", widths)
+        (implicit_channels,) = positive_ints("implicit_channels", implicit_channels, 1)
+        (self.num_samples,) = positive_ints("num_samples", num_samples, 1)
+        (offset_kernel,) = positive_ints("offset_kernel", offset_kernel, 1)
+        (scales,) = positive_ints("scales", scales, 1)
         if decoder not in DECODERS:
             raise MedmatError(f"model option decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         if scales > len(widths):

@@ -32,8 +32,7 @@ from torch import nn
 
 from medmat.data.trimap_generation import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap, trimap_classes
 from medmat.models.adamatting import NUM_LEVELS, ResidualEncoder, SubPixelUpsample, batch_trimap
-from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, residual_stage
-from medmat.models.medical_matting import _positive_ints
+from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, positive_ints, residual_stage
 from medmat.models.registry import register_model
 
 #: The semantic encoder level the feature fusion unit borrows: "the second layer in the U-Net".
@@ -135,9 +134,9 @@ class TexturalCompensateMatting(nn.Module):
         fusion_weight_init: float = 1.0,
     ):
         super().__init__()
-        (in_channels,) = _positive_ints("in_channels", in_channels, 1)
-        channels = _positive_ints("encoder_channels", encoder_channels, NUM_LEVELS)
-        blocks = _positive_ints("encoder_blocks", encoder_blocks, NUM_LEVELS - 1)
+        (in_channels,) = positive_ints("in_channels", in_channels, 1)
+        channels = positive_ints("encoder_channels", encoder_channels, NUM_LEVELS)
+        blocks = positive_ints("encoder_blocks", encoder_blocks, NUM_LEVELS - 1)
         network_input = in_channels + NUM_TRIMAP_CLASSES
         self.semantic = SemanticPath(network_input, channels, blocks)
         self.tcp: TexturalCompensatePath | None = None
