@@ -12,7 +12,7 @@ For the run's held-out cases (``metrics.json`` test ids; its training ids train 
    calibration of the NIG predictive intervals (one-sided, Kuleshov et al., and central) with their
    expected calibration error, from the prediction without interaction; a reliability plot.
 
-Writes ``table_iv_region.{md,csv,json}``, ``table_iv_whole.*``, ``uncertainty.md``,
+Writes ``table_iv_region.{md,csv,json}``, ``table_iv_whole.*``, ``uncertainty.{json,md}``,
 ``results.json`` and ``reliability.png`` under ``--output`` and prints the tables.
 
     python benchmarks/interaction_eval.py --run runs/nig-lite --output runs/nig-lite/interaction
@@ -22,26 +22,30 @@ Writes ``table_iv_region.{md,csv,json}``, ``table_iv_whole.*``, ``uncertainty.md
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import medmat.losses.nig  # noqa: F401  (registers "nig" until medmat.losses imports it)
 import medmat.models.nig  # noqa: F401  (registers "nig" until medmat.models imports it)
 from medmat.data.phantom import make_phantom_dataset
 from medmat.errors import MedmatError
+from medmat.interaction.evaluation import (
+    evaluate_uncertainty,
+    require_nig_config,
+    run_case_ids,
+    uncertainty_markdown,
+    write_interaction_tables,
+    write_uncertainty_report,
+)
 from medmat.interaction.refinement import train_refiner
-from medmat.interaction.simulate import predict_nig, simulate_dataset
-from medmat.io.atomic import atomic_write_json, atomic_write_text
-from medmat.metrics.uncertainty import reliability_plot, uncertainty_report
+from medmat.interaction.simulate import simulate_dataset
+from medmat.io.atomic import atomic_write_json
 from medmat.models import build_model
-from medmat.reporting import summarise, write_tables
 
 #: The smoke test's network: Medical Matting with a few channels.
 SMOKE_BASE = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 4}
@@ -53,18 +57,12 @@ def run_cases(run: str, data: str | None, trimaps: str | None):
     from medmat.engine.trainer import load_samples
 
     model, config = load_run(run)
-    if config["model"]["name"] != "nig":
-        raise MedmatError(f"run trains {config['model']['name']!r}, not a 'nig' model", run)
+    require_nig_config(config, run)
     if data is not None:
         config["data"].update(dataset=data, trimaps=trimaps)
-    metrics_path = Path(run) / "metrics.json"
-    if not metrics_path.is_file():
-        raise MedmatError("not a finished run: no metrics.json (test ids)", run)
-    record = json.loads(metrics_path.read_text(encoding="utf-8"))
+    train_ids, test_ids = run_case_ids(run)
     by_id = {sample.id: sample for sample in load_samples(config)}
-    train = [by_id[i] for i in record["train_ids"] if i in by_id]
-    test = [by_id[i] for i in record["test_ids"] if i in by_id]
-    return model, config, train, test
+    return model, config, [by_id[i] for i in train_ids if i in by_id], [by_id[i] for i in test_ids if i in by_id]
 
 
 def smoke_cases():
@@ -73,41 +71,6 @@ def smoke_cases():
     model = build_model("nig", base=SMOKE_BASE).eval()
     samples = make_phantom_dataset(6, size=64, n_annotators=3, seed=0)
     return model, {"model": {"name": "nig", "base": SMOKE_BASE}}, samples[:4], samples[4:]
-
-
-def stage_label(stage: str, num_proposals: int) -> str:
-    """Row name of a stage: "round-0" -> "no interaction", "round-2" -> "2 rounds x N proposals"."""
-    if stage == "refined":
-        return "last round + refinement"
-    rounds = int(stage.split("-")[1])
-    return "no interaction" if rounds == 0 else f"{rounds} round{'s' * (rounds > 1)} x {num_proposals} proposals"
-
-
-def matting_tables(simulation: dict, num_proposals: int, output: Path) -> str:
-    """Write and return (as Markdown) the Table IV rows of every stage, region and whole image."""
-    text = ""
-    for group in ("region", "whole"):
-        rows = {}
-        for stage in simulation["mean"]:
-            per_case = {case["id"]: case[stage][group] for case in simulation["cases"] if case[stage][group]}
-            rows[stage_label(stage, num_proposals)] = summarise(per_case)
-        title = f"Table IV ({'trimap unknown region' if group == 'region' else 'whole image'})"
-        write_tables(output / f"table_iv_{group}", rows, title=title)
-        text += (output / f"table_iv_{group}.md").read_text(encoding="utf-8") + "\n"
-    return text
-
-
-def uncertainty_tables(report: dict) -> str:
-    """Markdown of the AUROC and ECE results."""
-    names = sorted({key.split("/")[0] for key in report["auroc"]})
-    lines = ["### Uncertainty: AUROC", "", "| map | errors > 0.1 | annotator disagreement |", "|---|---|---|"]
-    for name in names:
-        cells = [report["auroc"].get(f"{name}/{kind}") for kind in ("error", "disagreement")]
-        lines.append(f"| {name} | " + " | ".join("—" if c is None else f"{c:.4f}" for c in cells) + " |")
-    lines += ["", "### NIG predictive intervals: expected calibration error", "", "| intervals | ECE |", "|---|---|"]
-    for interval, curve in report["calibration"].items():
-        lines.append(f"| {interval} | {curve['ece']:.4f} |")
-    return "\n".join(lines) + f"\n\n{report['num_pixels']} pixels pooled.\n"
 
 
 def main(argv=None) -> int:
@@ -147,15 +110,12 @@ def main(argv=None) -> int:
             refiner=refiner, seed=args.seed,
         )
         torch.manual_seed(args.seed)
-        predictions = [predict_nig(model, s.image, None, s.trimap) for s in test_cases]
-        report = uncertainty_report(predictions, [s.alpha for s in test_cases], [s.masks for s in test_cases])
+        report = evaluate_uncertainty(model, test_cases)
     except MedmatError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    curves = {name: (np.array(c["expected"]), np.array(c["observed"])) for name, c in report["calibration"].items()}
-    reliability_plot(output / "reliability.png", curves, title="NIG predictive intervals")
-    text = matting_tables(simulation, args.proposals, output) + uncertainty_tables(report)
-    atomic_write_text(output / "uncertainty.md", uncertainty_tables(report))
+    write_uncertainty_report(report, output)
+    text = write_interaction_tables(simulation, output, args.proposals) + uncertainty_markdown(report)
     settings = {key: getattr(args, key) for key in ("run", "rounds", "proposals", "patch_size", "threshold", "seed")}
     settings.update(refine_steps=refine_steps, smoke=args.smoke, model=config["model"])
     atomic_write_json(output / "results.json", {

@@ -38,11 +38,12 @@ def _register_commands() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     try:
-        from medmat.cli import model_commands
+        from medmat.cli import interaction_commands, model_commands
     except ImportError:  # the deep-learning commands need the engine; the foundation works without it
         return
-    for command in model_commands.COMMANDS:
-        cli.add_command(command)
+    for module in (model_commands, interaction_commands):
+        for command in module.COMMANDS:
+            cli.add_command(command)
 
 
 _register_commands()

@@ -220,6 +220,18 @@ def _runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
     return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
 
 
+def _run_config(run: str, data: str | None, trimaps: str | None) -> dict:
+    """The config of a train run (or of fold 0 of a crossval folder), with --data / --trimaps applied."""
+    from medmat.engine import load_run
+
+    config = load_run(Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else run)[1]
+    if data is not None:
+        config["data"].update(dataset=data, trimaps=trimaps)
+    elif trimaps is not None:
+        config["data"]["trimaps"] = trimaps
+    return config
+
+
 @click.command("evaluate")
 @click.option("--run", "-r", "run", required=True, help="A train run folder or a crossval folder.")
 @click.option("--data", "-d", default=None, help="Dataset (default: the run's data.dataset).")
@@ -228,33 +240,39 @@ def _runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
 @click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--figure", "figure_cases", default=4, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=0, show_default=True, type=int)
-def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed):
+@click.option("--uncertainty", is_flag=True,
+              help="Also score the uncertainty maps: AUROC for |error| > 0.1 and for annotator disagreement, "
+                   "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
+def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed, uncertainty):
     """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
 
     Table IV: SAD/MSE/Grad/Conn on trimap == 128 (whole image without trimaps), mean over all test
     predictions. Table V: whole image, GED and Dice against 8 masks thresholding the GT alpha,
-    mean ± std over folds.
+    mean ± std over folds. With --uncertainty, the pixels of every fold's held-out cases are
+    pooled into one uncertainty report (each pixel scored by the model that did not train on it).
     """
     import torch
 
     from medmat.engine import evaluate_samples, load_run, predict_sample
     from medmat.engine.inference import mean_case_metrics
     from medmat.engine.trainer import load_samples, write_summary
+    from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
+    from medmat.metrics.uncertainty import uncertainty_report
     from medmat.reporting import example_grid
 
-    config = load_run(Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else run)[1]
-    if data is not None:
-        config["data"].update(dataset=data, trimaps=trimaps)
-    elif trimaps is not None:
-        config["data"]["trimaps"] = trimaps
+    config = _run_config(run, data, trimaps)
     samples = load_samples(config)
-    records, figure_rows, labels = [], [], []
+    records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
     for fold, (model_dir, cases) in enumerate(_runs_and_cases(run, samples)):
         model, fold_config = load_run(model_dir)
         torch.manual_seed(seed)
         evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"].get("region", "unknown"))
         records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
                         "mean": mean_case_metrics(evaluated)})
+        if uncertainty:
+            torch.manual_seed(seed)
+            uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
+            uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
             prediction = predict_sample(model, sample.image, num_samples)
             figure_rows.append({
@@ -269,6 +287,14 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     if figure_rows:
         example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {run}")
     click.echo(Path(output, "summary.md").read_text(encoding="utf-8"))
+    if uncertainty and uncertainty_cases:
+        report = uncertainty_report(
+            uncertainty_predictions, [s.alpha for s in uncertainty_cases], [s.masks for s in uncertainty_cases]
+        )
+        extra = {"test_ids": [s.id for s in uncertainty_cases], "evaluated_by": command_line(), "seed": seed}
+        written = write_uncertainty_report(report, output, extra)
+        click.echo(Path(output, "uncertainty.md").read_text(encoding="utf-8"))
+        click.echo(f"uncertainty report written to {', '.join(os.path.basename(path) for path in written)}")
     click.echo(f"tables and examples.png written to {output} ({summary['table_iv']['n']} cases)")
 
 

@@ -4,6 +4,8 @@ Each item is a dict of float32 tensors: ``image`` (C,H,W) in [0,1], ``alpha`` (1
 ``masks`` (K,H,W) in {0,1}, ``pseudo_mask`` (1,H,W) in {0,1} (Eq. 3) and, when every case has
 one, ``trimap`` (1,H,W) in {0, 0.5, 1}. With generated training trimaps (``data.train_trimaps``)
 every training item has a ``trimap``, and with ``data.noisy_trimaps`` a ``trimap_noisy`` too.
+With a user-map transform (dugMatting's "nig" models) every training item has a ``user_map``
+(1,H,W) in {-1, 0, 0.5, 1}.
 
 :func:`resize_sample` is medmat's one resampling of a whole case to another size (``data.resize``).
 
@@ -229,6 +231,10 @@ class MattingDataset(Dataset):
             (their masks), see :func:`training_trimaps`. They are drawn after the pseudo mask,
             so the other random draws of an item do not depend on this choice.
         noisy_trimaps: with generated trimaps, also the TCP's ``trimap_noisy``.
+        user_maps: a ``(data, rng) -> data`` transform adding ``data["user_map"]`` (H, W) in
+            {-1, 0, 0.5, 1}, e.g. :class:`~medmat.interaction.user_maps.RandomUserMapd` for
+            dugMatting's training maps (App. B.1). Training only; applied last, after the trimaps,
+            so that it labels the augmented alpha and leaves the item's other draws unchanged.
     """
 
     def __init__(
@@ -243,6 +249,7 @@ class MattingDataset(Dataset):
         pseudo_mask: Callable | None = None,
         train_trimaps: str = "given",
         noisy_trimaps: bool = False,
+        user_maps: Callable | None = None,
     ):
         self.samples = validate_dataset(samples, "training data", require_alpha=True)
         annotators = {s.num_annotators for s in self.samples}
@@ -259,6 +266,7 @@ class MattingDataset(Dataset):
             self.augmentations = augmentations or default_augmentations()
         self.pseudo_mask = (pseudo_mask or default_pseudo_mask()) if training else None
         self.trimap_generator = training_trimaps(train_trimaps, noisy_trimaps) if training else None
+        self.user_maps = user_maps if training else None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws the next items use."""
@@ -279,16 +287,18 @@ class MattingDataset(Dataset):
             data["pseudo_mask"] = self.pseudo_mask(data["alpha"], rng, low=self.low, high=self.high)
             if self.trimap_generator is not None:
                 data = self.trimap_generator(data, rng)
+            if self.user_maps is not None:
+                data = self.user_maps(data, rng)
         return to_batch_item(data, self.size)
 
 
 def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
-    """Numpy case arrays (``image`` (C,H,W), ``alpha``/``pseudo_mask``/``trimap``/``trimap_noisy`` (H,W),
-    ``masks`` (K,H,W)) -> float32 tensors of spatial size ``size`` with the contract's channel axes;
-    trimaps become levels 0 / 0.5 / 1 (:func:`trimap_levels`)."""
+    """Numpy case arrays (``image`` (C,H,W), ``alpha``/``pseudo_mask``/``user_map``/``trimap``/``trimap_noisy``
+    (H,W), ``masks`` (K,H,W)) -> float32 tensors of spatial size ``size`` with the contract's channel axes;
+    trimaps become levels 0 / 0.5 / 1 (:func:`trimap_levels`); padding adds 0 ("unknown" in a user map)."""
     item = {"image": data["image"].astype(np.float32)}
     item["masks"] = data["masks"].astype(np.float32)
-    for key in ("alpha", "pseudo_mask"):
+    for key in ("alpha", "pseudo_mask", "user_map"):
         if key in data:
             item[key] = data[key].astype(np.float32)[None]
     for key in ("trimap", NOISY_TRIMAP_KEY):

@@ -303,6 +303,24 @@ class Training:
         restore_rng_states(state["rng"])
 
 
+def training_user_maps(model: nn.Module) -> Callable | None:
+    """The dataset transform drawing dugMatting's training user maps (App. B.1) for ``model``, or None.
+
+    A "nig" model (:class:`~medmat.models.nig.NIGMatting`, before any DDP wrapping) with
+    ``random_user_maps`` gets :class:`~medmat.interaction.user_maps.RandomUserMapd` with its patch
+    size and geometric parameter; every other model gets None. The dataset draws the maps from
+    each item's ``(seed, epoch, index)`` generator, so they do not depend on workers or ranks and
+    a resumed run draws the same ones; the model then reads the batch's "user_map" instead of
+    drawing its own.
+    """
+    from medmat.interaction.user_maps import RandomUserMapd
+    from medmat.models.nig import NIGMatting
+
+    if not (isinstance(model, NIGMatting) and model.random_user_maps):
+        return None
+    return RandomUserMapd(patch_size=model.user_map_patch_size, p=model.user_map_p)
+
+
 def build_training(
     config: dict, train_samples: Sequence[Sample], size: tuple[int, int], context: distributed.DistributedContext
 ) -> Training:
@@ -326,6 +344,7 @@ def build_training(
         size=size,
         train_trimaps=config["data"]["train_trimaps"],
         noisy_trimaps=config["data"]["noisy_trimaps"],
+        user_maps=training_user_maps(model),
     )
     sampler = distributed.make_sampler(dataset, context, seed=config["seed"])
     loader = DataLoader(

@@ -13,6 +13,8 @@ import numpy as np
 
 from medmat.io.atomic import atomic_path
 
+#: Colour of the outlined boxes: visible on grey pictures and on magma uncertainty maps.
+BOX_COLOUR = "cyan"
 #: Colour maps by the kind of picture; anything else is shown in grey.
 _CMAPS = {"uncertainty": "magma", "entropy": "magma", "epistemic": "magma", "aleatoric": "magma", "error": "inferno"}
 
@@ -35,6 +37,7 @@ def example_grid(
     row_labels: Sequence[str] | None = None,
     title: str = "",
     tile_inches: float = 1.8,
+    boxes: Sequence[Mapping[str, Sequence[Sequence[int]]]] | None = None,
 ) -> str:
     """Save a grid of pictures.
 
@@ -44,12 +47,22 @@ def example_grid(
             masks, uncertainty maps are scaled per picture to their own max when it exceeds 1),
             (C,H,W) or (H,W,3). Columns are the keys of the first row, in order.
         row_labels: case ids shown at the left.
+        title: the figure's title.
+        tile_inches: side of one picture in inches.
+        boxes: optional, one mapping per row: column name -> rectangles ``(top, left, height,
+            width)`` in pixels to outline on that picture (e.g. the patches proposed to a user).
+
+    Returns:
+        ``path`` as a string.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
+    if boxes is not None and len(boxes) != len(rows):
+        raise ValueError(f"boxes must have one entry per row: {len(boxes)} for {len(rows)} rows")
     columns = list(rows[0])
     figure, axes = plt.subplots(
         len(rows), len(columns), figsize=(tile_inches * len(columns), tile_inches * len(rows)), squeeze=False
@@ -60,6 +73,10 @@ def example_grid(
             picture = _displayable(row[column])
             vmax = max(1.0, float(picture.max())) if picture.size else 1.0
             axis.imshow(picture, cmap=_cmap(column), vmin=0.0, vmax=vmax, interpolation="nearest")
+            for top, left, height, width in (boxes[r].get(column, ()) if boxes else ()):
+                # Pixel (i, j) covers [j - 0.5, j + 0.5] x [i - 0.5, i + 0.5] in imshow's coordinates.
+                outline = Rectangle((left - 0.5, top - 0.5), width, height, fill=False, edgecolor=BOX_COLOUR, linewidth=1)
+                axis.add_patch(outline)
             axis.set_xticks([])
             axis.set_yticks([])
             if r == 0:

@@ -1,0 +1,257 @@
+"""Scoring trained models the dugMatting way: interaction tables, uncertainty reports, interaction figures.
+
+Shared by ``medmat interact``, ``medmat evaluate --uncertainty`` and
+``benchmarks/interaction_eval.py``:
+
+- :func:`write_interaction_tables`: Table IV rows (SAD/MSE/Grad/Conn) of every stage of
+  :func:`~medmat.interaction.simulate.simulate_dataset` ("0 interactions", "1 interaction", ...,
+  "after refinement"), on the Table IV region and on the whole image;
+- :func:`uncertainty_maps` + :func:`write_uncertainty_report`: the uncertainty maps a model gives
+  for a case and the AUROC / calibration report of :func:`~medmat.metrics.uncertainty.uncertainty_report`;
+- :func:`interaction_figure_row`: one case's row of the interaction figure (alpha after every
+  round, epistemic maps with the proposed patches outlined).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from medmat.data.sample import Sample
+from medmat.errors import MedmatError
+from medmat.interaction.simulate import InteractionRound, mean_round_metrics, predict_nig
+from medmat.io.atomic import atomic_write_json, atomic_write_text
+from medmat.metrics.uncertainty import reliability_plot, uncertainty_report
+from medmat.reporting import summarise, write_tables
+
+#: Stage name of :func:`~medmat.interaction.simulate.simulate_dataset` for the refined matte.
+REFINED_STAGE = "refined"
+#: Table IV groups of :func:`~medmat.interaction.simulate.round_metrics` and their titles.
+TABLE_GROUPS = {"region": "Table IV region", "whole": "whole image"}
+#: What :func:`uncertainty_maps` keeps of a prediction: the alpha, the uncertainty maps
+#: :func:`~medmat.metrics.uncertainty.uncertainty_report` compares, and the NIG for its calibration.
+REPORT_KEYS = (
+    "alpha",
+    "uncertainty_map",
+    "lesion_uncertainty",
+    "epistemic",
+    "aleatoric",
+    "nig_gamma",
+    "nig_omega",
+    "nig_alpha",
+    "nig_beta",
+)
+#: Region names of :func:`~medmat.interaction.simulate.round_metrics`, as the tables describe them.
+REGION_DESCRIPTIONS = {"unknown": "trimap == 128", "whole": "whole image"}
+
+
+def is_nig_model(model: nn.Module) -> bool:
+    """Whether ``model`` is dugMatting's "nig" wrapper (:class:`~medmat.models.nig.NIGMatting`)."""
+    from medmat.models.nig import NIGMatting
+
+    return isinstance(model, NIGMatting)
+
+
+def require_nig_config(config: Mapping, run: str | os.PathLike) -> None:
+    """Raise a one-line MedmatError naming ``run`` unless its config trains a "nig" model."""
+    name = config["model"]["name"]
+    if name != "nig":
+        raise MedmatError(f"run trains {name!r}, not a 'nig' model: interaction needs dugMatting's NIG outputs", run)
+
+
+def run_case_ids(run_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """``(train_ids, test_ids)`` of a finished train run (or crossval fold) folder, from its ``metrics.json``."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise MedmatError("not a finished medmat run: no metrics.json", run_dir)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return list(record["train_ids"]), list(record["test_ids"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise MedmatError(f"unreadable metrics.json ({type(error).__name__}: {error})", path) from None
+
+
+def stage_label(stage: str) -> str:
+    """Row name of a simulation stage: "round-0" -> "0 interactions", "round-1" -> "1 interaction",
+    "round-2" -> "2 interactions", "refined" -> "after refinement"."""
+    if stage == REFINED_STAGE:
+        return "after refinement"
+    rounds = int(stage.split("-")[1])
+    return f"{rounds} interaction{'' if rounds == 1 else 's'}"
+
+
+def pool_simulations(simulations: Sequence[Mapping]) -> dict:
+    """Several :func:`~medmat.interaction.simulate.simulate_dataset` results (e.g. one per fold) as one.
+
+    Returns:
+        ``{"cases": every case in order, "mean": mean_round_metrics over all of them}``.
+    """
+    cases = [case for simulation in simulations for case in simulation["cases"]]
+    stages = [{key: value for key, value in case.items() if key != "id"} for case in cases]
+    return {"cases": cases, "mean": mean_round_metrics(stages) if stages else {}}
+
+
+def interaction_rows(simulation: Mapping, group: str, folds: Sequence[Sequence[str]] | None = None) -> dict:
+    """Table rows of one metric group ("region" or "whole"): stage label -> :func:`~medmat.reporting.summarise` row.
+
+    Args:
+        simulation: ``{"cases": [...], "mean": {...}}`` of :func:`~medmat.interaction.simulate.simulate_dataset`
+            or :func:`pool_simulations`.
+        group: "region" (the Table IV region of each case) or "whole".
+        folds: test ids of each fold, for the mean ± std over folds (None: no fold columns).
+
+    Returns:
+        Rows in stage order; a case whose region is empty is left out of that stage's row.
+    """
+    rows = {}
+    for stage in simulation["mean"]:
+        per_case = {case["id"]: case[stage][group] for case in simulation["cases"] if case[stage][group] is not None}
+        rows[stage_label(stage)] = summarise(per_case, folds=folds)
+    return rows
+
+
+def region_description(simulation: Mapping) -> str:
+    """The Table IV region of the simulated cases in words, e.g. "trimap == 128" or "whole image"."""
+    names = sorted({case["round-0"]["region_name"] for case in simulation["cases"]})
+    return ", ".join(REGION_DESCRIPTIONS.get(name, name) for name in names)
+
+
+def write_interaction_tables(
+    simulation: Mapping,
+    output: str | os.PathLike,
+    num_proposals: int,
+    folds: Sequence[Sequence[str]] | None = None,
+    extra: Mapping | None = None,
+) -> str:
+    """Write ``table_iv_region.{md,csv,json}`` and ``table_iv_whole.*`` of a simulation under ``output``.
+
+    Args:
+        simulation: see :func:`interaction_rows`.
+        output: an existing folder.
+        num_proposals: patches proposed per interaction (for the titles).
+        folds: test ids of each fold (crossval), or None.
+        extra: settings stored with the tables (:func:`~medmat.reporting.write_tables`).
+
+    Returns:
+        The Markdown of both tables, region first.
+    """
+    text = ""
+    for group, name in TABLE_GROUPS.items():
+        where = region_description(simulation) if group == "region" else name
+        title = f"Table IV ({where}) after interactions of {num_proposals} proposed patches"
+        prefix = Path(output) / f"table_iv_{group}"
+        write_tables(prefix, interaction_rows(simulation, group, folds), title=title, extra=extra)
+        text += prefix.with_suffix(".md").read_text(encoding="utf-8") + "\n"
+    return text
+
+
+def uncertainty_maps(model: nn.Module, sample: Sample, num_samples: int = 8) -> dict[str, np.ndarray]:
+    """The alpha and uncertainty maps of one eval-mode prediction, without interaction.
+
+    Args:
+        model: any contract model; a "nig" model is run through
+            :func:`~medmat.interaction.simulate.predict_nig` (empty user map) and also gives its
+            epistemic and aleatoric maps and NIG parameters; others through
+            :func:`~medmat.engine.inference.predict_sample`.
+        sample: the case (its trimap, when present, goes to trimap-based models).
+        num_samples: sampled masks of models with ``predict`` (a "nig" model samples its base's own count).
+
+    Returns:
+        float32 (H, W) maps, the :data:`REPORT_KEYS` the model gives: "alpha" always;
+        "uncertainty_map" (Prob. U-Net entropy, nats), "lesion_uncertainty" (alpha entropy,
+        nats), "epistemic", "aleatoric", "nig_*" when present.
+    """
+    from medmat.engine.inference import predict_sample
+
+    if is_nig_model(model):
+        prediction = predict_nig(model, sample.image, None, sample.trimap)
+    else:
+        prediction = predict_sample(model, sample.image, num_samples, sample.trimap)
+    return {key: np.asarray(prediction[key], dtype=np.float32) for key in REPORT_KEYS if key in prediction}
+
+
+def uncertainty_markdown(report: Mapping) -> str:
+    """Markdown of an :func:`~medmat.metrics.uncertainty.uncertainty_report`: AUROCs, then the ECEs (NIG models)."""
+    names = sorted({key.split("/")[0] for key in report["auroc"]})
+    lines = ["### Uncertainty: AUROC", "", "| map | errors > 0.1 | annotator disagreement |", "|---|---|---|"]
+    for name in names:
+        cells = [report["auroc"].get(f"{name}/{kind}") for kind in ("error", "disagreement")]
+        lines.append(f"| {name} | " + " | ".join("—" if c is None else f"{c:.4f}" for c in cells) + " |")
+    if report["calibration"]:
+        lines += ["", "### NIG predictive intervals: expected calibration error", "", "| intervals | ECE |", "|---|---|"]
+        lines += [f"| {interval} | {curve['ece']:.4f} |" for interval, curve in report["calibration"].items()]
+    return "\n".join(lines) + f"\n\n{report['num_pixels']} pixels pooled.\n"
+
+
+def write_uncertainty_report(report: Mapping, output: str | os.PathLike, extra: Mapping | None = None) -> list[str]:
+    """Write ``uncertainty.json``, ``uncertainty.md`` and, for NIG models, ``reliability.png`` under ``output``.
+
+    Args:
+        report: :func:`~medmat.metrics.uncertainty.uncertainty_report` result.
+        output: an existing folder.
+        extra: more entries for the JSON (settings, case ids, ...).
+
+    Returns:
+        The written paths.
+    """
+    output = Path(output)
+    paths = [output / "uncertainty.json", output / "uncertainty.md"]
+    atomic_write_json(paths[0], {**report, **(extra or {})})
+    atomic_write_text(paths[1], uncertainty_markdown(report))
+    if report["calibration"]:
+        curves = {name: (np.array(c["expected"]), np.array(c["observed"])) for name, c in report["calibration"].items()}
+        paths.append(output / "reliability.png")
+        reliability_plot(paths[-1], curves, title="NIG predictive intervals")
+    return [str(path) for path in paths]
+
+
+def evaluate_uncertainty(model: nn.Module, samples: Sequence[Sample], num_samples: int = 8) -> dict:
+    """:func:`~medmat.metrics.uncertainty.uncertainty_report` of ``model`` on cases with alpha mattes (pixels pooled)."""
+    predictions = [uncertainty_maps(model, sample, num_samples) for sample in samples]
+    return uncertainty_report(predictions, [s.alpha for s in samples], [s.masks for s in samples])
+
+
+def _scaled_to_range(values: np.ndarray) -> np.ndarray:
+    """``(values - min) / (max - min)`` in [0, 1], float32 (a constant map gives 0).
+
+    Epistemic variances are tiny and, before training converges, nearly constant: only their
+    spread within the picture shows where the patches were proposed.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    spread = float(np.ptp(values)) if values.size else 0.0
+    return (values - values.min()) / spread if spread > 0 else np.zeros_like(values)
+
+
+def interaction_figure_row(
+    sample: Sample, history: Sequence[InteractionRound], refined_alpha: np.ndarray | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, list[tuple[int, int, int, int]]]]:
+    """One case's pictures and outlined boxes for :func:`~medmat.reporting.example_grid`.
+
+    Args:
+        sample: the case (image, ground-truth alpha).
+        history: :func:`~medmat.interaction.simulate.simulate_interactions` rounds, round 0 first.
+        refined_alpha: the refined matte (H, W) of the last round, or None.
+
+    Returns:
+        ``(pictures, boxes)``: pictures "image", "ground truth", "alpha, <stage>" for every round
+        (and "after refinement"), then "epistemic, round r" (scaled to its range) for every round
+        that proposed patches to the next (round 0 alone without interactions); boxes maps each
+        epistemic column to the ``(top, left, height, width)`` of the patches proposed from it.
+    """
+    pictures = {"image": sample.image, "ground truth": sample.alpha}
+    for index, state in enumerate(history):
+        pictures[f"alpha, {stage_label(f'round-{index}')}"] = state.alpha
+    if refined_alpha is not None:
+        pictures[f"alpha, {stage_label(REFINED_STAGE)}"] = refined_alpha
+    boxes = {}
+    for index in range(max(len(history) - 1, 1)):
+        column = f"epistemic, round {index}"
+        pictures[column] = _scaled_to_range(history[index].maps["epistemic"])
+        proposed = history[index + 1].proposals if index + 1 < len(history) else []
+        boxes[column] = [tuple(patch[:4]) for patch in proposed]
+    return pictures, boxes

@@ -1,0 +1,215 @@
+"""``medmat interact`` and ``medmat evaluate --uncertainty`` on a tiny "nig" run, and the engine's user maps.
+
+A tiny dugMatting model (Medical Matting base with a few channels) is trained for one epoch on 8
+phantoms resized to 32 x 32 (2 folds: 4 training and 4 held-out cases); phantoms have no trimaps,
+so the Table IV region is the whole image.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from medmat.cli.main import main
+from medmat.engine import load_config, load_run, train
+from medmat.engine.checkpoint import save_checkpoint
+from medmat.engine.distributed import DistributedContext
+from medmat.engine.inference import build_model_from_config
+from medmat.engine.trainer import build_training, load_samples
+from medmat.interaction import USER_MAP_VALUES
+from medmat.interaction.simulate import predict_nig
+from medmat.interaction.user_maps import LABEL_TOLERANCE
+from medmat.reporting import example_grid
+
+MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 2}
+NIG_TINY = {"name": "nig", "base": MEDICAL_TINY}
+#: example_grid's tile side (inches) and resolution: a grid of R x C pictures is (C, R) * 1.8 * 110 pixels.
+TILE_PIXELS = 1.8 * 110
+
+
+def _config(model: dict, loss: dict) -> dict:
+    return load_config({
+        "model": model,
+        "loss": loss,
+        "data": {"dataset": "phantom:8", "resize": 32, "input_size": None},
+        "split": {"scheme": "kfold", "k": 2, "fold": 0},
+        "optim": {"lr": 0.001, "batch_size": 2, "epochs": 1},
+        "eval": {"num_samples": 2, "every": 0},
+        "train": {"progress": False, "tensorboard": False, "num_threads": 1},
+    })
+
+
+def nig_config() -> dict:
+    return _config(NIG_TINY, {"name": "nig", "base": {"name": "medical_matting"}})
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nig_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("nig") / "run"
+    train(nig_config(), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def medical_run(tmp_path_factory):
+    """An untrained Medical Matting "run": its final.pt and a metrics.json naming 4 held-out phantoms."""
+    run = tmp_path_factory.mktemp("medical") / "run"
+    run.mkdir()
+    config = _config(MEDICAL_TINY, {"name": "medical_matting"})
+    torch.manual_seed(0)
+    save_checkpoint(run / "final.pt", model=build_model_from_config(config).state_dict(), config=config)
+    ids = [sample.id for sample in load_samples(config)]
+    (run / "metrics.json").write_text(json.dumps({"train_ids": ids[:4], "test_ids": ids[4:]}))
+    return run
+
+
+def _png_size(path) -> tuple[int, int]:
+    with Image.open(path) as picture:
+        return picture.width, picture.height
+
+
+def test_interact_writes_one_row_per_round_and_the_figure(nig_run, tmp_path):
+    out = tmp_path / "interact"
+    args = ["interact", "--run", str(nig_run), "--simulate", "2", "--proposals", "2", "--patch-size", "16"]
+    assert main([*args, "-o", str(out)]) == 0
+    test_ids = json.loads((nig_run / "metrics.json").read_text())["test_ids"]
+    record = json.loads((out / "interaction.json").read_text())
+    cases = record["simulation"]["cases"]
+    assert [case["id"] for case in cases] == test_ids
+
+    for group in ("region", "whole"):
+        table = json.loads((out / f"table_iv_{group}.json").read_text())
+        assert list(table["rows"]) == ["0 interactions", "1 interaction", "2 interactions"]
+        for index, row in enumerate(table["rows"].values()):
+            expected = np.mean([case[f"round-{index}"][group]["SAD"] for case in cases])
+            assert row["n"] == len(test_ids) and row["mean"]["SAD"] == pytest.approx(expected)
+        markdown = (out / f"table_iv_{group}.md").read_text()
+        assert "| 1 interaction | 4 |" in markdown
+        assert (out / f"table_iv_{group}.csv").read_text().splitlines()[0] == "method,n,SAD,MSE,Grad,Conn"
+    # Without trimaps the Table IV region is the whole image.
+    assert "whole image" in (out / "table_iv_region.md").read_text().splitlines()[0]
+    region_rows = json.loads((out / "table_iv_region.json").read_text())["rows"]
+    assert region_rows == json.loads((out / "table_iv_whole.json").read_text())["rows"]
+    # A 32 x 32 image is a 2 x 2 grid of 16-pixel patches: 2 proposals label half of it, then the
+    # other half (labelled patches are not proposed again).
+    for case in cases:
+        fractions = [case[f"round-{index}"]["labelled_fraction"] for index in range(3)]
+        assert fractions == [0.0, 0.5, 1.0]
+    # 4 cases; image, ground truth, 3 alphas and 2 epistemic maps.
+    assert _png_size(out / "interaction.png") == (round(7 * TILE_PIXELS), round(4 * TILE_PIXELS))
+
+
+def test_interact_with_refinement_adds_the_refined_row(nig_run, tmp_path):
+    out = tmp_path / "refined"
+    args = ["interact", "-r", str(nig_run), "--simulate", "1", "--proposals", "1", "--refine-steps", "2"]
+    assert main([*args, "--figure", "1", "-o", str(out)]) == 0
+    table = json.loads((out / "table_iv_whole.json").read_text())
+    assert list(table["rows"]) == ["0 interactions", "1 interaction", "after refinement"]
+    record = json.loads((out / "interaction.json").read_text())
+    assert len(record["refiner_losses"]) == 1 and len(record["refiner_losses"][0]) == 2
+    assert all("refined_patches" in case["refined"] for case in record["simulation"]["cases"])
+    # 1 case; image, ground truth, 2 alphas, the refined alpha and 1 epistemic map.
+    assert _png_size(out / "interaction.png") == (round(6 * TILE_PIXELS), round(1 * TILE_PIXELS))
+
+
+def test_interact_refuses_a_run_that_is_not_nig_in_one_line(medical_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["interact", "--run", str(medical_run), "--simulate", "1", "-o", str(out)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("medmat: error:")
+    assert "'medical_matting'" in lines[0] and "not a 'nig' model" in lines[0]
+    assert not out.exists()
+
+
+def test_evaluate_uncertainty_reports_aurocs_and_calibration_of_a_nig_run(nig_run, tmp_path):
+    out = tmp_path / "evaluate"
+    assert main(["evaluate", "--run", str(nig_run), "-o", str(out), "--samples", "2", "--uncertainty"]) == 0
+    report = json.loads((out / "uncertainty.json").read_text())
+    names = ("prob_unet_entropy", "alpha_entropy", "epistemic", "aleatoric")
+    assert set(report["auroc"]) == {f"{name}/{kind}" for name in names for kind in ("error", "disagreement")}
+    values = [value for value in report["auroc"].values() if value is not None]
+    assert values and all(0.0 <= value <= 1.0 for value in values)
+    assert set(report["calibration"]) == {"one_sided", "central"}
+    assert all(0.0 <= curve["ece"] <= 1.0 for curve in report["calibration"].values())
+    assert (out / "reliability.png").is_file() and "| epistemic |" in (out / "uncertainty.md").read_text()
+
+    # The same AUROC, computed independently: the run's model, the command's seeding, sklearn.
+    model, config = load_run(nig_run)
+    by_id = {sample.id: sample for sample in load_samples(config)}
+    cases = [by_id[i] for i in report["test_ids"]]
+    torch.manual_seed(0)
+    maps = [predict_nig(model, case.image, None, case.trimap) for case in cases]
+    errors = np.concatenate([np.abs(m["alpha"] - c.alpha).ravel() > 0.1 for m, c in zip(maps, cases)])
+    epistemic = np.concatenate([m["epistemic"].ravel() for m in maps])
+    assert report["num_pixels"] == 4 * 32 * 32
+    assert errors.any() and not errors.all()
+    assert report["auroc"]["epistemic/error"] == pytest.approx(roc_auc_score(errors, epistemic))
+
+
+def test_evaluate_uncertainty_of_a_model_without_nig_has_no_calibration(medical_run, tmp_path):
+    out = tmp_path / "evaluate"
+    assert main(["evaluate", "-r", str(medical_run), "-o", str(out), "--samples", "2", "--uncertainty"]) == 0
+    report = json.loads((out / "uncertainty.json").read_text())
+    assert {key.split("/")[0] for key in report["auroc"]} == {"prob_unet_entropy", "alpha_entropy"}
+    assert report["calibration"] == {} and not (out / "reliability.png").exists()
+    assert "expected calibration error" not in (out / "uncertainty.md").read_text()
+
+
+def test_training_items_of_nig_models_carry_user_maps_drawn_from_their_alpha():
+    config = nig_config()
+    samples = load_samples(config)[:4]
+    training = build_training(config, samples, (32, 32), DistributedContext())
+    labelled = 0
+    for epoch in range(3):
+        training.dataset.set_epoch(epoch)
+        for index in range(len(samples)):
+            item = training.dataset[index]
+            user_map, alpha = item["user_map"], item["alpha"]
+            assert user_map.shape == (1, 32, 32) and user_map.dtype == torch.float32
+            assert set(torch.unique(user_map).tolist()) <= set(USER_MAP_VALUES)
+            # Foreground and background labels hold for every pixel of their patch of the
+            # (augmented) alpha; transition patches are mixed.
+            assert torch.all(alpha[user_map == 1.0] >= 1.0 - LABEL_TOLERANCE)
+            assert torch.all(alpha[user_map == -1.0] <= LABEL_TOLERANCE)
+            labelled += bool(user_map.any())
+    assert labelled > 0
+    # The model reads the batch's map instead of drawing its own.
+    batch = {key: value[None] for key, value in item.items()}
+    assert torch.equal(training.model.train().user_map_for(batch), batch["user_map"])
+
+    plain = _config(MEDICAL_TINY, {"name": "medical_matting"})
+    assert "user_map" not in build_training(plain, samples, (32, 32), DistributedContext()).dataset[0]
+    without = _config({**NIG_TINY, "random_user_maps": False}, nig_config()["loss"])
+    assert "user_map" not in build_training(without, samples, (32, 32), DistributedContext()).dataset[0]
+
+
+def test_example_grid_outlines_boxes(tmp_path):
+    black = np.zeros((32, 32), np.float32)  # magma maps 0 to black: any colour comes from the outline
+
+    def coloured_pixels(boxes):
+        path = tmp_path / "grid.png"
+        example_grid(path, [{"epistemic": black}], boxes=boxes, tile_inches=2.0)
+        pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        return (pixels[..., 1] > 150) & (pixels[..., 2] > 150) & (pixels[..., 0] < 100)  # cyan
+
+    assert not coloured_pixels(None).any()
+    outlined = coloured_pixels([{"epistemic": [(0, 0, 16, 16)]}])
+    assert outlined.any()
+    rows, cols = np.nonzero(outlined)
+    # The box covers the top-left quarter of the picture, so its outline spans about a quarter of the figure.
+    assert 0.15 < (cols.max() - cols.min()) / outlined.shape[1] < 0.5
+    with pytest.raises(ValueError, match="one entry per row"):
+        example_grid(tmp_path / "bad.png", [{"epistemic": black}], boxes=[{}, {}])
