@@ -15,10 +15,10 @@ from medmat.metrics.uncertainty import (
     error_labels,
     expected_calibration_error,
     nig_pit,
-    reliability_plot,
     uncertainty_aurocs,
     uncertainty_report,
 )
+from medmat.reporting.figures import reliability_plot
 from medmat.uncertainty.nig import NIG, predictive_scale
 
 

@@ -26,7 +26,8 @@ from medmat.data.sample import Sample
 from medmat.errors import MedmatError
 from medmat.interaction.simulate import InteractionRound, mean_round_metrics, predict_nig
 from medmat.io.atomic import atomic_write_json, atomic_write_text
-from medmat.metrics.uncertainty import reliability_plot, uncertainty_report
+from medmat.metrics.uncertainty import uncertainty_report
+from medmat.reporting.figures import reliability_plot
 from medmat.reporting import summarise, write_tables
 
 #: Stage name of :func:`~medmat.interaction.simulate.simulate_dataset` for the refined matte.

@@ -19,14 +19,12 @@ Pixel sets are pooled over cases by the caller (concatenate the flattened maps).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from medmat.io.atomic import atomic_path
 from medmat.uncertainty.nig import NIG, predictive_scale
 
 #: |alpha error| above which a pixel counts as wrong (the issue's, as Fig. 1 of dugMatting).
@@ -138,46 +136,6 @@ def calibration_curve(
 def expected_calibration_error(expected: np.ndarray, observed: np.ndarray) -> float:
     """Mean ``|observed - expected|`` over the levels of a calibration curve, in [0, 1]."""
     return float(np.mean(np.abs(np.asarray(observed) - np.asarray(expected))))
-
-
-def reliability_plot(
-    path: str | os.PathLike,
-    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    title: str = "",
-) -> str:
-    """Save calibration curves against the diagonal as a PNG (atomically; matplotlib Agg).
-
-    Args:
-        path: the PNG to write.
-        curves: label -> ``(expected, observed)`` from :func:`calibration_curve`; each label is
-            shown with its expected calibration error.
-        title: the figure title.
-
-    Returns:
-        ``path`` as a string.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(3.6, 3.6))
-    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
-    for label, (expected, observed) in curves.items():
-        error = expected_calibration_error(expected, observed)
-        axis.plot(expected, observed, marker="o", markersize=3, label=f"{label} (ECE {error:.3f})")
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0, 1)
-    axis.set_xlabel("expected confidence level")
-    axis.set_ylabel("observed fraction")
-    axis.legend(fontsize=7, loc="upper left")
-    if title:
-        axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return os.fspath(path)
 
 
 def uncertainty_report(

@@ -15,6 +15,25 @@ from medmat.io.atomic import atomic_path
 
 #: Colour of the outlined boxes: visible on grey pictures and on magma uncertainty maps.
 BOX_COLOUR = "cyan"
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, so figures render without a screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: str | os.PathLike) -> str:
+    """Lay out ``figure``, write it as a PNG atomically, close it; returns ``path`` as a string."""
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png")
+    pyplot().close(figure)
+    return os.fspath(path)
+
+
 #: Colour maps by the kind of picture; anything else is shown in grey.
 _CMAPS = {"uncertainty": "magma", "entropy": "magma", "epistemic": "magma", "aleatoric": "magma", "error": "inferno"}
 
@@ -55,11 +74,9 @@ def example_grid(
     Returns:
         ``path`` as a string.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     if boxes is not None and len(boxes) != len(rows):
         raise ValueError(f"boxes must have one entry per row: {len(boxes)} for {len(rows)} rows")
@@ -85,8 +102,39 @@ def example_grid(
                 axis.set_ylabel(row_labels[r], fontsize=7)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return os.fspath(path)
+    return save_figure(figure, path)
+
+
+def reliability_plot(
+    path: str | os.PathLike,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    title: str = "",
+) -> str:
+    """Save calibration curves against the diagonal as a PNG (atomically; matplotlib Agg).
+
+    Args:
+        path: the PNG to write.
+        curves: label -> ``(expected, observed)`` from :func:`calibration_curve`; each label is
+            shown with its expected calibration error.
+        title: the figure title.
+
+    Returns:
+        ``path`` as a string.
+    """
+    from medmat.metrics.uncertainty import expected_calibration_error
+
+    plt = pyplot()
+
+    figure, axis = plt.subplots(figsize=(3.6, 3.6))
+    axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1, label="calibrated")
+    for label, (expected, observed) in curves.items():
+        error = expected_calibration_error(expected, observed)
+        axis.plot(expected, observed, marker="o", markersize=3, label=f"{label} (ECE {error:.3f})")
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("expected confidence level")
+    axis.set_ylabel("observed fraction")
+    axis.legend(fontsize=7, loc="upper left")
+    if title:
+        axis.set_title(title, fontsize=9)
+    return save_figure(figure, path)

@@ -18,8 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medmat.errors import MedmatError
-from medmat.io.atomic import atomic_path
-from medmat.reporting.figures import _displayable
+from medmat.reporting.figures import _displayable, pyplot, save_figure
 
 #: One colour per query point (its marker and its lines); codes are always red, as in the paper.
 QUERY_COLOURS = ("#00e5ff", "#ffd600", "#76ff03", "#ff80ab", "#ffffff", "#b388ff")
@@ -71,10 +70,7 @@ def draw_offsets(
     Returns:
         ``path`` as a string.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     query_points = np.asarray(query_points, dtype=np.float64).reshape(-1, 2)
     picture = _displayable(image)
@@ -99,11 +95,7 @@ def draw_offsets(
         axis.set_title(name, fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return os.fspath(path)
+    return save_figure(figure, path)
 
 
 def learned_offsets_figure(
