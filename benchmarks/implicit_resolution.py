@@ -142,7 +142,7 @@ def trained_runs(
 ) -> tuple[list[tuple[torch.nn.Module, list[Sample]]], int]:
     """(model, held-out full-resolution cases) of a train run or of every fold of a crossval run,
     and the run's input side (``data.input_size``)."""
-    from medmat.cli.model_commands import _runs_and_cases
+    from medmat.cli.model_commands import runs_and_cases
     from medmat.engine import load_run
     from medmat.engine.config import input_size
     from medmat.engine.trainer import load_samples
@@ -157,7 +157,7 @@ def trained_runs(
     if data is not None:
         first["data"].update(dataset=data, trimaps=trimaps)
     samples = load_samples(first)
-    runs = [(load_run(model_dir)[0], cases) for model_dir, cases in _runs_and_cases(run, samples)]
+    runs = [(load_run(model_dir)[0], cases) for model_dir, cases in runs_and_cases(run, samples)]
     return runs, size[0]
 
 

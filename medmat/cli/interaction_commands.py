@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from medmat.cli.model_commands import _run_config, _runs_and_cases
+from medmat.cli.model_commands import run_config, runs_and_cases
 from medmat.cli.options import command_line, machine_description
 
 
@@ -66,14 +66,14 @@ def interact_command(run, rounds, proposals, patch_size, threshold, refine_steps
     from medmat.reporting import example_grid
 
     start = time.perf_counter()
-    config = _run_config(run, data, trimaps)
+    config = run_config(run, data, trimaps)
     require_nig_config(config, run)
     samples = load_samples(config)
     by_id = {sample.id: sample for sample in samples}
     settings = {"rounds": rounds, "proposals": proposals, "patch_size": patch_size, "threshold": threshold,
                 "refine_steps": refine_steps, "seed": seed}
     simulations, folds, refiner_losses, figure_rows, figure_boxes, labels = [], [], [], [], [], []
-    for model_dir, cases in _runs_and_cases(run, samples):
+    for model_dir, cases in runs_and_cases(run, samples):
         model, fold_config = load_run(model_dir)
         require_nig_config(fold_config, model_dir)
         region = fold_config["eval"].get("region", "unknown")

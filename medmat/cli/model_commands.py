@@ -199,7 +199,7 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     click.echo(f"{len(files)} predictions written to {output}")
 
 
-def _runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
+def runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
     """(model folder, its held-out samples) for a train run or each fold of a crossval run."""
     from medmat.data.splits import load_split
 
@@ -220,7 +220,7 @@ def _runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
     return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
 
 
-def _run_config(run: str, data: str | None, trimaps: str | None) -> dict:
+def run_config(run: str, data: str | None, trimaps: str | None) -> dict:
     """The config of a train run (or of fold 0 of a crossval folder), with --data / --trimaps applied."""
     from medmat.engine import load_run
 
@@ -260,10 +260,10 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     from medmat.metrics.uncertainty import uncertainty_report
     from medmat.reporting import example_grid
 
-    config = _run_config(run, data, trimaps)
+    config = run_config(run, data, trimaps)
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
-    for fold, (model_dir, cases) in enumerate(_runs_and_cases(run, samples)):
+    for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
         model, fold_config = load_run(model_dir)
         torch.manual_seed(seed)
         evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"].get("region", "unknown"))
