@@ -99,8 +99,9 @@ def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
         ax.set_title(title)
         if ax.has_data():
             ax.legend(fontsize="small")
-            if names is losses and all(row.get(n, 1) > 0 for row in rows for n in names):
-                ax.set_yscale("log")
+            if names is losses:
+                # The first epochs' KL dwarfs everything else; weights start at 0, so symlog, not log.
+                ax.set_yscale("symlog", linthresh=1e-2)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
