@@ -38,10 +38,10 @@ def _register_commands() -> None:
         for command in module.COMMANDS:
             cli.add_command(command)
     try:
-        from medmat.cli import interaction_commands, model_commands
+        from medmat.cli import app_commands, interaction_commands, model_commands
     except ImportError:  # the deep-learning commands need the engine; the foundation works without it
         return
-    for module in (model_commands, interaction_commands):
+    for module in (model_commands, interaction_commands, app_commands):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -101,16 +101,6 @@ def _stem(path: str) -> str:
     return stem[: -len("_0000")] if stem.endswith("_0000") else stem
 
 
-def _check_channels(image: np.ndarray, config: dict, path: str) -> np.ndarray:
-    """Grey images for a colour model are repeated; colour images for a grey model are refused."""
-    expected = int(config["model"].get("in_channels", 1))
-    if image.shape[0] == expected:
-        return image
-    if image.shape[0] == 1 and expected == 3:
-        return np.repeat(image, 3, axis=0)
-    raise MedmatError(f"image has {image.shape[0]} channels but the model was trained on {expected}", path)
-
-
 def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: str | None) -> list[str]:
     """Write one prediction's maps beside each other; returns the written paths.
 
@@ -177,7 +167,7 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     import torch
 
     from medmat.engine import load_run, predict_sample
-    from medmat.engine.inference import require_output_size
+    from medmat.engine.inference import fit_channels, require_output_size
     from medmat.io.images import read_image, read_trimap
 
     if output_size and scale is not None:
@@ -189,7 +179,7 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     torch.manual_seed(seed)
     for path in tqdm(files, desc="predict", unit="image"):
         image, geometry = read_image(path)
-        image = _check_channels(image, config, path)
+        image = fit_channels(image, int(config["model"].get("in_channels", 1)), path)
         trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None
         size = _prediction_size(image.shape[-2:], output_size, scale, path)
         prediction = predict_sample(model, image, num_samples, trimap, output_size=size)

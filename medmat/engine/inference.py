@@ -90,6 +90,22 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     return model.to(device).eval(), config
 
 
+def fit_channels(image: np.ndarray, expected: int, where: str) -> np.ndarray:
+    """A (C, H, W) image with the model's ``expected`` channels: grey is repeated for a colour
+    model; any other mismatch (colour for a grey model) is a MedmatError."""
+    channels = image.shape[0]
+    if channels == expected:
+        return image
+    if channels == 1 and expected == 3:
+        return np.repeat(image, 3, axis=0)
+    kinds = {1: "grey", 3: "colour"}
+    raise MedmatError(
+        f"the image is {kinds.get(channels, str(channels) + '-channel')} ({channels} channel"
+        f"{'s' if channels != 1 else ''}) but the model was trained on {expected}-channel images",
+        where,
+    )
+
+
 def _padding_for(size: int, multiple: int) -> tuple[int, int]:
     extra = math.ceil(size / multiple) * multiple - size
     return extra // 2, extra - extra // 2

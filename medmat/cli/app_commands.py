@@ -1,0 +1,61 @@
+"""The browser app's sub-command: ``serve``.
+
+``medmat serve --run RUN`` loads a trained run and serves a single page on this machine
+(127.0.0.1 by default) where a user opens an image, sees its alpha matte, uncertainty maps and
+sampled masks, corrects a "nig" model's prediction by labelling the proposed patches or painting
+brush strokes, and saves the result (:mod:`medmat.app`).
+"""
+
+from __future__ import annotations
+
+import click
+
+#: Port of ``medmat serve`` unless --port says otherwise.
+DEFAULT_PORT = 8765
+
+
+@click.command("serve")
+@click.option("--run", "-r", "run", required=True,
+              help="A run folder (or its checkpoint) from train / crossval fold-<i>.")
+@click.option("--output", "-o", default="medmat-app-output", show_default=True, type=click.Path(file_okay=False),
+              help="Folder where Save writes the alpha, uncertainty maps, user map and interactions.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; the default is reachable from this machine only.")
+@click.option("--port", "-p", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@click.option("--image", "-i", "image", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="An image to open at start (PNG, NIfTI, DICOM).")
+@click.option("--proposals", default=4, show_default=True, type=click.IntRange(min=1), metavar="K",
+              help="Patches proposed at a time (Algorithm 1's N).")
+@click.option("--patch-size", default=16, show_default=True, type=click.IntRange(min=1), metavar="P",
+              help="Side in pixels of the proposal grid's patches.")
+@click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Sampled masks of models with predict().")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
+@click.option("--verbose", is_flag=True, help="Log every request.")
+def serve_command(run, output, host, port, image, proposals, patch_size, num_samples, seed, verbose):
+    """Serve the browser app: open an image, see the matte and its uncertainty, correct it, save."""
+    from pathlib import Path
+
+    from medmat.app.server import make_server
+    from medmat.app.session import MattingSession
+
+    session = MattingSession.from_run(run, num_samples=num_samples, num_proposals=proposals,
+                                      patch_size=patch_size, seed=seed)
+    if image is not None:
+        session.open_image(Path(image).read_bytes(), Path(image).name)
+    server = make_server(session, output, host, port, quiet=not verbose)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"medmat: warning: listening on {host}: anyone who can reach it can use the app and "
+                   f"write into {output}", err=True)
+    click.echo(f"medmat app on {server.url} (model {session.model_name!r} from {run}); Ctrl+C stops it")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("medmat app stopped")
+    finally:
+        server.server_close()
+        session.close()
+
+
+COMMANDS = [serve_command]

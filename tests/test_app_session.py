@@ -1,0 +1,324 @@
+"""The browser app's session (medmat.app.session): opening, proposals, labels, brush, undo, save, bad input.
+
+The "nig" model of these tests is a tiny, untrained Medical Matting base whose NIG head reads a
+two-layer stem (``features="stem"``), wired by hand so that its alpha follows the user map:
+two stem channels carry relu(U) and relu(-U) unchanged and γ's layer weighs them by ±GAIN, so
+γ = sigmoid(base terms + GAIN·U) pixel by pixel. A one-epoch model has not learnt to read the
+user map yet, and a labelled patch would barely change its matte; the wiring makes the effect of
+a label large, local and known, which is what the app's logic is tested on. The helpers are
+imported by the server and end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import nibabel
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+from medmat.app.session import LABELS, MattingSession, stroke_mask
+from medmat.data.phantom import make_phantom
+from medmat.engine import load_config
+from medmat.engine.checkpoint import save_checkpoint
+from medmat.engine.inference import build_model_from_config
+from medmat.errors import MedmatError
+from medmat.interaction.proposals import propose_patches
+from medmat.interaction.simulate import predict_nig
+from medmat.io.images import read_image, write_png
+
+MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 2}
+#: Weight of the user map in γ's logit: a foreground label alone gives sigmoid(6) = 0.9975.
+GAIN = 6.0
+
+
+def tiny_config(model: dict) -> dict:
+    return load_config({
+        "model": model,
+        "data": {"dataset": "phantom:8", "resize": 32, "input_size": None},
+        "optim": {"lr": 0.001, "batch_size": 2, "epochs": 1},
+        "eval": {"num_samples": 2, "every": 0},
+        "train": {"progress": False, "tensorboard": False, "num_threads": 1},
+    })
+
+
+def wire_user_map(model: torch.nn.Module, gain: float = GAIN) -> torch.nn.Module:
+    """Make a "nig" model with a stem follow its user map: γ = sigmoid(other terms + gain U) (module docstring).
+
+    The stem's last two channels become relu(U) and relu(-U) (centre taps only, batch norm the
+    identity, no other channel reads them); the other stem channels no longer read U; γ's layer
+    weighs the two by +gain and -gain, the other NIG layers by 0.
+    """
+    first, second = model.stem[0], model.stem[1]
+    user_map_channel = model.in_channels  # the stem reads [image, U, base alpha]
+    width = first[0].out_channels
+    with torch.no_grad():
+        first[0].weight[:, user_map_channel] = 0.0
+        for channel, sign in ((width - 2, 1.0), (width - 1, -1.0)):
+            first[0].weight[channel].zero_()
+            first[0].weight[channel, user_map_channel, 1, 1] = sign
+            second[0].weight[channel].zero_()
+            second[0].weight[channel, channel, 1, 1] = 1.0
+            second[0].weight[: width - 2, channel] = 0.0
+            for norm in (first[1], second[1]):
+                norm.running_mean[channel], norm.running_var[channel] = 0.0, 1.0 - norm.eps
+                norm.weight[channel], norm.bias[channel] = 1.0, 0.0
+            for name, layer in model.head.layers.items():
+                layer.weight[0, channel] = sign * gain if name == "gamma" else 0.0
+    return model
+
+
+def save_run(folder, model: dict, wired: bool = False):
+    """A run folder holding the final.pt of an untrained model (seed 0), optionally wired to its user map."""
+    config = tiny_config(model)
+    torch.manual_seed(0)
+    network = build_model_from_config(config).eval()
+    if wired:
+        wire_user_map(network)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(folder / "final.pt", model=network.state_dict(), config=config)
+    return folder
+
+
+def user_map_following_run(folder):
+    """The wired tiny "nig" run of the module docstring."""
+    return save_run(folder, {"name": "nig", "base": MEDICAL_TINY, "features": "stem", "head_channels": 4}, wired=True)
+
+
+def phantom_png(path, size: int = 64, seed: int = 3):
+    """A grey phantom PNG of size x size; returns its path."""
+    write_png(path, make_phantom(seed, size=size).image)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def single_thread(single_thread):
+    """Every test runs with one torch thread (conftest's fixture): the networks are tiny."""
+    yield
+
+
+@pytest.fixture(scope="module")
+def nig_run(tmp_path_factory):
+    return user_map_following_run(tmp_path_factory.mktemp("app") / "nig")
+
+
+@pytest.fixture()
+def session(nig_run, tmp_path):
+    session = MattingSession.from_run(nig_run, num_proposals=3, patch_size=16)
+    path = phantom_png(tmp_path / "case.png")
+    session.open_image(path.read_bytes(), "case.png")
+    yield session
+    session.close()
+
+
+def test_opening_a_png_predicts_it_and_proposes_the_most_uncertain_patches(session, nig_run, tmp_path):
+    step = session.current
+    image = read_image(tmp_path / "case.png")[0]
+    assert session.interactive and session.opened.shape == (64, 64)
+    # The same prediction, made independently: the model of the run, the session's seeding.
+    torch.manual_seed(session.seed)
+    prediction = predict_nig(session.model, image)
+    np.testing.assert_array_equal(step.maps["alpha"], prediction["alpha"])
+    gamma, omega, alpha, beta = prediction["nig"]
+    epistemic = beta / (omega * (alpha - 1.0))
+    np.testing.assert_allclose(step.maps["epistemic"], epistemic, rtol=1e-6)
+    assert list(step.proposals) == propose_patches(epistemic, 3, 16)
+    uncertainties = [patch.uncertainty for patch in step.proposals]
+    assert len(uncertainties) == 3 and uncertainties == sorted(uncertainties, reverse=True)
+    # The patch's mean, by hand.
+    first = step.proposals[0]
+    assert first.uncertainty == pytest.approx(float(np.mean(epistemic[first.window])))
+    assert not step.user_map.any() and session.summary()["num_interactions"] == 0
+    alpha = step.maps["alpha"].astype(np.float64)
+    lesion = -(alpha * np.log(alpha) + (1 - alpha) * np.log(1 - alpha))
+    np.testing.assert_allclose(step.maps["lesion_uncertainty"], lesion, rtol=1e-4)
+    assert step.maps["sample_masks"].shape == (2, 64, 64)
+
+
+def test_labelling_a_patch_fuses_the_new_nig_inside_the_patch(session):
+    before = session.current
+    patch = before.proposals[1]
+    after = session.label_patch(1, "foreground")
+    rows, cols = patch.window
+    inside = np.zeros((64, 64), bool)
+    inside[rows, cols] = True
+    assert np.all(after.user_map[inside] == LABELS["foreground"]) and not after.user_map[~inside].any()
+
+    # Eq. 2 by hand, from the model's own prediction with the new user map.
+    torch.manual_seed(session.seed)
+    new = predict_nig(session.model, session.opened.image, after.user_map)["nig"]
+    old = before.nig
+    expected = (old.omega * old.gamma + new.omega * new.gamma) / (old.omega + new.omega)
+    np.testing.assert_allclose(after.maps["alpha"], expected, rtol=1e-5, atol=1e-7)
+    assert after.nig.alpha == pytest.approx(old.alpha + new.alpha + 0.5)
+    # The wired model: the patch's new alpha is near 1, so the fused alpha rises there.
+    change = after.maps["alpha"] - before.maps["alpha"]
+    assert change[inside].min() > 0.1
+    assert np.abs(change[~inside]).max() < 0.05 * change[inside].min()
+
+    assert session.summary()["num_interactions"] == 1 and session.interactions[0]["kind"] == "patch"
+    assert session.interactions[0]["box"] == [patch.top, patch.left, patch.height, patch.width]
+    assert patch not in after.proposals  # answered patches are not proposed again
+
+
+def test_undo_restores_the_previous_step_exactly(session):
+    first = session.current
+    session.label_patch(0, "background")
+    session.label_patch(0, "transition")
+    assert len(session.history) == 3
+    session.undo()
+    session.undo()
+    restored = session.current
+    assert restored is first
+    for key, value in first.maps.items():
+        np.testing.assert_array_equal(restored.maps[key], value)
+    with pytest.raises(MedmatError, match="nothing to undo"):
+        session.undo()
+
+
+def test_a_brush_stroke_labels_the_pixels_within_its_radius(session):
+    points, radius = [(10.0, 20.0), (10.0, 30.0), (16.0, 30.0)], 2.5
+    rows, cols = np.mgrid[:64, :64]
+    expected = np.zeros((64, 64), bool)
+    # Brute force: distance of every pixel centre to each segment, sampled finely along it.
+    for (r0, c0), (r1, c1) in zip(points, points[1:]):
+        for t in np.linspace(0, 1, 2001):
+            expected |= (rows - (r0 + t * (r1 - r0))) ** 2 + (cols - (c0 + t * (c1 - c0))) ** 2 <= radius**2
+    assert np.array_equal(stroke_mask((64, 64), points, radius), expected)
+    disc = stroke_mask((64, 64), [(0.0, 0.0)], 1.0)
+    assert sorted(zip(*np.nonzero(disc))) == [(0, 0), (0, 1), (1, 0)]
+
+    step = session.paint_stroke(points, radius, "background")
+    assert np.array_equal(step.user_map == LABELS["background"], expected)
+    assert session.interactions[0]["pixels"] == int(expected.sum())
+    with pytest.raises(MedmatError, match="outside the image"):
+        session.paint_stroke([(-50, -50)], 3, "foreground")
+    with pytest.raises(MedmatError, match="brush radius"):
+        session.paint_stroke(points, 0, "foreground")
+    with pytest.raises(MedmatError, match="label must be one of"):
+        session.paint_stroke(points, 2, "lesion")
+    with pytest.raises(MedmatError, match="not proposed"):
+        session.label_patch(7, "foreground")
+    assert len(session.history) == 2  # refused requests change nothing
+
+
+def test_save_writes_png_float_nifti_user_map_and_the_record(session, tmp_path):
+    session.label_patch(0, "foreground")
+    session.paint_stroke([(40, 40)], 3, "background")
+    step = session.current
+    out = tmp_path / "saved"
+    record = session.save(out)
+
+    alpha_png = np.asarray(Image.open(out / "case_alpha.png"))
+    np.testing.assert_array_equal(alpha_png, np.round(step.maps["alpha"].astype(np.float64) * 255).astype(np.uint8))
+    alpha_nifti = nibabel.load(out / "case_alpha.nii.gz")
+    assert alpha_nifti.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(np.asarray(alpha_nifti.dataobj), step.maps["alpha"])
+    bits = np.asarray(nibabel.load(out / "case_lesion_uncertainty.nii.gz").dataobj)
+    np.testing.assert_allclose(bits, np.clip(step.maps["lesion_uncertainty"] / math.log(2), 0, 1), rtol=1e-6)
+    epistemic = np.asarray(nibabel.load(out / "case_epistemic.nii.gz").dataobj)
+    np.testing.assert_array_equal(epistemic, step.maps["epistemic"])
+    assert record["png_scale"]["epistemic"] == pytest.approx(float(step.maps["epistemic"].max()))
+    assert np.asarray(Image.open(out / "case_epistemic.png")).max() == 255
+
+    user_map = np.asarray(nibabel.load(out / "case_user_map.nii.gz").dataobj)
+    np.testing.assert_array_equal(user_map, step.user_map)
+    assert set(np.unique(np.asarray(Image.open(out / "case_user_map.png"))).tolist()) == {0, 128, 255}
+
+    written = json.loads((out / "case_interactions.json").read_text())
+    assert written == json.loads(json.dumps(record))
+    assert [entry["kind"] for entry in written["interactions"]] == ["patch", "stroke"]
+    assert written["num_interactions"] == 2 and written["image"]["shape"] == [64, 64]
+    listed = {name for names in written["files"].values() for name in names}
+    assert listed == set(os.listdir(out))  # every file is listed, no temporary file is left
+
+
+def test_a_nifti_volume_shows_one_slice_and_its_outputs_keep_the_geometry(nig_run, tmp_path):
+    affine = np.array([[0.0, 0.8, 0, -5.0], [0.9, 0.0, 0, 3.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]])
+    volume = np.stack([make_phantom(seed, size=32).image[0] * 1000 - 200 for seed in range(3)], axis=-1)
+    path = tmp_path / "scan.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(volume.astype(np.float32), affine), path)
+    session = MattingSession.from_run(nig_run)
+    session.open_image(path.read_bytes(), "scan.nii.gz")
+    assert (session.opened.slice_index, session.opened.num_slices) == (1, 3)  # the middle slice
+    session.select_slice(2)
+    expected = (volume[:, :, 2] - volume[:, :, 2].min()) / (volume[:, :, 2].max() - volume[:, :, 2].min())
+    np.testing.assert_allclose(session.opened.image[0], expected, atol=1e-6)
+    with pytest.raises(MedmatError, match="slice 3 outside"):
+        session.select_slice(3)
+    session.save(tmp_path / "out")
+    written = nibabel.load(tmp_path / "out" / "scan_slice-002_alpha.nii.gz").affine
+    # Slice 2 sits two steps along the volume's third axis.
+    np.testing.assert_allclose(written[:3, 3], affine[:3, 3] + 2 * affine[:3, 2], atol=1e-5)
+    np.testing.assert_allclose(written[:3, :2], affine[:3, :2], atol=1e-6)
+    session.close()
+
+
+def test_bad_uploads_are_one_line_errors_and_leave_the_session_unchanged(session, tmp_path):
+    before = session.summary()
+    with pytest.raises(MedmatError, match=r"^broken\.png: not a readable PNG") as refused:
+        session.open_image(b"\x89PNG\r\n\x1a\n not really", "broken.png")
+    assert "medmat-app-" not in str(refused.value)  # the session's private copy is not named
+    with pytest.raises(MedmatError, match=r"^notes\.txt: unsupported file type"):
+        session.open_image(b"hello", "C:\\Users\\me\\notes.txt")
+    with pytest.raises(MedmatError, match="the upload is empty"):
+        session.open_image(b"", "empty.png")
+    colour = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(colour)
+    message = r"photo\.png: the image is colour \(3 channels\) but the model was trained on 1-channel images"
+    with pytest.raises(MedmatError, match=message):
+        session.open_image(colour.read_bytes(), "photo.png")
+    assert session.summary() == before
+
+
+def test_a_dicom_of_another_modality_than_the_training_data_is_refused(nig_run, tmp_path):
+    from test_images_io import _write_dicom
+
+    path = tmp_path / "slice.dcm"
+    _write_dicom(path, np.arange(32 * 32).reshape(32, 32) % 97)
+    dataset = pydicom.dcmread(path)
+    dataset.Modality = "MR"
+    dataset.save_as(path)
+    folder = tmp_path / "ct-dataset"
+    folder.mkdir()
+    (folder / "dataset.json").write_text(json.dumps({"modality": "CT", "file_ending": ".png", "annotators": 1}))
+    session = MattingSession.from_run(nig_run)
+    session.config["data"]["dataset"] = str(folder)
+    with pytest.raises(MedmatError, match=r"slice\.dcm: the image is MR but the model was trained on CT images"):
+        session.open_image(path.read_bytes(), "slice.dcm")
+    (folder / "dataset.json").write_text(json.dumps({"modality": "MRI", "file_ending": ".png", "annotators": 1}))
+    session.open_image(path.read_bytes(), "slice.dcm")
+    assert session.opened.shape == (32, 32)
+    session.close()
+
+
+def test_runs_without_nig_show_their_maps_and_refuse_interaction(tmp_path):
+    with pytest.raises(MedmatError, match="not a medmat run"):
+        MattingSession.from_run(tmp_path)
+    run = save_run(tmp_path / "medical", MEDICAL_TINY)
+    session = MattingSession.from_run(run, num_samples=3)
+    session.open_image(phantom_png(tmp_path / "case.png", size=32).read_bytes(), "case.png")
+    assert not session.interactive and "needs a 'nig'" in session.interaction_message
+    assert set(session.current.maps) == {"alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks"}
+    assert session.current.maps["sample_masks"].shape == (3, 32, 32) and session.current.proposals == ()
+    with pytest.raises(MedmatError, match="interaction needs a 'nig'"):
+        session.label_patch(0, "foreground")
+    record = session.save(tmp_path / "out")
+    assert record["num_interactions"] == 0 and "epistemic" not in record["files"]
+    session.close()
+
+
+def test_switching_runs_predicts_the_open_image_again_or_changes_nothing(session, tmp_path):
+    session.label_patch(0, "foreground")
+    nig_model = session.model
+    with pytest.raises(MedmatError, match="not a medmat run"):
+        session.load_run(tmp_path)
+    assert session.model is nig_model and len(session.history) == 2
+    session.load_run(save_run(tmp_path / "medical", MEDICAL_TINY))
+    assert session.model_name == "medical_matting" and len(session.history) == 1
+    assert session.opened.shape == (64, 64)
