@@ -30,7 +30,8 @@ BATCH, SIZE, CHANNELS = 4, 128, 128
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS = 31, 8, 150  # Brain-growth, 4-fold; Table III
 
 
-def _median_seconds(step, repeats: int) -> float:
+def median_seconds(step, repeats: int) -> float:
+    """Median wall time of ``step()`` over ``repeats`` calls, after one warm-up call."""
     step()  # warm-up: allocator and oneDNN kernel selection
     times = []
     for _ in range(repeats):
@@ -50,7 +51,7 @@ def reference_conv_seconds(repeats: int = 5) -> float:
         x.grad = None
         conv(x).sum().backward()
 
-    return _median_seconds(step, repeats)
+    return median_seconds(step, repeats)
 
 
 def _batch() -> dict[str, torch.Tensor]:
@@ -98,7 +99,7 @@ def model_step_seconds(preset: str, repeats: int = 3) -> float:
         total, _ = criterion(model(batch), batch, epoch=5, num_epochs=EPOCHS)
         total.backward()
 
-    return _median_seconds(step, repeats)
+    return median_seconds(step, repeats)
 
 
 def main() -> None:

@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import statistics
-import time
 
 import torch
 
+from conv_cost import median_seconds  # benchmarks/ is the script's folder, first on sys.path
 from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config
 from medmat.engine.trainer import build_criterion_from_config
@@ -39,17 +38,6 @@ FOLD_TRAINING_CASES = 29
 def count_parameters(module: torch.nn.Module) -> int:
     """Number of scalar parameters of ``module``."""
     return sum(parameter.numel() for parameter in module.parameters())
-
-
-def median_seconds(step, repeats: int) -> float:
-    """Median wall time of ``step()`` over ``repeats`` calls, after one warm-up call."""
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def training_batch(batch_size: int, size: int, seed: int = 0) -> dict[str, torch.Tensor]:
