@@ -30,9 +30,9 @@ from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.models.blocks import ChannelAttention, conv3x3, positive_ints, residual_stage
-from medmat.models.prob_unet import ProbabilisticUNet
+from medmat.models.prob_unet import ProbabilisticUNet, masks_and_uncertainty
 from medmat.models.registry import register_model
-from medmat.uncertainty import lesion_uncertainty, uncertainty_map
+from medmat.uncertainty import lesion_uncertainty
 
 #: Constructor presets (kwargs of :class:`MedicalMatting`). ``paper``: the published sizes;
 #: ``lite``: small enough to train Brain-growth folds on a 2-core CPU in minutes.
@@ -147,12 +147,9 @@ class MedicalMatting(nn.Module):
             )
 
     def _run(self, image: torch.Tensor, pseudo_mask: torch.Tensor | None, num_samples: int) -> dict[str, torch.Tensor]:
-        masks = self.prob_unet(image, pseudo_mask, num_samples)
-        sample_masks = torch.sigmoid(masks["sample_logits"])
-        uncertainty = uncertainty_map(sample_masks)
-        outputs = {"sample_masks": sample_masks, "uncertainty_map": uncertainty, "mask_logits": masks["mask_logits"]}
-        if "kl" in masks:
-            outputs["kl"] = masks["kl"]
+        masks = masks_and_uncertainty(self.prob_unet, image, pseudo_mask, num_samples)
+        sample_masks, uncertainty = masks["sample_masks"], masks["uncertainty_map"]
+        outputs = {key: masks[key] for key in ("sample_masks", "uncertainty_map", "mask_logits", "kl") if key in masks}
         if self.matting_net is None:
             outputs["alpha"] = sample_masks.mean(dim=1, keepdim=True)
         else:

@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
 from medmat.models.blocks import conv1x1, conv_norm_relu
+from medmat.uncertainty.entropy import uncertainty_map
 
 #: Convolutions per U-Net / encoder level, as in Kohl et al.
 CONVS_PER_LEVEL = 3
@@ -216,3 +217,18 @@ class ProbabilisticUNet(nn.Module):
         outputs["mask_logits"] = sample_logits[:, :1]
         outputs["latent_features"] = latent_features[:, 0]
         return outputs
+
+
+def masks_and_uncertainty(
+    prob_unet: ProbabilisticUNet, image: torch.Tensor, pseudo_mask: torch.Tensor | None, num_samples: int
+) -> dict[str, torch.Tensor]:
+    """The Prob. U-Net's outputs for ``image``, with its N score maps and their uncertainty map.
+
+    Returns the dict of :meth:`ProbabilisticUNet.forward` with "sample_logits" replaced by
+    "sample_masks" (B, N, H, W) = their sigmoid, plus "uncertainty_map" (B, 1, H, W), the entropy
+    of the mean score map (Eq. 4 of Medical Matting), in nats.
+    """
+    outputs = prob_unet(image, pseudo_mask, num_samples)
+    outputs["sample_masks"] = torch.sigmoid(outputs.pop("sample_logits"))
+    outputs["uncertainty_map"] = uncertainty_map(outputs["sample_masks"])
+    return outputs

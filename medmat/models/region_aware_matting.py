@@ -36,9 +36,9 @@ from medmat.models.implicit_decoder import (
     pixels_to_normalized,
     query_grid,
 )
-from medmat.models.prob_unet import ProbabilisticUNet
+from medmat.models.prob_unet import ProbabilisticUNet, masks_and_uncertainty
 from medmat.models.registry import register_model
-from medmat.uncertainty import lesion_uncertainty, uncertainty_map
+from medmat.uncertainty import lesion_uncertainty
 
 #: Constructor presets (kwargs of :class:`RegionAwareMatting`). ``paper``: the Prob. U-Net of the
 #: Medical Matting paper with a Matting U-Net of 32/64/128 channels (the paper gives no widths);
@@ -209,15 +209,6 @@ class RegionAwareMatting(nn.Module):
         """The decoder option: "region_aware", "local_ensemble" or "bilinear"."""
         return self.matting_net.decoder.kind
 
-    def _masks(
-        self, image: torch.Tensor, pseudo_mask: torch.Tensor | None, num_samples: int
-    ) -> dict[str, torch.Tensor]:
-        """Prob. U-Net outputs plus "sample_masks" and the "uncertainty_map" of their mean."""
-        masks = self.prob_unet(image, pseudo_mask, num_samples)
-        masks["sample_masks"] = torch.sigmoid(masks.pop("sample_logits"))
-        masks["uncertainty_map"] = uncertainty_map(masks["sample_masks"])
-        return masks
-
     def _run(
         self,
         image: torch.Tensor,
@@ -225,7 +216,7 @@ class RegionAwareMatting(nn.Module):
         num_samples: int,
         queries: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        masks = self._masks(image, pseudo_mask, num_samples)
+        masks = masks_and_uncertainty(self.prob_unet, image, pseudo_mask, num_samples)
         outputs = {key: masks[key] for key in ("sample_masks", "uncertainty_map", "mask_logits", "kl") if key in masks}
         outputs["alpha_logits"] = self.matting_net(image, masks["latent_features"], masks["uncertainty_map"], queries)
         outputs["alpha"] = torch.sigmoid(outputs["alpha_logits"])
@@ -300,7 +291,7 @@ class RegionAwareMatting(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            masks = self._masks(image, None, self.num_samples)
+            masks = masks_and_uncertainty(self.prob_unet, image, None, self.num_samples)
             features = self.matting_net.encode(image, masks["latent_features"], masks["uncertainty_map"])
             positions = self.matting_net.decoder.code_positions(features, queries)
         finally:
