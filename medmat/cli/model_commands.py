@@ -247,6 +247,8 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     from medmat.engine.inference import mean_case_metrics
     from medmat.engine.trainer import load_samples, write_summary
     from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
+    from medmat.engine.config import input_size
+    from medmat.engine.dataset import fit_sample
     from medmat.metrics.uncertainty import uncertainty_report
     from medmat.reporting import example_grid
 
@@ -255,8 +257,10 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
     for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
         model, fold_config = load_run(model_dir)
+        size = input_size(fold_config)  # score as training did: at data.input_size when it is set
         torch.manual_seed(seed)
-        evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"].get("region", "unknown"))
+        evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"].get("region", "unknown"), size)
+        cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
         records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
                         "mean": mean_case_metrics(evaluated)})
         if uncertainty:

@@ -64,6 +64,15 @@ def fit_to_size(array: np.ndarray, size: tuple[int, int], fill=0) -> np.ndarray:
     return fitted
 
 
+def fit_sample(sample: Sample, size: tuple[int, int] | None) -> Sample:
+    """A copy of ``sample`` with image, masks, alpha and trimap centre-cropped or padded to ``size``
+    (the view a model trained with ``data.input_size`` had); the sample itself when ``size`` is None."""
+    if size is None or tuple(sample.shape) == tuple(size):
+        return sample
+    fitted = {key: fit_to_size(value, size) for key, value in sample.to_dict().items()}
+    return dataclasses.replace(sample, **fitted)
+
+
 def unfit_from_size(array: np.ndarray, original: tuple[int, int]) -> np.ndarray:
     """Undo :func:`fit_to_size` on a prediction (..., h, w): back to ``original`` (H, W).
 
