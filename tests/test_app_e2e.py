@@ -19,7 +19,6 @@ import io
 import json
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmat.app.server import make_server
+from medmat.app.server import serve_in_thread
 from medmat.app.session import MattingSession
 from medmat.data.phantom import make_phantom
 from test_app_session import phantom_png, user_map_following_run
@@ -75,14 +74,8 @@ def app(browser, tmp_path):
     """The server in a thread on a free port, over a session on the wired run (or $MEDMAT_APP_RUN)."""
     run = os.environ.get("MEDMAT_APP_RUN") or user_map_following_run(tmp_path / "run")
     session = MattingSession.from_run(run, num_proposals=4, patch_size=32)
-    server = make_server(session, str(tmp_path / "saved"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-    session.close()
+    with serve_in_thread(session, str(tmp_path / "saved")) as server:
+        yield server
 
 
 def _screenshot(page, name: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import threading
 import urllib.error
 import urllib.request
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmat.app.server import colour_table, make_server
+from medmat.app.server import colour_table, serve_in_thread
 from medmat.app.session import MattingSession
 from test_app_session import MEDICAL_TINY, phantom_png, save_run, user_map_following_run
 
@@ -36,14 +35,8 @@ def nig_run(tmp_path_factory):
 @pytest.fixture()
 def server(nig_run, tmp_path):
     session = MattingSession.from_run(nig_run, num_proposals=2)
-    server = make_server(session, str(tmp_path / "saved"), port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-    session.close()
+    with serve_in_thread(session, str(tmp_path / "saved")) as server:
+        yield server
 
 
 def request(server, path, data=None, json_body=None, headers=None, method=None):

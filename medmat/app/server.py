@@ -30,6 +30,7 @@ without the server's consent, and the Host must be this machine's when the serve
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import io
 import ipaddress
@@ -379,3 +380,19 @@ def make_server(session: MattingSession, output: str, host: str = "127.0.0.1", p
         return AppServer((host, port), session, output, quiet)
     except OSError as error:
         raise MedmatError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+
+
+@contextlib.contextmanager
+def serve_in_thread(session: MattingSession, output: str, host: str = "127.0.0.1", port: int = 0):
+    """Serve ``session`` from a background thread for the ``with`` block; yields the :class:`AppServer`
+    (its ``server_address`` holds the port). On exit the server stops and the session is closed."""
+    server = make_server(session, output, host=host, port=port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        session.close()
