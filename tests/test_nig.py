@@ -314,6 +314,22 @@ def test_criterion_replaces_the_alpha_l1_and_keeps_the_mask_losses():
         "nig_nll", "nig_evidence", "nig", "total"}
 
 
+def test_base_alpha_keeps_the_base_criterion_alpha_terms_on_the_base_alpha():
+    torch.manual_seed(0)
+    model = build_model("nig", base=MEDICAL_TINY)
+    batch = disc_batch()
+    outputs = model(batch)
+    base_config = {"name": "medical_matting", "weighting": "none"}
+    criterion = build_criterion({"name": "nig", "base": base_config, "base_alpha": True, "gradient_weight": 0})
+    total, parts = criterion(outputs, batch, 0, 1)
+    # The base's own alpha (not gamma) gets Medical Matting's L1, as when it trains alone.
+    expected_l1 = (outputs["base_alpha"] - batch["alpha"]).abs().mean().item()
+    assert parts["base_alpha_l1"] == pytest.approx(expected_l1, rel=1e-5)
+    alone = build_criterion(base_config)
+    base_total, _ = alone({**outputs, "alpha": outputs["base_alpha"]}, batch, 0, 1)
+    assert total.item() == pytest.approx(parts["nig"] + base_total.item(), rel=1e-5)
+
+
 def test_a_manual_training_step_lowers_the_nig_loss():
     torch.manual_seed(0)
     model = build_model("nig", base=MEDICAL_TINY)

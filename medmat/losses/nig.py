@@ -83,6 +83,11 @@ class NIGLoss(nn.Module):
         gradient_weight: weight of the gradient loss on γ (0 = off).
         gradient_threshold: τ of that loss's region, on the uncertainty map (nats).
         base_weight: weight of the base criterion's total.
+        base_alpha: keep the base criterion's alpha terms (Medical Matting's L1 and gradient loss
+            on the base's own alpha, balanced with its masks by the base's weighting, e.g. OAWS):
+            the base then learns as it does alone and the NIG head on its features. Off, the base
+            criterion trains the base's other outputs only (its masks), as dugMatting replaces the
+            alpha regression by the NIG likelihood.
     """
 
     def __init__(
@@ -92,6 +97,7 @@ class NIGLoss(nn.Module):
         gradient_weight: float = 1.0,
         gradient_threshold: float = 0.1,
         base_weight: float = 1.0,
+        base_alpha: bool = False,
     ):
         super().__init__()
         weights = {"evidence_weight": evidence_weight, "gradient_weight": gradient_weight, "base_weight": base_weight}
@@ -106,10 +112,11 @@ class NIGLoss(nn.Module):
         self.gradient_threshold, self.base_weight = float(gradient_threshold), float(base_weight)
         self.base_name = None if base is None else base["name"]
         self.base = None if base is None else build_criterion(base)
+        self.base_alpha = bool(base_alpha)
 
     def base_outputs(self, outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The base model's outputs as its criterion expects them (alpha terms removed where possible)."""
-        dropped = ALPHA_OUTPUTS.get(self.base_name, ())
+        dropped = () if self.base_alpha else ALPHA_OUTPUTS.get(self.base_name, ())
         base = {key: value for key, value in outputs.items() if key not in dropped}
         base["alpha"] = outputs["base_alpha"]
         return base
