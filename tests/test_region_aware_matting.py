@@ -293,6 +293,23 @@ def test_every_parameter_including_the_offset_convolutions_gets_a_gradient():
         assert reader.offset_conv.weight.grad.abs().sum() > 0
 
 
+def test_decoder_path_carries_coarse_features_into_the_finest_map():
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 16, 16)
+    latent = torch.rand(1, 4, 16, 16)  # TINY's Prob. U-Net gives 4 latent channels
+    uncertainty = torch.rand(1, 1, 16, 16)
+    for decoder_path in (False, True):
+        net = _tiny_model(decoder_path=decoder_path).matting_net.eval()
+        features = net.encode(image, latent, uncertainty)
+        assert [tuple(f.shape[1:]) for f in features] == [(4, 16, 16), (8, 8, 8), (8, 4, 4)]
+        # Change the coarsest unit's weights: only a decoder path lets that reach the finest map.
+        with torch.no_grad():
+            for parameter in net.units[2].parameters():
+                parameter.add_(torch.randn_like(parameter))
+        finest_changed = not torch.allclose(net.encode(image, latent, uncertainty)[0], features[0])
+        assert finest_changed == decoder_path
+
+
 # --- engine, config, scripts, figure ----------------------------------------------------------------
 
 

@@ -70,6 +70,11 @@ class MattingUNet(nn.Module):
         implicit_channels: width of the implicit MLPs and of the output block.
         use_uncertainty_map: concatenate the map to the input of each unit.
         blocks_per_unit: residual blocks per unit (3, as the core model).
+        decoder_path: add a U-Net decoder path: from the coarsest map up, each finer map is
+            refined by one residual block over [its encoder map; the coarser decoder map
+            upsampled bilinearly; the uncertainty map], and the implicit decoder reads these
+            decoder maps instead of the encoder's. Without it the finest map F^1 has seen only
+            one unit at full resolution, so the fine alpha rests on shallow features.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class MattingUNet(nn.Module):
         implicit_channels: int = 32,
         use_uncertainty_map: bool = True,
         blocks_per_unit: int = 3,
+        decoder_path: bool = False,
     ):
         super().__init__()
         if not 1 <= scales <= len(widths):
@@ -95,6 +101,11 @@ class MattingUNet(nn.Module):
             residual_stage(channels + extra, width, blocks_per_unit) for channels, width in zip(inputs, widths)
         )
         self.attention = ChannelAttention(widths[0])
+        # up_units[s] refines scale s from [F^s; up(D^{s+1}); map]; the coarsest map is its own D.
+        self.up_units = nn.ModuleList(
+            residual_stage(widths[level] + widths[level + 1] + extra, widths[level], 1)
+            for level in range(len(widths) - 1)
+        ) if decoder_path else None
         # ceil_mode keeps odd sizes working, as in the Prob. U-Net.
         self.downsample = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
         self.decoder = MultiScaleImplicitDecoder(widths, implicit_channels, decoder, offset_kernel)
@@ -106,16 +117,28 @@ class MattingUNet(nn.Module):
         self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor
     ) -> list[torch.Tensor]:
         """The feature maps F^1 .. F^scales, finest first: (B, widths[s], H / 2^s, W / 2^s)."""
-        features = []
+        features, uncertainty_maps = [], []
         x = torch.cat([image, latent_features], dim=1)
         for level, unit in enumerate(self.units):
             if level > 0:
                 x, uncertainty = self.downsample(x), self.downsample(uncertainty)
+            uncertainty_maps.append(uncertainty)
             x = unit(self._with_map(x, uncertainty))
             if level == 0:
                 x = self.attention(x)
             features.append(x)
+        if self.up_units is not None:
+            features = self._decode(features, uncertainty_maps)
         return features
+
+    def _decode(self, features: list[torch.Tensor], uncertainty_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The decoder path's maps D^1 .. D^s, finest first, with the shapes of ``features``."""
+        decoded = [features[-1]]
+        for level in range(len(features) - 2, -1, -1):
+            coarser = F.interpolate(decoded[0], size=features[level].shape[-2:], mode="bilinear", align_corners=False)
+            x = torch.cat([features[level], coarser], dim=1)
+            decoded.insert(0, self.up_units[level](self._with_map(x, uncertainty_maps[level])))
+        return decoded
 
     def forward(
         self,
@@ -150,6 +173,7 @@ class RegionAwareMatting(nn.Module):
         offset_kernel: k, the k x k codes each query decodes (1, 2 or 3; paper 2).
         use_uncertainty_map: False drops the uncertainty map from the Matting U-Net's inputs.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
+        decoder_path: a U-Net decoder path before the implicit decoder (see :class:`MattingUNet`).
 
     ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
     (B, 1, H, W) in {0, 1}; it returns the outputs of the core model, at the input size, so the
@@ -175,6 +199,7 @@ class RegionAwareMatting(nn.Module):
         offset_kernel: int = 2,
         use_uncertainty_map: bool = True,
         num_samples: int = 8,
+        decoder_path: bool = False,
     ):
         super().__init__()
         (in_channels,) = positive_ints("in_channels", in_channels, 1)
@@ -202,6 +227,7 @@ class RegionAwareMatting(nn.Module):
             offset_kernel,
             implicit_channels,
             use_uncertainty_map,
+            decoder_path=bool(decoder_path),
         )
 
     @property
