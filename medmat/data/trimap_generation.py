@@ -14,6 +14,8 @@ Shared by AdaMatting (Cai et al., ICCV 2019) and the Textural Compensate Path mo
   papers train with), :func:`noisy_trimap` (the TCP paper's n extra random morphological steps on
   the unknown region, §3.3), and the dict transform :class:`RandomTrimapd` in the style of
   :mod:`medmat.data.transforms`.
+- numpy test trimaps: :func:`dilate_unknown` grows the unknown band by a fixed number of
+  pixels, the coarse trimaps of AdaMatting's robustness test (Table 4).
 
 Kernel sizes of the transform are fractions of the image width, as the elastic deformation's
 are: the papers' pixel sizes (erosion kernels up to 30x30, noise erosion up to 10x10) were set
@@ -161,6 +163,34 @@ def dilate(mask: np.ndarray, kernel: int) -> np.ndarray:
     if kernel <= 1:
         return np.array(mask, dtype=bool, copy=True)
     return ndimage.maximum_filter(np.asarray(mask, dtype=np.uint8), size=kernel, mode="nearest").astype(bool)
+
+
+def dilate_unknown(trimap: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow a trimap's unknown band by ``pixels`` into its foreground and its background.
+
+    The coarser user trimaps of AdaMatting's robustness test (Table 4, "D-n"): every known pixel
+    within ``pixels`` of an unknown pixel becomes unknown. Distances are chessboard distances
+    (a ``2 pixels + 1`` square element, :func:`dilate`), as medmat's other trimap dilations
+    (:func:`medmat.labels.trimap.trimap_from_masks`). A trimap without unknown pixels has no band
+    to grow and is returned as it is.
+
+    Args:
+        trimap: (H, W) trimap, uint8 0..255 or float in [0, 1] (resampled grey levels allowed,
+            read by :func:`standard_trimap`).
+        pixels: how far the band grows, >= 0; 0 returns :func:`standard_trimap` of the input.
+
+    Returns:
+        A new uint8 (H, W) 0 / 128 / 255 trimap whose foreground and background are subsets of
+        the input's.
+
+    Raises:
+        MedmatError: a negative ``pixels``.
+    """
+    if pixels < 0:
+        raise MedmatError(f"the unknown band can only grow: pixels must be >= 0, got {pixels}")
+    dilated = standard_trimap(trimap)
+    dilated[dilate(dilated == UNKNOWN, 2 * int(pixels) + 1)] = UNKNOWN
+    return dilated
 
 
 def random_kernel(rng: np.random.Generator, max_kernel: int) -> int:

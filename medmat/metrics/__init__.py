@@ -1,4 +1,5 @@
-"""Evaluation metrics: SAD / MSE / Grad / Conn of the Deep Image Matting protocol, GED and Dice."""
+"""Evaluation metrics: SAD / MSE / Grad / Conn of the Deep Image Matting protocol, GED and Dice,
+trimap accuracy and mIoU."""
 
 from medmat.metrics.matting import (
     connectivity_error,
@@ -9,7 +10,7 @@ from medmat.metrics.matting import (
     region_mask,
     sad,
 )
-from medmat.metrics.segmentation import adapted_dice, ged, pairwise_dice, pairwise_iou
+from medmat.metrics.segmentation import adapted_dice, ged, pairwise_dice, pairwise_iou, trimap_accuracy, trimap_miou
 
 __all__ = [
     "adapted_dice",
@@ -23,4 +24,6 @@ __all__ = [
     "quantize_alpha",
     "region_mask",
     "sad",
+    "trimap_accuracy",
+    "trimap_miou",
 ]

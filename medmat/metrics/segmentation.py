@@ -13,6 +13,10 @@ Used for the mask side of Medical Matting (Wang et al., 2023, Table V, eqs. 12-1
   over the predicted masks.
 
 Two empty masks agree perfectly: IoU = Dice = 1.
+
+For trimaps as class maps (AdaMatting, Cai et al. 2019, Table 4: an adapted trimap against the
+optimal trimap T_opt): :func:`trimap_accuracy`, the fraction of pixels in the right class, and
+:func:`trimap_miou`, the mean IoU over the classes either map holds.
 """
 
 from __future__ import annotations
@@ -100,3 +104,61 @@ def adapted_dice(pred_masks: np.ndarray, label_masks: np.ndarray) -> float:
         float in [0, 1].
     """
     return float(pairwise_dice(pred_masks, label_masks).max(axis=1).mean())
+
+
+def _class_map_pair(predicted: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Check two class maps of the same shape, integer dtype and at least one pixel; return them as arrays."""
+    predicted, target = np.asarray(predicted), np.asarray(target)
+    if predicted.shape != target.shape:
+        raise MedmatError(f"predicted classes are {predicted.shape} but the target classes are {target.shape}")
+    if predicted.size == 0:
+        raise MedmatError("class maps have no pixels")
+    for what, classes in (("predicted classes", predicted), ("target classes", target)):
+        if not np.issubdtype(classes.dtype, np.integer):
+            raise MedmatError(f"{what} must be integer class indices, got {classes.dtype}")
+    return predicted, target
+
+
+def trimap_accuracy(predicted_classes: np.ndarray, target_classes: np.ndarray) -> float:
+    """Fraction of pixels whose predicted class is the target's (AdaMatting's "Acc").
+
+    Args:
+        predicted_classes: int (H, W) class indices (trimaps: 0 background, 1 unknown, 2 foreground).
+        target_classes: int (H, W) of the same shape, e.g. T_opt of the ground-truth alpha.
+
+    Returns:
+        float in [0, 1].
+    """
+    predicted, target = _class_map_pair(predicted_classes, target_classes)
+    return float(np.mean(predicted == target))
+
+
+def trimap_miou(predicted_classes: np.ndarray, target_classes: np.ndarray, num_classes: int = 3) -> float:
+    """Mean intersection over union of the classes 0 .. ``num_classes - 1`` (AdaMatting's "mIoU").
+
+    A class absent from both maps has no IoU (0 / 0) and is left out of the mean, so a case
+    without foreground is scored on its background and unknown classes alone. A class present in
+    only one map counts, with IoU 0.
+
+    Args:
+        predicted_classes: int (H, W) class indices in 0 .. ``num_classes - 1``.
+        target_classes: int (H, W) of the same shape.
+        num_classes: number of classes (3 for a trimap).
+
+    Returns:
+        float in [0, 1].
+
+    Raises:
+        MedmatError: different shapes, non-integer maps, or a class index outside the range.
+    """
+    predicted, target = _class_map_pair(predicted_classes, target_classes)
+    for what, classes in (("predicted classes", predicted), ("target classes", target)):
+        if classes.min() < 0 or classes.max() >= num_classes:
+            raise MedmatError(f"{what} must lie in 0..{num_classes - 1}, got {classes.min()}..{classes.max()}")
+    ious = []
+    for label in range(num_classes):
+        in_predicted, in_target = predicted == label, target == label
+        union = np.count_nonzero(in_predicted | in_target)
+        if union:
+            ious.append(np.count_nonzero(in_predicted & in_target) / union)
+    return float(np.mean(ious))
