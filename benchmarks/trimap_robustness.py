@@ -15,9 +15,10 @@ and its unknown band grown by d pixels into the foreground and the background
 Columns of ``robustness.md`` (one row per method and dilation, means over the held-out cases of
 every fold run):
 
-- ``n``: cases in the row. A classical method skips a case whose dilated trimap has no foreground
-  or no background left: it has nothing to propagate from (on Brain-growth, whose foreground is
-  thin, this happens from a few pixels of dilation on);
+- ``n``: cases in the row. Where the dilated trimap has lost its foreground (on Brain-growth,
+  whose foreground is thin, from a few pixels of dilation on), a classical method's answer is
+  alpha = 0 over the unknown band, the exact limit of its propagation (``one_sided="constant"``);
+  it skips only a trimap with no known pixel at all;
 - ``given Acc``, ``given mIoU``: the given (dilated) trimap against T_opt, the optimal trimap of
   the ground-truth alpha (AdaMatting Eq. 2: unknown where 0 < alpha < 1), over the whole image;
   the no-adaptation reference, the trimap a method that does not adapt it works with;
@@ -188,9 +189,13 @@ def alpha_scores(alpha: np.ndarray, sample: Sample) -> dict[str, float]:
 
 
 def can_propagate(trimap: np.ndarray) -> bool:
-    """Whether a trimap has foreground and background for a classical method to propagate from."""
+    """Whether a trimap keeps a known label for a classical method to start from.
+
+    With one label only, the method's answer is that label everywhere (``one_sided="constant"``
+    of :func:`medmat.classical.estimate_alpha`); with none, it has nothing.
+    """
     foreground, background, _ = trimap_regions(trimap)
-    return bool(foreground.any() and background.any())
+    return bool(foreground.any() or background.any())
 
 
 # --- the experiment ----------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ def evaluate_case(
     records = [model_record]
     if can_propagate(trimap):
         for method in methods:
-            classical = estimate_alpha(method, matting_image(sample.image), trimap)
+            classical = estimate_alpha(method, matting_image(sample.image), trimap, one_sided="constant")
             records.append({"id": sample.id, "dilation": dilation, "method": METHOD_NAMES[method],
                             **given, **alpha_scores(classical, sample)})
     return records, pictures
@@ -317,7 +322,7 @@ def main(argv: Sequence[str] | None = None, samples: Sequence[Sample] | None = N
         + table_markdown(rows, list(COLUMNS), title)
         + "\nAcc and mIoU against T_opt of the ground-truth alpha, whole image. SAD / MSE / Grad / Conn on the "
         "original evaluation trimap's unknown pixels (== 128) at every dilation; SAD, Grad and Conn are divided "
-        "by 1000. n: cases scored (a classical method needs foreground and background left in the trimap).\n"
+        "by 1000. n: cases scored (where the dilated trimap lost its foreground, a classical method's alpha is 0 on the band, the exact limit of its propagation).\n"
     )
     report = {
         "command": shlex.join(["python", sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, check_matting_inputs, estimate_alpha, trimap_regions
+from medmat.classical import (
+    CLASSICAL_METHODS,
+    METHOD_NAMES,
+    check_matting_inputs,
+    estimate_alpha,
+    one_sided_label,
+    trimap_regions,
+)
 from medmat.classical.bayesian import onion_peel_order
 from medmat.classical.information_flow import edge_trimmed_trimap, is_highly_transparent, mixture_weights, nearest_neighbors
 from medmat.classical.trimap import restore_known_alpha
@@ -252,3 +259,33 @@ def test_brain_growth_case01_information_flow_and_closed_form(shared_data):
         alpha = estimate_alpha(name, image, trimap)
         sad = np.abs(alpha - truth)[unknown].sum() / 1000
         assert sad < bound < fill_sad
+
+
+@pytest.mark.parametrize("method", ["cf", "knn", "lbdm", "if", "bayes"])
+def test_one_sided_trimaps_give_their_label_or_raise(method):
+    rng = np.random.default_rng(3)
+    image = rng.random((12, 12))
+    trimap = np.zeros((12, 12), np.uint8)
+    trimap[3:9, 3:9] = 128  # background and unknown only: no foreground to propagate from
+    with pytest.raises(MedmatError, match="no foreground"):
+        estimate_alpha(method, image, trimap)
+    np.testing.assert_array_equal(estimate_alpha(method, image, trimap, one_sided="constant"), 0.0)
+    flipped = np.where(trimap == 0, 255, trimap).astype(np.uint8)
+    np.testing.assert_array_equal(estimate_alpha(method, image, flipped, one_sided="constant"), 1.0)
+    # Inputs are still checked, and a trimap with both labels goes to the method unchanged.
+    with pytest.raises(MedmatError, match="shape"):
+        estimate_alpha(method, image[:5], trimap, one_sided="constant")
+    trimap[5:7, 5:7] = 255
+    both = estimate_alpha(method, image, trimap, one_sided="constant")
+    np.testing.assert_array_equal(both, estimate_alpha(method, image, trimap))
+
+
+def test_one_sided_label():
+    trimap = np.zeros((6, 6), np.uint8)
+    assert one_sided_label(trimap) is None  # no unknown pixel: nothing to estimate
+    trimap[2:4, 2:4] = 128
+    assert one_sided_label(trimap) == 0.0
+    assert one_sided_label(np.where(trimap == 0, 255, trimap)) == 1.0
+    trimap[0, 0] = 255
+    assert one_sided_label(trimap) is None
+    assert one_sided_label(np.full((6, 6), 128, np.uint8)) is None  # no known label at all

@@ -20,7 +20,7 @@ import numpy as np
 from medmat.classical.bayesian import estimate_alpha_bayes
 from medmat.classical.information_flow import estimate_alpha_if
 from medmat.classical.pymatting_methods import estimate_alpha_cf, estimate_alpha_knn, estimate_alpha_lbdm
-from medmat.classical.trimap import check_matting_inputs, trimap_regions
+from medmat.classical.trimap import check_matting_inputs, trimap_in_unit_range, trimap_regions
 from medmat.errors import MedmatError
 
 #: Method name -> estimator, in the order tables list them.
@@ -42,13 +42,21 @@ METHOD_NAMES = {
 }
 
 
-def estimate_alpha(method: str, image: np.ndarray, trimap: np.ndarray, **options) -> np.ndarray:
+def estimate_alpha(
+    method: str, image: np.ndarray, trimap: np.ndarray, one_sided: str = "error", **options
+) -> np.ndarray:
     """Run the classical matting method called ``method`` (a key of :data:`CLASSICAL_METHODS`).
 
     Args:
         method: "cf", "knn", "lbdm", "if" or "bayes".
         image: (H, W) or (H, W, 3) float in [0, 1].
         trimap: (H, W) uint8 or float in [0, 1].
+        one_sided: what to do with a trimap that has unknown pixels but only one known label
+            (no foreground, or no background): "error" raises, as the methods do; "constant"
+            returns that label everywhere, which is the exact minimiser of every Laplacian
+            method here (a constraint of one value leaves the constant in the Laplacian's null
+            space) and the only estimate a sampling method can make. Dataset evaluations use it
+            so a case is scored rather than dropped (e.g. LIDC slices without a consensus core).
         **options: passed to the method.
 
     Returns:
@@ -61,7 +69,22 @@ def estimate_alpha(method: str, image: np.ndarray, trimap: np.ndarray, **options
         estimator = CLASSICAL_METHODS[method]
     except (KeyError, TypeError):
         raise MedmatError(f"unknown matting method {method!r}: use one of {', '.join(CLASSICAL_METHODS)}") from None
+    if one_sided not in ("error", "constant"):
+        raise ValueError(f"one_sided must be 'error' or 'constant', got {one_sided!r}")
+    if one_sided == "constant":
+        label = one_sided_label(trimap)
+        if label is not None:
+            check_matting_inputs(image, trimap, METHOD_NAMES[method], require_both_labels=False)
+            return np.full(np.shape(trimap), label, dtype=np.float64)
     return estimator(image, trimap, **options)
+
+
+def one_sided_label(trimap: np.ndarray) -> float | None:
+    """0.0 or 1.0 when the (H, W) trimap has unknown pixels and one known label only, else None."""
+    foreground, background, unknown = trimap_regions(trimap_in_unit_range(np.asarray(trimap)))
+    if not unknown.any() or foreground.any() == background.any():
+        return None
+    return 1.0 if foreground.any() else 0.0
 
 
 __all__ = [
@@ -74,5 +97,6 @@ __all__ = [
     "estimate_alpha_if",
     "estimate_alpha_knn",
     "estimate_alpha_lbdm",
+    "one_sided_label",
     "trimap_regions",
 ]

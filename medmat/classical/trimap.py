@@ -99,7 +99,9 @@ def restore_known_alpha(alpha: np.ndarray, trimap: np.ndarray) -> np.ndarray:
     return alpha
 
 
-def check_matting_inputs(image: np.ndarray, trimap: np.ndarray, source: str = "") -> tuple[np.ndarray, np.ndarray]:
+def check_matting_inputs(
+    image: np.ndarray, trimap: np.ndarray, source: str = "", require_both_labels: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate and normalise the inputs of a classical matting method.
 
     Args:
@@ -107,6 +109,8 @@ def check_matting_inputs(image: np.ndarray, trimap: np.ndarray, source: str = ""
             repeated to three channels: every method here is a colour method.
         trimap: (H, W) uint8 (0..255) or float in [0, 1], read as :func:`trimap_regions` says.
         source: the method or file the inputs are for, named in error messages.
+        require_both_labels: refuse a trimap without foreground or without background (every
+            method needs both to propagate from); False skips that check only.
 
     Returns:
         ``(image, trimap)``: float64 (H, W, 3) in [0, 1] and float64 (H, W) in [0, 1]. A trimap
@@ -134,13 +138,13 @@ def check_matting_inputs(image: np.ndarray, trimap: np.ndarray, source: str = ""
         raise MedmatError(f"trimap has shape {trimap.shape} but the image is {image.shape[0]}x{image.shape[1]}", where)
     trimap = trimap_in_unit_range(trimap, source)
     foreground, background, _ = trimap_regions(trimap)
-    if not foreground.any():
+    if require_both_labels and not foreground.any():
         raise MedmatError(
             f"trimap has no foreground pixel (value >= {FOREGROUND_THRESHOLD:g} of full scale): "
             "matting needs known foreground and background to propagate from",
             where,
         )
-    if not background.any():
+    if require_both_labels and not background.any():
         raise MedmatError(
             f"trimap has no background pixel (value <= {BACKGROUND_THRESHOLD:g} of full scale): "
             "matting needs known foreground and background to propagate from",
