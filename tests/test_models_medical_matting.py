@@ -167,6 +167,25 @@ def _matting_outputs(network: MattingNetwork, uncertainty_value: float) -> torch
         return network(image, latent, torch.full((1, 1, 10, 10), uncertainty_value))
 
 
+@pytest.mark.parametrize("init, hidden_gain", [("orthogonal", 1.0), ("orthogonal_relu", 2.0**0.5)])
+def test_fcomb_initialisation_gains(init, hidden_gain):
+    torch.manual_seed(0)
+    fcomb = Fcomb(feature_channels=8, latent_dim=2, num_convs=4, init=init)
+    for layer in [fcomb.combine, *fcomb.hidden]:
+        singular = torch.linalg.svdvals(layer.weight)
+        torch.testing.assert_close(singular, torch.full_like(singular, hidden_gain))
+    torch.testing.assert_close(fcomb.to_logits.weight.norm(), torch.tensor(1.0))
+    # The ReLU gain keeps the signal's power through the hidden layers: larger initial logits.
+    features, z = torch.rand(4, 8, 16, 16), torch.randn(4, 3, 2)
+    torch.manual_seed(0)
+    plain = Fcomb(8, 2, 4, init="orthogonal")(features, z)[0].pow(2).mean()
+    torch.manual_seed(0)
+    kept = Fcomb(8, 2, 4, init="orthogonal_relu")(features, z)[0].pow(2).mean()
+    assert kept > 4 * plain  # three ReLU layers at gain sqrt 2: about 2**4 times the power
+    with pytest.raises(MedmatError, match="fcomb_init"):
+        Fcomb(8, 2, 4, init="xavier")
+
+
 def test_matting_network_without_the_map_ignores_it():
     torch.manual_seed(0)
     without_map = MattingNetwork(1, 4, (4, 8), use_uncertainty_map=False).eval()

@@ -98,6 +98,7 @@ class MedicalMatting(nn.Module):
             configs use 2, Kohl et al. 6).
         num_fcomb_convs: 1x1 convolutions in Fcomb.
         batch_norm: batch norm in the U-Net.
+        fcomb_init: Fcomb's initialisation (:data:`medmat.models.prob_unet.FCOMB_INITS`).
         matting_channels: (unit 1 width, units 2-3 width) of the matting network (paper 32, 128).
         use_matting_net: False = "Prob. U-Net alone" ablation.
         use_uncertainty_map: False = matting network without the uncertainty map.
@@ -125,6 +126,7 @@ class MedicalMatting(nn.Module):
         latent_dim: int = PRESETS["paper"]["latent_dim"],
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
+        fcomb_init: str = "orthogonal",
         matting_channels: Sequence[int] = PRESETS["paper"]["matting_channels"],
         use_matting_net: bool = True,
         use_uncertainty_map: bool = True,
@@ -139,7 +141,7 @@ class MedicalMatting(nn.Module):
         if num_fcomb_convs < 2:
             raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
 
-        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm)
+        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init)
         self.matting_net: MattingNetwork | None = None
         if use_matting_net:
             self.matting_net = MattingNetwork(

@@ -164,7 +164,7 @@ class RegionAwareMatting(nn.Module):
 
     Args:
         in_channels: image channels (1 greyscale, 3 colour).
-        unet_filters, latent_dim, num_fcomb_convs, batch_norm: the Prob. U-Net, as in
+        unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init: the Prob. U-Net, as in
             :class:`~medmat.models.medical_matting.MedicalMatting`.
         widths: channels of the Matting U-Net's propagation units, finest first.
         implicit_channels: width of the implicit MLPs ``f_theta`` and of the output block.
@@ -192,6 +192,7 @@ class RegionAwareMatting(nn.Module):
         latent_dim: int = PRESETS["paper"]["latent_dim"],
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
+        fcomb_init: str = "orthogonal",
         widths: Sequence[int] = PRESETS["paper"]["widths"],
         implicit_channels: int = PRESETS["paper"]["implicit_channels"],
         decoder: str = "region_aware",
@@ -217,7 +218,7 @@ class RegionAwareMatting(nn.Module):
         if num_fcomb_convs < 2:
             raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
 
-        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm)
+        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init)
         self.matting_net = MattingUNet(
             in_channels,
             self.prob_unet.latent_channels,
