@@ -1,4 +1,4 @@
-"""How fast does the Prob. U-Net learn the lesion? Fcomb against a plain 1x1-convolution head.
+"""How fast does the Prob. U-Net learn the lesion? Fcomb (both initialisations) against a plain 1x1 head.
 
 Overfits one batch of Brain-growth images (their random-threshold pseudo masks, Eq. 3) with
 binary cross-entropy only, from the same U-Net initialisation, once through the Prob. U-Net's
@@ -26,9 +26,9 @@ from medmat.models.prob_unet import Fcomb, UNet
 class FcombHead(nn.Module):
     """Fcomb with one fixed latent sample per image: U-Net features -> (B, 1, H, W) logits."""
 
-    def __init__(self, channels: int, latent: torch.Tensor):
+    def __init__(self, channels: int, latent: torch.Tensor, init: str = "orthogonal"):
         super().__init__()
-        self.fcomb = Fcomb(channels, latent_dim=latent.shape[-1], num_convs=4)
+        self.fcomb = Fcomb(channels, latent_dim=latent.shape[-1], num_convs=4, init=init)
         self.register_buffer("latent", latent)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -65,8 +65,10 @@ def main() -> None:
     target = torch.tensor(np.stack([pseudo_mask(s.alpha, rng)[None] for s in samples]), dtype=torch.float32)
     filters = (16, 32, 64, 96)
     unet = UNet(1, filters, True)
+    latent = torch.randn(len(samples), 1, 2)
     heads = {
-        "Fcomb (latent sample, 3 hidden 1x1 layers)": FcombHead(filters[0], torch.randn(len(samples), 1, 2)),
+        "Fcomb (latent sample, 3 hidden 1x1 layers), orthogonal init": FcombHead(filters[0], latent),
+        "Fcomb, orthogonal_relu init (gain sqrt 2 before each ReLU)": FcombHead(filters[0], latent, "orthogonal_relu"),
         "plain 1x1 convolution": nn.Conv2d(filters[0], 1, 1),
     }
     print(f"{len(samples)} Brain-growth images, foreground fraction {target.mean().item():.3f}, Adam lr 1e-3, 1 thread")
