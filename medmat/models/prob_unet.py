@@ -127,7 +127,7 @@ class Fcomb(nn.Module):
     is split as ``W [f; z] = W_f f + W_z z``: the image part is computed once, not per sample.
     """
 
-    def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4, init: str = "orthogonal"):
+    def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4, init: str = "orthogonal_relu"):
         super().__init__()
         if init not in FCOMB_INITS:
             raise MedmatError(f"model option fcomb_init must be one of {', '.join(FCOMB_INITS)}, got {init!r}")
@@ -176,7 +176,7 @@ class ProbabilisticUNet(nn.Module):
         latent_dim: int = 2,
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
-        fcomb_init: str = "orthogonal",
+        fcomb_init: str = "orthogonal_relu",
     ):
         super().__init__()
         self.unet = UNet(in_channels, filters, batch_norm)
