@@ -4,7 +4,7 @@ The steps a user takes: open a 256 x 256 phantom PNG, see the matte, click a pro
 label it, see the matte change (and measure the time from the click to the new matte drawn, in
 the browser), undo, paint a brush stroke, save and check the files, upload a broken file and read
 the message, and move the slice slider of a NIfTI volume. The model is the wired tiny "nig" run of test_app_session.py, or any run named by
-``MEDMAT_APP_RUN``. With ``MEDMAT_APP_SCREENSHOTS=1`` each step's screenshot is written to
+``MEDMAT_APP_RUN`` (and, with it, an image of that run's kind named by ``MEDMAT_APP_IMAGE``). With ``MEDMAT_APP_SCREENSHOTS=1`` each step's screenshot is written to
 ``docs/figures/app-*.png``.
 
 Needs Debian's ``chromium`` (``/usr/bin/chromium``; browsers cannot be downloaded here) and the
@@ -110,7 +110,10 @@ def _label_first_patch(page, label: str) -> tuple[dict, float, float]:
 
 
 def test_open_label_undo_paint_save_and_a_bad_upload_in_the_browser(app, browser, tmp_path):
-    image = phantom_png(tmp_path / "phantom-256.png", size=256)
+    # $MEDMAT_APP_IMAGE: a greyscale PNG of the trained run's kind (screenshots with a real model).
+    image = Path(os.environ.get("MEDMAT_APP_IMAGE") or phantom_png(tmp_path / "phantom-256.png", size=256))
+    stem = image.stem
+    height, width = np.asarray(Image.open(image)).shape[:2]
     page = browser.new_page(viewport={"width": 1360, "height": 980})
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -123,7 +126,7 @@ def test_open_label_undo_paint_save_and_a_bad_upload_in_the_browser(app, browser
     page.wait_for_selector("#map-alpha[src^='data:image/png']", timeout=TIMEOUT_MS)
     assert page.locator("#maps figure").count() == 7  # image, alpha, 2 entropies, epistemic, aleatoric, user map
     assert page.locator("#proposals li").count() == 4 and page.locator("#counter").inner_text() == "0"
-    assert page.locator("#image-info").inner_text().startswith("phantom-256.png · 256 × 256")
+    assert page.locator("#image-info").inner_text().startswith(f"{image.name} · {height} × {width}")
     first_alpha = page.get_attribute("#map-alpha", "src")
     _screenshot(page, "1-opened")
 
@@ -169,11 +172,11 @@ def test_open_label_undo_paint_save_and_a_bad_upload_in_the_browser(app, browser
     page.click("#save")
     page.wait_for_selector("#saved:not([hidden])")
     folder = Path(app.output)
-    record = json.loads((folder / "phantom-256_interactions.json").read_text())
+    record = json.loads((folder / f"{stem}_interactions.json").read_text())
     assert [entry["kind"] for entry in record["interactions"]] == ["patch"] * TIMED_CLICKS + ["stroke"]
     for name in ("alpha", "uncertainty", "lesion_uncertainty", "epistemic", "aleatoric", "user_map"):
-        assert (folder / f"phantom-256_{name}.png").is_file() and (folder / f"phantom-256_{name}.nii.gz").is_file()
-    assert "phantom-256_alpha.nii.gz" in page.locator("#saved").inner_text()
+        assert (folder / f"{stem}_{name}.png").is_file() and (folder / f"{stem}_{name}.nii.gz").is_file()
+    assert f"{stem}_alpha.nii.gz" in page.locator("#saved").inner_text()
     _screenshot(page, "4-saved")
 
     # 7. A broken upload: a readable message in the page; the server and the open image stay.
