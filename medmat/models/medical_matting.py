@@ -126,7 +126,7 @@ class MedicalMatting(nn.Module):
         latent_dim: int = PRESETS["paper"]["latent_dim"],
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
-        fcomb_init: str = "orthogonal_relu",
+        fcomb_init: str = "orthogonal",
         matting_channels: Sequence[int] = PRESETS["paper"]["matting_channels"],
         use_matting_net: bool = True,
         use_uncertainty_map: bool = True,

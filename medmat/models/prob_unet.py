@@ -111,7 +111,8 @@ class AxisAlignedGaussianEncoder(nn.Module):
 #: gradients are small and the lesion is learnt slowly (one Brain-growth batch overfit from the
 #: same U-Net: 70 Adam steps before the foreground passes 0.5, benchmarks/mask_learning_speed.py).
 #: "orthogonal_relu": gain sqrt(2) (He et al.'s ReLU gain) on the layers followed by a ReLU keeps
-#: the power: 1 step, as a plain 1x1 head.
+#: the power: 1 step, as a plain 1x1 head. The packaged configs choose "orthogonal_relu"; the
+#: constructors keep "orthogonal" so that runs whose config predates the option retrain as they did.
 FCOMB_INITS = ("orthogonal", "orthogonal_relu")
 
 
@@ -127,7 +128,7 @@ class Fcomb(nn.Module):
     is split as ``W [f; z] = W_f f + W_z z``: the image part is computed once, not per sample.
     """
 
-    def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4, init: str = "orthogonal_relu"):
+    def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4, init: str = "orthogonal"):
         super().__init__()
         if init not in FCOMB_INITS:
             raise MedmatError(f"model option fcomb_init must be one of {', '.join(FCOMB_INITS)}, got {init!r}")
@@ -176,7 +177,7 @@ class ProbabilisticUNet(nn.Module):
         latent_dim: int = 2,
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
-        fcomb_init: str = "orthogonal_relu",
+        fcomb_init: str = "orthogonal",
     ):
         super().__init__()
         self.unet = UNet(in_channels, filters, batch_norm)

@@ -192,7 +192,7 @@ class RegionAwareMatting(nn.Module):
         latent_dim: int = PRESETS["paper"]["latent_dim"],
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
-        fcomb_init: str = "orthogonal_relu",
+        fcomb_init: str = "orthogonal",
         widths: Sequence[int] = PRESETS["paper"]["widths"],
         implicit_channels: int = PRESETS["paper"]["implicit_channels"],
         decoder: str = "region_aware",
