@@ -37,12 +37,11 @@ and ``examples.png`` (image, given trimap, adapted trimap, alpha, ground truth f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +66,6 @@ from medmat.reporting import MATTING_METRICS, example_grid, summarise, table_mar
 
 TRIMAP_METRICS = ("given Acc", "given mIoU", "adapted Acc", "adapted mIoU")
 COLUMNS = TRIMAP_METRICS + MATTING_METRICS
-#: The model output holding the adapted trimap (B, 1, H, W), levels 0 / 0.5 / 1.
-ADAPTED_KEY = "adapted_trimap"
 #: The figure's dilation when it is among those run (AdaMatting's "D-10"); else the largest.
 FIGURE_DILATION = 10
 
@@ -129,30 +126,6 @@ def trimap_scores(trimap: np.ndarray, target_classes: np.ndarray, prefix: str) -
 # --- prediction --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def recorded_outputs(model: nn.Module, key: str) -> Iterator[list[np.ndarray]]:
-    """Collect ``outputs[key]`` of every forward of ``model`` while the block runs.
-
-    medmat's prediction functions return the contract's outputs only (alpha, uncertainty maps,
-    sampled masks); this keeps another output of the same forward pass without running it twice.
-
-    Yields:
-        The list the outputs are appended to, float32 numpy (B, ...) each, as the model made
-        them (on the padded input).
-    """
-    recorded: list[np.ndarray] = []
-
-    def keep(module, inputs, outputs):
-        if isinstance(outputs, dict) and key in outputs:
-            recorded.append(outputs[key].detach().float().cpu().numpy())
-
-    handle = model.register_forward_hook(keep)
-    try:
-        yield recorded
-    finally:
-        handle.remove()
-
-
 def predict_with_trimap(
     model: nn.Module, sample: Sample, trimap: np.ndarray, size: tuple[int, int] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -172,14 +145,10 @@ def predict_with_trimap(
         with levels 0 / 0.5 / 1, or None when the model makes none.
     """
     size = tuple(size or sample.shape)
-    with recorded_outputs(model, ADAPTED_KEY) as adapted:
-        prediction = predict_sample(model, fit_to_size(sample.image, size), trimap=fit_to_size(trimap, size))
+    prediction = predict_sample(model, fit_to_size(sample.image, size), trimap=fit_to_size(trimap, size))
     alpha = np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
-    if not adapted:
-        return alpha, None
-    # The forward saw the input padded evenly to a multiple of 16; a centre crop undoes that
-    # padding exactly as the prediction functions crop the alpha.
-    return alpha, unfit_from_size(fit_to_size(adapted[-1][0, 0], size), sample.shape)
+    adapted = prediction.get("adapted_trimap")
+    return alpha, None if adapted is None else unfit_from_size(adapted, sample.shape)
 
 
 def alpha_scores(alpha: np.ndarray, sample: Sample) -> dict[str, float]:

@@ -28,8 +28,9 @@ from medmat.engine.dataset import common_size, fit_to_size, trimap_levels, unfit
 from medmat.errors import MedmatError
 from medmat.metrics import adapted_dice, ged, matting_metrics, region_mask
 
-#: Outputs returned by the prediction functions, when the model produces them.
-PREDICTION_KEYS = ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks")
+#: Outputs returned by the prediction functions, when the model produces them ("adapted_trimap":
+#: AdaMatting's adapted trimap, levels 0 / 0.5 / 1).
+PREDICTION_KEYS = ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks", "adapted_trimap")
 #: Spatial sizes are padded to a multiple of this before the forward pass: the U-Nets halve the
 #: resolution up to four times.
 SIZE_MULTIPLE = 16
@@ -161,7 +162,8 @@ def predict_batch(
 
     Returns:
         float32 numpy arrays: ``alpha`` (B,H',W') and, when the model makes them,
-        ``uncertainty_map`` (B,H',W'), ``lesion_uncertainty`` (B,H',W'), ``sample_masks`` (B,N,H',W').
+        ``uncertainty_map`` (B,H',W'), ``lesion_uncertainty`` (B,H',W'), ``sample_masks`` (B,N,H',W'),
+        ``adapted_trimap`` (B,H',W') with levels 0 / 0.5 / 1.
 
     Raises:
         MedmatError: ``output_size`` for a model whose ``predict`` does not take it.
@@ -217,7 +219,8 @@ def predict_sample(
 
     Returns:
         ``alpha`` (H',W') in [0,1] and, when the model makes them, ``uncertainty_map`` (H',W'),
-        ``lesion_uncertainty`` (H',W') and ``sample_masks`` (N,H',W') in [0,1]; float32 numpy.
+        ``lesion_uncertainty`` (H',W'), ``sample_masks`` (N,H',W') in [0,1] and ``adapted_trimap``
+        (H',W'); float32 numpy.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3:
