@@ -72,10 +72,11 @@ def estimate_alpha(
     if one_sided not in ("error", "constant"):
         raise ValueError(f"one_sided must be 'error' or 'constant', got {one_sided!r}")
     if one_sided == "constant":
-        label = one_sided_label(trimap)
+        # Checked first, so a bad input is reported with the method's name whatever its labels.
+        _, checked_trimap = check_matting_inputs(image, trimap, METHOD_NAMES[method], require_both_labels=False)
+        label = one_sided_label(checked_trimap)
         if label is not None:
-            check_matting_inputs(image, trimap, METHOD_NAMES[method], require_both_labels=False)
-            return np.full(np.shape(trimap), label, dtype=np.float64)
+            return np.full(checked_trimap.shape, label, dtype=np.float64)
     return estimator(image, trimap, **options)
 
 
