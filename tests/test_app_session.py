@@ -24,27 +24,17 @@ from PIL import Image
 
 from medmat.app.session import LABELS, MattingSession, stroke_mask
 from medmat.data.phantom import make_phantom
-from medmat.engine import load_config
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.inference import build_model_from_config
 from medmat.errors import MedmatError
 from medmat.interaction.proposals import propose_patches
 from medmat.interaction.simulate import predict_nig
 from medmat.io.images import read_image, write_png
+from tiny_configs import tiny_phantom_config
 
 MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 2}
 #: Weight of the user map in γ's logit: a foreground label alone gives sigmoid(6) = 0.9975.
 GAIN = 6.0
-
-
-def tiny_config(model: dict) -> dict:
-    return load_config({
-        "model": model,
-        "data": {"dataset": "phantom:8", "resize": 32, "input_size": None},
-        "optim": {"lr": 0.001, "batch_size": 2, "epochs": 1},
-        "eval": {"num_samples": 2, "every": 0},
-        "train": {"progress": False, "tensorboard": False, "num_threads": 1},
-    })
 
 
 def wire_user_map(model: torch.nn.Module, gain: float = GAIN) -> torch.nn.Module:
@@ -75,7 +65,7 @@ def wire_user_map(model: torch.nn.Module, gain: float = GAIN) -> torch.nn.Module
 
 def save_run(folder, model: dict, wired: bool = False):
     """A run folder holding the final.pt of an untrained model (seed 0), optionally wired to its user map."""
-    config = tiny_config(model)
+    config = tiny_phantom_config(model, two_folds=False)
     torch.manual_seed(0)
     network = build_model_from_config(config).eval()
     if wired:

@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from medmat.cli.main import main
-from medmat.engine import load_config, load_run, train
+from medmat.engine import load_run, train
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.distributed import DistributedContext
 from medmat.engine.inference import build_model_from_config
@@ -25,6 +25,7 @@ from medmat.interaction import USER_MAP_VALUES
 from medmat.interaction.simulate import predict_nig
 from medmat.interaction.user_maps import LABEL_TOLERANCE
 from medmat.reporting import example_grid
+from tiny_configs import tiny_phantom_config
 
 MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 2}
 NIG_TINY = {"name": "nig", "base": MEDICAL_TINY}
@@ -32,20 +33,8 @@ NIG_TINY = {"name": "nig", "base": MEDICAL_TINY}
 TILE_PIXELS = 1.8 * 110
 
 
-def _config(model: dict, loss: dict) -> dict:
-    return load_config({
-        "model": model,
-        "loss": loss,
-        "data": {"dataset": "phantom:8", "resize": 32, "input_size": None},
-        "split": {"scheme": "kfold", "k": 2, "fold": 0},
-        "optim": {"lr": 0.001, "batch_size": 2, "epochs": 1},
-        "eval": {"num_samples": 2, "every": 0},
-        "train": {"progress": False, "tensorboard": False, "num_threads": 1},
-    })
-
-
 def nig_config() -> dict:
-    return _config(NIG_TINY, {"name": "nig", "base": {"name": "medical_matting"}})
+    return tiny_phantom_config(NIG_TINY, {"name": "nig", "base": {"name": "medical_matting"}})
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +57,7 @@ def medical_run(tmp_path_factory):
     """An untrained Medical Matting "run": its final.pt and a metrics.json naming 4 held-out phantoms."""
     run = tmp_path_factory.mktemp("medical") / "run"
     run.mkdir()
-    config = _config(MEDICAL_TINY, {"name": "medical_matting"})
+    config = tiny_phantom_config(MEDICAL_TINY, {"name": "medical_matting"})
     torch.manual_seed(0)
     save_checkpoint(run / "final.pt", model=build_model_from_config(config).state_dict(), config=config)
     ids = [sample.id for sample in load_samples(config)]
@@ -190,9 +179,9 @@ def test_training_items_of_nig_models_carry_user_maps_drawn_from_their_alpha():
     batch = {key: value[None] for key, value in item.items()}
     assert torch.equal(training.model.train().user_map_for(batch), batch["user_map"])
 
-    plain = _config(MEDICAL_TINY, {"name": "medical_matting"})
+    plain = tiny_phantom_config(MEDICAL_TINY, {"name": "medical_matting"})
     assert "user_map" not in build_training(plain, samples, (32, 32), DistributedContext()).dataset[0]
-    without = _config({**NIG_TINY, "random_user_maps": False}, nig_config()["loss"])
+    without = tiny_phantom_config({**NIG_TINY, "random_user_maps": False}, nig_config()["loss"])
     assert "user_map" not in build_training(without, samples, (32, 32), DistributedContext()).dataset[0]
 
 

@@ -11,23 +11,11 @@ import pytest
 from PIL import Image
 
 from medmat.cli.main import main
-from medmat.engine import load_config, train
+from medmat.engine import train
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.inference import build_model_from_config
 from medmat.io.images import read_image, write_nifti, write_png
-
-
-def _config(model: dict) -> dict:
-    return load_config(
-        {
-            "model": model,
-            "data": {"dataset": "phantom:8", "resize": 32, "input_size": None},
-            "split": {"scheme": "kfold", "k": 2, "fold": 0},
-            "optim": {"lr": 0.001, "batch_size": 2, "epochs": 1},
-            "eval": {"num_samples": 2, "every": 0},
-            "train": {"progress": False, "tensorboard": False, "num_threads": 1},
-        }
-    )
+from tiny_configs import tiny_phantom_config
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +23,7 @@ def region_aware_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("region-aware") / "run"
     model = {"name": "region_aware_matting", "unet_filters": [4, 8], "widths": [4, 8, 8], "implicit_channels": 8,
              "num_samples": 2}
-    train(_config(model), run)
+    train(tiny_phantom_config(model), run)
     return run
 
 
@@ -92,7 +80,7 @@ def test_nifti_output_at_another_size_keeps_the_field_of_view(region_aware_run, 
 
 
 def test_models_without_output_size_and_conflicting_options_are_refused(region_aware_run, inputs, tmp_path, capsys):
-    config = _config({"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4]})
+    config = tiny_phantom_config({"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4]})
     checkpoint = tmp_path / "medical.pt"
     save_checkpoint(checkpoint, model=build_model_from_config(config).state_dict(), config=config)
     args = ["predict", "-i", str(inputs), "-o", str(tmp_path / "out")]
