@@ -15,12 +15,18 @@ alphas are averaged (``area``), annotator masks averaged then thresholded at 0.5
 subsampled (``nearest-exact``) so their levels stay 0/128/255.
 
     python benchmarks/implicit_resolution.py train --run-dir runs/ra64 --crossval [--set optim.epochs=60]
+    python benchmarks/implicit_resolution.py train --liif --run-dir runs/ra64-liif --crossval
     python benchmarks/implicit_resolution.py score --run runs/ra64 [--output runs/ra64/resolution.json]
     python benchmarks/implicit_resolution.py score --smoke     # tiny random model on phantoms
 
-The run's ``config.yaml`` names the 128² dataset (``score`` reads its ground truth from there,
-without ``data.resize``) with ``data.resize`` and ``data.input_size`` 64; its own ``metrics.json``
-scores the 64² predictions on 64² mattes.
+Two ways to train at 64²: ``train`` trains on the cases downsampled to 64² (``data.resize`` and
+``data.input_size`` 64: inputs and ground truth at 64², the implicit function only ever read at
+the input's pixel centres; its ``metrics.json`` scores 64² predictions on 64² mattes);
+``train --liif`` trains as LIIF does (``data.model_input_size`` 64 on the 128² cases: the inputs
+are downsampled to 64², the alpha is read and trained at the 128² ground truth's pixels; its
+``metrics.json`` already scores the implicit 128² predictions). ``score`` reads the ground truth
+at 128² from the run's dataset (without ``data.resize``) and the input side from the run's
+``data.model_input_size`` or else ``data.input_size``.
 """
 
 from __future__ import annotations
@@ -144,13 +150,13 @@ def trained_runs(
     and the run's input side (``data.input_size``)."""
     from medmat.cli.model_commands import runs_and_cases
     from medmat.engine import load_run
-    from medmat.engine.config import input_size
+    from medmat.engine.config import input_size, model_input_size
     from medmat.engine.trainer import load_samples
 
     first = load_run(f"{run}/fold-0" if _is_crossval(run) else run)[1]
-    size = input_size(first)
+    size = model_input_size(first) or input_size(first)
     if size is None or size[0] != size[1]:
-        message = f"the run's data.input_size must be one square size (a run of `train` here), got {size}"
+        message = f"the run's model input must be one square size (a run of `train` here), got {size}"
         raise MedmatError(message, run)
     # The ground truth is scored at full resolution: the cases are not resized as in training.
     first["data"]["resize"] = None
@@ -191,7 +197,11 @@ def train_command(args: argparse.Namespace) -> int:
     from medmat.engine import crossval, load_config, train
 
     low = args.low_size
-    config = load_config(args.config, [*args.overrides, f"data.input_size={low}", f"data.resize={low}"])
+    if args.liif:
+        sizes = [f"data.model_input_size={low}", f"data.input_size={HIGH_SIZE}", "data.resize=null"]
+    else:
+        sizes = [f"data.input_size={low}", f"data.resize={low}"]
+    config = load_config(args.config, [*args.overrides, *sizes])
     if args.crossval:
         crossval(config, args.run_dir, resume=args.resume)
     else:
@@ -209,6 +219,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train_parser.add_argument("--low-size", type=int, default=LOW_SIZE)
     train_parser.add_argument("--fold", type=int, default=None)
     train_parser.add_argument("--crossval", action="store_true")
+    train_parser.add_argument(
+        "--liif", action="store_true", help=f"inputs at --low-size, alpha trained at the {HIGH_SIZE}² ground truth"
+    )
     train_parser.add_argument("--resume", action="store_true")
     train_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     score_parser = commands.add_parser("score", help="score implicit vs bilinear upsampled predictions")

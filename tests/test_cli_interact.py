@@ -131,7 +131,7 @@ def test_evaluate_uncertainty_reports_aurocs_and_calibration_of_a_nig_run(nig_ru
     assert set(report["auroc"]) == {f"{name}/{kind}" for name in names for kind in ("error", "disagreement")}
     values = [value for value in report["auroc"].values() if value is not None]
     assert values and all(0.0 <= value <= 1.0 for value in values)
-    assert set(report["calibration"]) == {"one_sided", "central"}
+    assert set(report["calibration"]) == {"one_sided", "central", "one_sided_recalibrated", "central_recalibrated"}
     assert all(0.0 <= curve["ece"] <= 1.0 for curve in report["calibration"].values())
     assert (out / "reliability.png").is_file() and "| epistemic |" in (out / "uncertainty.md").read_text()
 

@@ -345,6 +345,61 @@ def test_trains_through_the_engine_and_predicts_at_any_size(tmp_path):
     assert predicted["alpha"].shape == (1, 1, 64, 64)
 
 
+def test_forward_reads_alpha_at_the_batch_output_size():
+    batch = _phantom(16, 16)
+    batch["output_size"] = torch.tensor([[32, 32], [32, 32]])
+    for decoder in ("region_aware", "bilinear"):
+        model = _tiny_model(decoder=decoder).train()
+        outputs = model(batch)
+        assert outputs["alpha"].shape == outputs["alpha_logits"].shape == (2, 1, 32, 32)
+        assert outputs["lesion_uncertainty"].shape == (2, 1, 32, 32)
+        assert outputs["uncertainty_map"].shape == outputs["mask_logits"].shape == (2, 1, 16, 16)
+        _assert_range(outputs["alpha"])
+        # The criterion trains it against 32 x 32 targets (the gradient region is resized).
+        targets = {**batch, "alpha": F.interpolate(batch["alpha"], size=(32, 32), mode="bilinear")}
+        total, _ = build_criterion({"name": "medical_matting"})(outputs, targets, 0, 1)
+        total.backward()
+        assert math.isfinite(total.item())
+    model = _tiny_model().eval()
+    torch.manual_seed(3)
+    read = model(batch)["alpha"]
+    torch.manual_seed(3)
+    predicted = model.predict(batch["image"], num_samples=TINY["num_samples"], output_size=(32, 32))["alpha"]
+    torch.testing.assert_close(read, predicted)
+
+
+def test_liif_training_reads_inputs_small_and_scores_at_full_size(tmp_path):
+    from medmat.data.phantom import make_phantom_dataset
+    from medmat.engine.dataset import MattingDataset, to_model_input
+    from tests.tiny_configs import tiny_phantom_config
+
+    config = tiny_phantom_config({"name": "region_aware_matting", **TINY, "num_samples": 2})
+    config["data"]["model_input_size"] = 16
+    config["optim"]["epochs"] = 2
+    config["eval"]["every"] = 1
+    dataset = MattingDataset(make_phantom_dataset(2, size=32), model_input_size=(16, 16))
+    item = dataset[0]
+    assert item["image"].shape == item["pseudo_mask"].shape == (1, 16, 16)
+    assert item["alpha"].shape == (1, 32, 32) and item["masks"].shape[-2:] == (32, 32)
+    assert item["output_size"].tolist() == [32, 32]
+    assert set(torch.unique(item["pseudo_mask"]).tolist()) <= {0.0, 1.0}
+    # The image is averaged over 2 x 2 blocks (area), as resize_sample does.
+    full = {"image": torch.rand(1, 4, 4), "alpha": torch.rand(1, 4, 4), "trimap": torch.full((1, 4, 4), 0.5)}
+    small = to_model_input(full, (2, 2))
+    torch.testing.assert_close(small["image"][0], full["image"][0].reshape(2, 2, 2, 2).mean(dim=(1, 3)))
+    assert torch.equal(small["trimap"], torch.full((1, 2, 2), 0.5)) and small["alpha"] is full["alpha"]
+
+    record = train(config, tmp_path / "run")
+    assert math.isfinite(record["mean"]["whole"]["SAD"]) and len(record["cases"]) == 4
+    log = (tmp_path / "run" / "log.csv").read_text()
+    assert "val_SAD" in log.splitlines()[0]
+
+    medical = tiny_phantom_config({"name": "medical_matting", "unet_filters": [4, 8], "num_samples": 2})
+    medical["data"]["model_input_size"] = 16
+    with pytest.raises(MedmatError, match="output_size"):
+        train(medical, tmp_path / "refused")
+
+
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

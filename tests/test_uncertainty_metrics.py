@@ -11,9 +11,11 @@ from scipy import integrate, special
 from medmat.metrics.uncertainty import (
     auroc,
     calibration_curve,
+    cross_fitted_pit,
     disagreement_labels,
     error_labels,
     expected_calibration_error,
+    fit_recalibration,
     nig_pit,
     uncertainty_aurocs,
     uncertainty_report,
@@ -89,6 +91,31 @@ def test_ece_is_near_zero_for_a_calibrated_student_t_sample_and_not_otherwise():
         assert expected_calibration_error(*calibration_curve(nig_pit(overdispersed, nig), interval=interval)) > 0.1
 
 
+def test_recalibration_is_the_empirical_cdf_and_fixes_held_out_intervals():
+    recalibrate = fit_recalibration(np.array([0.1, 0.2, 0.2, 0.9]))
+    np.testing.assert_allclose(recalibrate(np.array([[0.0, 0.1], [0.2, 0.5]])), [[0.0, 0.25], [0.75, 0.75]])
+    assert recalibrate(np.array(1.0)) == 1.0
+    with pytest.raises(ValueError):
+        fit_recalibration(np.array([]))
+    # Ten "cases" of targets 3x more spread than the NIG claims, plus a point mass at gamma
+    # (a matte's exact 0s): raw intervals are off, cross-fitted recalibrated ones are not.
+    pits = []
+    for case in range(10):
+        nig, rng = synthetic_nig(4000, 10 + case)
+        scale = predictive_scale(nig.omega, nig.alpha, nig.beta)
+        target = nig.gamma + 3 * scale * rng.standard_t(2 * nig.alpha)
+        target[:1000] = nig.gamma[:1000] - 0.1 * scale[:1000]
+        pits.append(nig_pit(target, nig))
+    recalibrated = cross_fitted_pit(pits, groups=5)
+    assert [r.shape for r in recalibrated] == [p.shape for p in pits]
+    for interval in ("one_sided", "central"):
+        raw = expected_calibration_error(*calibration_curve(np.concatenate(pits), interval=interval))
+        fixed = expected_calibration_error(*calibration_curve(np.concatenate(recalibrated), interval=interval))
+        assert raw > 0.05 and fixed < 0.02  # 0.05: the bound
+    with pytest.raises(ValueError):
+        cross_fitted_pit(pits[:1])
+
+
 def test_reliability_plot_writes_a_png_atomically(tmp_path):
     nig, rng = synthetic_nig(500, 2)
     curves = {"calibrated": calibration_curve(nig_pit(nig.gamma + 0.01 * rng.standard_normal(500), nig))}
@@ -121,7 +148,7 @@ def test_uncertainty_report_pools_cases():
     assert report["auroc"]["epistemic/error"] == 1.0
     assert set(report["auroc"]) == {"epistemic/error", "epistemic/disagreement", "aleatoric/error",
                                     "aleatoric/disagreement"}  # absent maps are skipped
-    assert set(report["calibration"]) == {"one_sided", "central"}
+    assert set(report["calibration"]) == {"one_sided", "central", "one_sided_recalibrated", "central_recalibrated"}
     curve = report["calibration"]["one_sided"]
     assert curve["ece"] == pytest.approx(np.mean(np.abs(np.array(curve["observed"]) - np.array(curve["expected"]))))
     without_nig = uncertainty_report([{k: p[k] for k in ("alpha", "epistemic")} for p in predictions], alphas)

@@ -47,6 +47,10 @@ DEFAULTS: dict = {
         # int or [H, W]: every case is resampled to this size when it is loaded, for training and
         # evaluation alike (medmat.engine.dataset.resize_sample); null keeps the cases' own size.
         "resize": None,
+        # int or [H, W]: LIIF-style training of a resolution-free model (region_aware_matting):
+        # the model sees its inputs resampled to this size while its alpha is read, trained and
+        # scored at data.input_size (medmat.engine.dataset.to_model_input); null = input_size.
+        "model_input_size": None,
         # Trimaps of the training items: "given" (data.trimaps or the dataset's own, as they are)
         # or drawn anew every epoch from the ground truth by random erosion, as AdaMatting and the
         # TCP paper train: "alpha" (Eq. 2 of the alpha matte) or "annotators" (unknown where the
@@ -97,6 +101,7 @@ TYPES: dict[str, tuple] = {
     "data.pseudo_mask_range": (list,),
     "data.input_size": _SIZE,
     "data.resize": _SIZE,
+    "data.model_input_size": _SIZE,
     "data.train_trimaps": (str,),
     "data.noisy_trimaps": (bool,),
     "split.scheme": (str,),
@@ -285,6 +290,7 @@ def validate_config(config: dict, where=None) -> None:
         raise MedmatError(f"data.pseudo_mask_range must be [low, high] with low <= high, got {[low, high]}", where)
     input_size(config)  # each raises on a malformed size
     resize_size(config)
+    model_input_size(config)
     if config["data"]["noisy_trimaps"] and config["data"]["train_trimaps"] == "given":
         raise MedmatError("data.noisy_trimaps needs generated training trimaps (data.train_trimaps alpha or annotators)", where)
     if config["split"]["fold"] >= config["split"]["k"]:
@@ -338,6 +344,11 @@ def input_size(config: dict) -> tuple[int, int] | None:
 def resize_size(config: dict) -> tuple[int, int] | None:
     """``data.resize`` as ``(H, W)``, or None to keep every case at its own size."""
     return _size_pair(config, "resize")
+
+
+def model_input_size(config: dict) -> tuple[int, int] | None:
+    """``data.model_input_size`` as ``(h, w)``, or None when the model sees ``data.input_size``."""
+    return _size_pair(config, "model_input_size")
 
 
 def _size_pair(config: dict, key: str) -> tuple[int, int] | None:

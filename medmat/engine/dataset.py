@@ -5,7 +5,10 @@ Each item is a dict of float32 tensors: ``image`` (C,H,W) in [0,1], ``alpha`` (1
 one, ``trimap`` (1,H,W) in {0, 0.5, 1}. With generated training trimaps (``data.train_trimaps``)
 every training item has a ``trimap``, and with ``data.noisy_trimaps`` a ``trimap_noisy`` too.
 With a user-map transform (dugMatting's "nig" models) every training item has a ``user_map``
-(1,H,W) in {-1, 0, 0.5, 1}.
+(1,H,W) in {-1, 0, 0.5, 1}. With ``model_input_size`` (h, w) (``data.model_input_size``, LIIF-style
+training of resolution-free models) the model's inputs of a training item (``image``,
+``pseudo_mask``, trimaps, ``user_map``) are resampled to (h, w), the targets (``alpha``, ``masks``)
+stay at (H, W), and ``output_size`` (2,) int64 = (H, W) tells the model where to read its alpha.
 
 :func:`resize_sample` is medmat's one resampling of a whole case to another size (``data.resize``).
 
@@ -37,6 +40,8 @@ TRAIN_TRIMAP_SOURCES = {"alpha": "alpha", "annotators": "masks"}
 NOISY_TRIMAP_KEY = "trimap_noisy"
 #: Masks are resampled as fractions of their pixels, then kept where at least half is inside.
 MASK_LEVEL = 0.5
+#: Batch keys the model reads as input (resampled by ``model_input_size``); the rest are targets.
+MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map")
 
 
 def center_window(source: int, target: int) -> tuple[slice, slice]:
@@ -244,6 +249,8 @@ class MattingDataset(Dataset):
             {-1, 0, 0.5, 1}, e.g. :class:`~medmat.interaction.user_maps.RandomUserMapd` for
             dugMatting's training maps (App. B.1). Training only; applied last, after the trimaps,
             so that it labels the augmented alpha and leaves the item's other draws unchanged.
+        model_input_size: (h, w) the model's inputs are resampled to in training, with the targets
+            kept at ``size`` and ``output_size`` added (:func:`to_model_input`); None = ``size``.
     """
 
     def __init__(
@@ -259,6 +266,7 @@ class MattingDataset(Dataset):
         train_trimaps: str = "given",
         noisy_trimaps: bool = False,
         user_maps: Callable | None = None,
+        model_input_size: tuple[int, int] | None = None,
     ):
         self.samples = validate_dataset(samples, "training data", require_alpha=True)
         annotators = {s.num_annotators for s in self.samples}
@@ -276,6 +284,7 @@ class MattingDataset(Dataset):
         self.pseudo_mask = (pseudo_mask or default_pseudo_mask()) if training else None
         self.trimap_generator = training_trimaps(train_trimaps, noisy_trimaps) if training else None
         self.user_maps = user_maps if training else None
+        self.model_input_size = None if model_input_size is None else tuple(int(v) for v in model_input_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws the next items use."""
@@ -298,7 +307,10 @@ class MattingDataset(Dataset):
                 data = self.trimap_generator(data, rng)
             if self.user_maps is not None:
                 data = self.user_maps(data, rng)
-        return to_batch_item(data, self.size)
+        item = to_batch_item(data, self.size)
+        if self.training and self.model_input_size is not None:
+            item = to_model_input(item, self.model_input_size)
+        return item
 
 
 def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -314,3 +326,29 @@ def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[st
         if key in data:
             item[key] = trimap_levels(data[key])[None]
     return {key: torch.from_numpy(np.ascontiguousarray(fit_to_size(value, size))) for key, value in item.items()}
+
+
+def to_model_input(item: dict[str, torch.Tensor], model_input_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """A batch item whose model inputs are resampled to ``model_input_size`` (h, w), targets kept.
+
+    LIIF-style training of a resolution-free model: it sees the case at (h, w) and its alpha is
+    read, and scored, at the item's own (H, W). ``image`` is resampled as :func:`resize_sample`
+    resamples images (area when shrinking), ``pseudo_mask`` as it resamples annotator masks
+    (fraction inside >= 0.5, so the posterior net and the mask loss see one consistent mask),
+    trimaps and ``user_map`` by the nearest pixel (their levels stay exact); ``alpha`` and
+    ``masks`` are left at (H, W), and ``output_size`` = tensor([H, W]) (int64) is added.
+    """
+    size = tuple(item["alpha"].shape[-2:])
+    resampled = dict(item)
+    for key in MODEL_INPUT_KEYS:
+        if key not in item:
+            continue
+        label = key not in ("image", "pseudo_mask")
+        value = torch.from_numpy(resize_planes(item[key].numpy(), model_input_size, label=label))
+        if key == "image":
+            value = value.clamp(0.0, 1.0)
+        elif key == "pseudo_mask":
+            value = (value >= MASK_LEVEL).to(torch.float32)
+        resampled[key] = value.contiguous()
+    resampled["output_size"] = torch.tensor(size, dtype=torch.int64)
+    return resampled

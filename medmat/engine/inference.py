@@ -24,7 +24,7 @@ from torch import nn
 from medmat.data.sample import Sample
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint
 from medmat.engine.config import load_config
-from medmat.engine.dataset import common_size, fit_to_size, trimap_levels, unfit_from_size
+from medmat.engine.dataset import common_size, fit_to_size, resize_planes, trimap_levels, unfit_from_size
 from medmat.errors import MedmatError
 from medmat.metrics import adapted_dice, ged, matting_metrics, region_mask
 
@@ -288,11 +288,14 @@ def evaluate_samples(
     region: str = "unknown",
     size: tuple[int, int] | None = None,
     with_region: bool = True,
+    model_input_size: tuple[int, int] | None = None,
 ) -> list[dict]:
     """Score a model on cases with ground-truth alpha mattes, as the paper does.
 
     Each case is fitted to ``size`` (the training size), predicted, and the prediction put back
-    at the case's own size. Then:
+    at the case's own size. With ``model_input_size`` (h, w) (``data.model_input_size``) the fitted
+    image is first resampled to (h, w) and a resolution-free model reads its alpha at ``size``
+    (``output_size``), as it was trained. Then:
 
     - ``region``: SAD/MSE/Grad/Conn on the trimap's unknown pixels (Table IV); on the whole image
       when ``region="whole"`` or the case has no trimap (``region_name`` says which);
@@ -308,17 +311,28 @@ def evaluate_samples(
     was_training = model.training
     model.eval()
     try:
-        return [_evaluate_case(model, sample, num_samples, region, size, with_region) for sample in samples]
+        return [
+            _evaluate_case(model, sample, num_samples, region, size, with_region, model_input_size)
+            for sample in samples
+        ]
     finally:
         model.train(was_training)
 
 
-def _evaluate_case(model: nn.Module, sample: Sample, num_samples: int, region: str, size, with_region: bool) -> dict:
+def _evaluate_case(
+    model: nn.Module, sample: Sample, num_samples: int, region: str, size, with_region: bool, model_input_size=None
+) -> dict:
     """One case of :func:`evaluate_samples`."""
     if sample.alpha is None:
         raise MedmatError("cannot evaluate a case without an alpha matte", sample.source or sample.id)
-    trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
-    prediction = predict_sample(model, fit_to_size(sample.image, size), num_samples, trimap)
+    image = fit_to_size(sample.image, size)
+    if model_input_size is not None:
+        # Resolution-free models take no trimap; their output is read at the fitted size.
+        image = np.clip(resize_planes(image, tuple(model_input_size)), 0.0, 1.0)
+        prediction = predict_sample(model, image, num_samples, output_size=tuple(size))
+    else:
+        trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
+        prediction = predict_sample(model, image, num_samples, trimap)
     alpha = np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
     case = {"id": sample.id}
     if with_region:

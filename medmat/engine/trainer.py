@@ -49,9 +49,18 @@ from medmat.engine.checkpoint import (
     rng_states,
     save_checkpoint,
 )
-from medmat.engine.config import DEFAULTS, input_size, load_config, merge, resize_size, save_config, without_runtime
+from medmat.engine.config import (
+    DEFAULTS,
+    input_size,
+    load_config,
+    merge,
+    model_input_size,
+    resize_size,
+    save_config,
+    without_runtime,
+)
 from medmat.engine.dataset import MattingDataset, common_size, resize_samples
-from medmat.engine.inference import build_model_from_config, evaluate_samples, mean_case_metrics
+from medmat.engine.inference import build_model_from_config, evaluate_samples, mean_case_metrics, require_output_size
 from medmat.engine.logging import RunLogger
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_json, atomic_write_text
@@ -327,6 +336,8 @@ def build_training(
     """Seed, then build the model, criterion, Adam, the warm-up + cosine schedule and the data loader."""
     seed_everything(config["seed"])
     model = build_model_from_config(config)
+    if model_input_size(config) is not None:
+        require_output_size(model, config["model"]["name"])
     criterion = build_criterion_from_config(config)
     step_module = distributed.wrap_model(
         TrainingStep(model, criterion), context, config["train"]["find_unused_parameters"]
@@ -345,6 +356,7 @@ def build_training(
         train_trimaps=config["data"]["train_trimaps"],
         noisy_trimaps=config["data"]["noisy_trimaps"],
         user_maps=training_user_maps(model),
+        model_input_size=model_input_size(config),
     )
     sampler = distributed.make_sampler(dataset, context, seed=config["seed"])
     loader = DataLoader(
@@ -549,7 +561,10 @@ def validation_metrics(model: nn.Module, samples: Sequence[Sample], config: dict
     Sampling uses its own seeded generator so that validating leaves training untouched.
     """
     with seeded_rng(config["seed"], model):
-        cases = evaluate_samples(model, samples, config["eval"]["num_samples"], "whole", size, with_region=False)
+        cases = evaluate_samples(
+            model, samples, config["eval"]["num_samples"], "whole", size, with_region=False,
+            model_input_size=model_input_size(config),
+        )
     mean = mean_case_metrics(cases)
     row = {f"val_{name}": value for name, value in (mean["whole"] or {}).items()}
     row.update({f"val_{name}": mean[name] for name in ("GED", "Dice") if mean[name] is not None})
@@ -561,7 +576,10 @@ def final_metrics(
 ) -> dict:
     """Evaluate the trained model on the fold's test cases and write ``metrics.json``."""
     with seeded_rng(config["seed"], model):
-        cases = evaluate_samples(model, test_samples, config["eval"]["num_samples"], config["eval"]["region"], size)
+        cases = evaluate_samples(
+            model, test_samples, config["eval"]["num_samples"], config["eval"]["region"], size,
+            model_input_size=model_input_size(config),
+        )
     record = {
         "fold": config["split"]["fold"],
         "epochs": config["optim"]["epochs"],

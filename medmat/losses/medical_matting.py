@@ -55,13 +55,18 @@ def alpha_gradient_loss(
 
     Args:
         alpha, alpha_gt: (B, 1, H, W) predicted and ground-truth alpha in [0, 1].
-        uncertainty: (B, 1, H, W) uncertainty map (nats); not differentiated.
+        uncertainty: (B, 1, h, w) uncertainty map (nats); not differentiated; resized bilinearly
+            to (H, W) when its size differs (LIIF-style training, ``data.model_input_size``).
         threshold: tau.
 
     Returns:
         Scalar tensor, >= 0.
     """
-    region = (uncertainty.detach() > threshold).to(alpha.dtype)
+    uncertainty = uncertainty.detach()
+    if uncertainty.shape[-2:] != alpha.shape[-2:]:
+        # A resolution-free model trained LIIF-style reads alpha finer than its uncertainty map.
+        uncertainty = F.interpolate(uncertainty, size=alpha.shape[-2:], mode="bilinear", align_corners=False)
+    region = (uncertainty > threshold).to(alpha.dtype)
     gx, gy = sobel_gradients(alpha)
     gx_gt, gy_gt = sobel_gradients(alpha_gt)
     distance = (gx - gx_gt).abs() + (gy - gy_gt).abs()

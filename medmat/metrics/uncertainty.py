@@ -13,6 +13,12 @@
   calibration error is the mean of ``|observed - p|`` over the levels (0 for a calibrated model).
   Note: y is a matte in [0, 1] with many pixels exactly 0 or 1, which a Student-t cannot
   represent exactly; the curve measures how well the NIG's intervals cover them nonetheless.
+- **Recalibration** (Kuleshov et al., 2018, Algorithm 1): a map R fitted on held-out PIT values
+  so that R(F(y)) is uniform; the calibrated forecast is R∘F. Kuleshov fit R by isotonic
+  regression of the empirical CDF of the PIT values on the values, which are already monotone,
+  so R is the empirical CDF itself (:func:`fit_recalibration`). :func:`uncertainty_report`
+  cross-fits it over cases (:func:`cross_fitted_pit`): every case's PIT values are recalibrated
+  by a map fitted on other cases only, as a user would fit R on a few labelled cases of their own.
 
 Pixel sets are pooled over cases by the caller (concatenate the flattened maps).
 """
@@ -32,6 +38,10 @@ ERROR_THRESHOLD = 0.1
 #: Confidence levels of the calibration curves: 0, 0.05, ..., 1.
 DEFAULT_LEVELS = np.linspace(0.0, 1.0, 21)
 INTERVALS = ("one_sided", "central")
+#: Groups of cases for the cross-fitted recalibration (fewer when there are fewer cases).
+RECALIBRATION_GROUPS = 5
+#: Suffix of the report's recalibrated calibration curves ("one_sided_recalibrated", ...).
+RECALIBRATED = "_recalibrated"
 
 #: Uncertainty maps compared by :func:`uncertainty_report`: model output key -> report name.
 UNCERTAINTY_MAPS = {
@@ -111,6 +121,51 @@ def nig_pit(target: np.ndarray, nig: NIG) -> np.ndarray:
     return stats.t.cdf(np.asarray(target, dtype=np.float64), df=2.0 * alpha, loc=gamma, scale=scale)
 
 
+def fit_recalibration(pit: np.ndarray):
+    """Kuleshov et al.'s recalibration map fitted on held-out PIT values: ``R(u)`` = fraction <= u.
+
+    Args:
+        pit: PIT values F(y) in [0, 1] of held-out pixels (any shape, flattened; at least one).
+
+    Returns:
+        ``R``: a function from PIT values (any shape) to float64 values in [0, 1], non-decreasing;
+        R(F(y)) is uniform on data distributed as ``pit``.
+    """
+    reference = np.sort(np.asarray(pit, dtype=np.float64).ravel())
+    if reference.size == 0:
+        raise ValueError("recalibration needs at least one PIT value")
+
+    def recalibrate(values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        return np.searchsorted(reference, values.ravel(), side="right").reshape(values.shape) / reference.size
+
+    return recalibrate
+
+
+def cross_fitted_pit(pits: Sequence[np.ndarray], groups: int = RECALIBRATION_GROUPS) -> list[np.ndarray]:
+    """Each case's PIT values recalibrated by a map fitted on the other groups of cases.
+
+    Args:
+        pits: one array of PIT values per case (>= 2 cases).
+        groups: the cases are split into ``min(groups, len(pits))`` interleaved groups (case i in
+            group i mod g); each group is recalibrated by :func:`fit_recalibration` of the rest.
+
+    Returns:
+        The recalibrated PIT values, one array per case, shapes kept.
+    """
+    if len(pits) < 2:
+        raise ValueError("cross-fitted recalibration needs at least two cases")
+    groups = min(int(groups), len(pits))
+    recalibrated: list[np.ndarray | None] = [None] * len(pits)
+    for group in range(groups):
+        held_out = [i for i in range(len(pits)) if i % groups == group]
+        rest = np.concatenate([np.ravel(pits[i]) for i in range(len(pits)) if i % groups != group])
+        recalibrate = fit_recalibration(rest)
+        for i in held_out:
+            recalibrated[i] = recalibrate(pits[i])
+    return recalibrated
+
+
 def calibration_curve(
     pit: np.ndarray, levels: Sequence[float] = DEFAULT_LEVELS, interval: str = "one_sided"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -159,8 +214,10 @@ def uncertainty_report(
 
     Returns:
         ``{"auroc": {"<name>/error" | "<name>/disagreement": float | None},
-        "calibration": {"one_sided" | "central": {"expected": [...], "observed": [...],
-        "ece": float}} (empty without NIG outputs), "num_pixels": int}``.
+        "calibration": {"one_sided" | "central" | "one_sided_recalibrated" |
+        "central_recalibrated": {"expected": [...], "observed": [...], "ece": float}} (empty
+        without NIG outputs; the recalibrated curves, :func:`cross_fitted_pit`, need >= 2 cases),
+        "num_pixels": int}``.
     """
     map_names = dict(UNCERTAINTY_MAPS if map_names is None else map_names)
 
@@ -177,14 +234,18 @@ def uncertainty_report(
     calibration = {}
     nig_keys = ("nig_gamma", "nig_omega", "nig_alpha", "nig_beta")
     if all(key in p for p in predictions for key in nig_keys):
-        nig = NIG(*(pooled(key) for key in nig_keys))
-        pit = nig_pit(alpha_gt, nig)
-        for interval in INTERVALS:
-            expected, observed = calibration_curve(pit, levels, interval)
-            calibration[interval] = {
-                "expected": expected.tolist(),
-                "observed": observed.tolist(),
-                "ece": expected_calibration_error(expected, observed),
-            }
+        pits = [nig_pit(gt, NIG(*(p[key] for key in nig_keys))) for p, gt in zip(predictions, alphas_gt)]
+        versions = {"": pits}
+        if len(pits) >= 2:
+            versions[RECALIBRATED] = cross_fitted_pit(pits)
+        for suffix, values in versions.items():
+            pit = np.concatenate([np.ravel(v) for v in values])
+            for interval in INTERVALS:
+                expected, observed = calibration_curve(pit, levels, interval)
+                calibration[interval + suffix] = {
+                    "expected": expected.tolist(),
+                    "observed": observed.tolist(),
+                    "ece": expected_calibration_error(expected, observed),
+                }
     return {"auroc": aurocs, "calibration": calibration, "num_pixels": int(alpha.size)}
 

@@ -177,7 +177,9 @@ class RegionAwareMatting(nn.Module):
 
     ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
     (B, 1, H, W) in {0, 1}; it returns the outputs of the core model, at the input size, so the
-    "medical_matting" criterion trains it unchanged:
+    "medical_matting" criterion trains it unchanged. An optional "output_size" (B, 2) int64 (the
+    same (H', W') in every row; LIIF-style training, ``data.model_input_size``) reads "alpha",
+    "alpha_logits" and "lesion_uncertainty" at (H', W') instead, as :meth:`predict` does:
         "alpha" (B, 1, H, W) in [0, 1] and "alpha_logits" (B, 1, H, W);
         "uncertainty_map" (B, 1, H, W) in [0, ln 2], nats (Eq. 4 of Medical Matting);
         "lesion_uncertainty" (B, 1, H, W) in [0, ln 2], nats, binary entropy of alpha, detached;
@@ -250,10 +252,33 @@ class RegionAwareMatting(nn.Module):
         outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
         return outputs
 
+    def _queries(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
+        """The decoder's queries for an output of ``size``: None (the input's grid) for the input's
+        own size and for the bilinear decoder, whose alpha is resized instead."""
+        if size == tuple(image.shape[-2:]) or self.decoder_kind == "bilinear":
+            return None
+        return query_grid(*size, batch=image.shape[0], device=image.device, dtype=image.dtype)
+
+    def _read_alpha_at(self, outputs: dict[str, torch.Tensor], size: tuple[int, int]) -> None:
+        """Give the bilinear decoder's outputs the output ``size`` (in place): alpha and its logits
+        upsampled bilinearly (the baseline of the resolution-free comparison), the entropy of that alpha."""
+        if tuple(outputs["alpha"].shape[-2:]) != size:
+            for key in ("alpha", "alpha_logits"):
+                outputs[key] = F.interpolate(outputs[key], size=size, mode="bilinear", align_corners=False)
+            outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.training and "pseudo_mask" not in batch:
             raise ValueError("RegionAwareMatting needs batch['pseudo_mask'] in training mode (posterior net)")
-        return self._run(batch["image"], batch.get("pseudo_mask"), self.num_samples)
+        image = batch["image"]
+        if "output_size" not in batch:
+            return self._run(image, batch.get("pseudo_mask"), self.num_samples)
+        # LIIF-style training (data.model_input_size): the alpha is read at the targets' size;
+        # the masks and the uncertainty map stay at the input's.
+        size = _output_size(batch["output_size"].reshape(-1, 2)[0].tolist())
+        outputs = self._run(image, batch.get("pseudo_mask"), self.num_samples, self._queries(image, size))
+        self._read_alpha_at(outputs, size)
+        return outputs
 
     @torch.no_grad()
     def predict(
@@ -277,22 +302,17 @@ class RegionAwareMatting(nn.Module):
             The module's train/eval mode is restored afterwards.
         """
         size = tuple(image.shape[-2:]) if output_size is None else _output_size(output_size)
-        implicit = self.decoder_kind != "bilinear"
-        queries = None
-        if implicit:
-            queries = query_grid(*size, batch=image.shape[0], device=image.device, dtype=image.dtype)
         was_training = self.training
         self.eval()
         try:
-            outputs = self._run(image, None, num_samples, queries)
+            outputs = self._run(image, None, num_samples, self._queries(image, size))
         finally:
             self.train(was_training)
+        self._read_alpha_at(outputs, size)
         predicted = {key: outputs[key] for key in PREDICT_KEYS}
-        if size != tuple(image.shape[-2:]):
-            resized = ("uncertainty_map", "sample_masks") if implicit else ("alpha", "uncertainty_map", "sample_masks")
-            for key in resized:
+        for key in ("uncertainty_map", "sample_masks"):
+            if tuple(predicted[key].shape[-2:]) != size:
                 predicted[key] = F.interpolate(predicted[key], size=size, mode="bilinear", align_corners=False)
-            predicted["lesion_uncertainty"] = lesion_uncertainty(predicted["alpha"])
         return predicted
 
     @torch.no_grad()
