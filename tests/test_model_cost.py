@@ -14,7 +14,8 @@ from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config
 
 REPO = Path(__file__).resolve().parents[1]
-LITE_CONFIGS = {"lite", "region_aware_matting_lite", "adamatting_lite", "tcp_matting_lite", "nig_medical_matting_lite"}
+LITE_CONFIGS = {"lite", "region_aware_matting_lite", "adamatting_lite", "tcp_matting_lite", "nig_medical_matting_lite",
+               "nig_adamatting_lite"}
 #: Models whose predict takes an output_size (the "pred 2x/s" column).
 RESOLUTION_FREE = {"region_aware_matting_lite"}
 
