@@ -32,7 +32,14 @@ from medmat.interaction.refinement import (
     select_refinement_pixels,
     train_refiner,
 )
-from medmat.interaction.simulate import answer_proposals, predict_nig, simulate_dataset, simulate_interactions
+from medmat.interaction.simulate import (
+    answer_proposals,
+    apply_user_labels,
+    oracle_alpha,
+    predict_nig,
+    simulate_dataset,
+    simulate_interactions,
+)
 from medmat.interaction.user_maps import draw_centre, draw_patch_count, patch_window, pixel_classes
 from medmat.models import build_model
 from medmat.uncertainty.nig import nig_sum
@@ -202,9 +209,21 @@ def test_simulate_dataset_scores_every_round_and_the_refinement():
     samples = [make_phantom(seed, size=32, n_annotators=3) for seed in (1, 2)]
     result = simulate_dataset(model, samples, rounds=1, num_proposals=2, patch_size=8, refiner=RefinementNetwork())
     assert [case["id"] for case in result["cases"]] == [s.id for s in samples]
-    assert list(result["mean"]) == ["round-0", "round-1", "refined"]
+    assert list(result["mean"]) == ["round-0", "round-1", "round-1+labels", "round-1+oracle", "refined"]
     assert result["mean"]["round-0"]["whole"]["SAD"] == pytest.approx(
         np.mean([case["round-0"]["whole"]["SAD"] for case in result["cases"]]))
+    # The ground truth pasted into the labelled patches can only lower the error.
+    for case in result["cases"]:
+        assert case["round-1+oracle"]["whole"]["SAD"] <= case["round-1"]["whole"]["SAD"] + 1e-12
+
+
+def test_user_labels_applied_and_the_oracle_bound_by_hand():
+    alpha = np.full((2, 3), 0.25, dtype=np.float32)  # exact in float32
+    user_map = np.array([[FOREGROUND, BACKGROUND, TRANSITION], [0.0, 0.0, FOREGROUND]], dtype=np.float32)
+    np.testing.assert_array_equal(apply_user_labels(alpha, user_map), [[1.0, 0.0, 0.25], [0.25, 0.25, 1.0]])
+    truth = np.array([[0.9, 0.1, 0.5], [0.0, 1.0, 1.0]], dtype=np.float32)
+    np.testing.assert_array_equal(oracle_alpha(alpha, user_map, truth), np.float32([[0.9, 0.1, 0.5], [0.25, 0.25, 1.0]]))
+    assert alpha[0, 0] == 0.25  # the inputs are not changed
 
 
 # --- aleatoric refinement ------------------------------------------------------------------------

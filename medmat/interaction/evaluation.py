@@ -77,13 +77,20 @@ def run_case_ids(run_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
         raise MedmatError(f"unreadable metrics.json ({type(error).__name__}: {error})", path) from None
 
 
+#: Row-name suffixes of the extra readings of a round (:mod:`medmat.interaction.simulate`).
+READING_LABELS = {"labels": ", labels applied", "oracle": ", ground truth in the labelled patches (bound)"}
+
+
 def stage_label(stage: str) -> str:
     """Row name of a simulation stage: "round-0" -> "0 interactions", "round-1" -> "1 interaction",
-    "round-2" -> "2 interactions", "refined" -> "after refinement"."""
+    "round-2" -> "2 interactions", "round-1+labels" -> "1 interaction, labels applied",
+    "round-1+oracle" -> "1 interaction, ground truth in the labelled patches (bound)",
+    "refined" -> "after refinement"."""
     if stage == REFINED_STAGE:
         return "after refinement"
+    stage, _, reading = stage.partition("+")
     rounds = int(stage.split("-")[1])
-    return f"{rounds} interaction{'' if rounds == 1 else 's'}"
+    return f"{rounds} interaction{'' if rounds == 1 else 's'}" + READING_LABELS.get(reading, reading)
 
 
 def pool_simulations(simulations: Sequence[Mapping]) -> dict:

@@ -7,6 +7,15 @@ again with the updated map, and fuse the new NIG with the previous one by the NI
 Eq. 2. Round 0 is the prediction without interaction. A round without proposals (no patch above
 the threshold, or all labelled) changes nothing: no interaction, no new NIG.
 
+Two further readings of every round r >= 1 are scored, so that a table says how much the labels
+themselves can give on a dataset:
+
+- ``round-r+labels``: the fused alpha with the user's answers applied (:func:`apply_user_labels`:
+  1 in patches labelled foreground, 0 in background ones; "transition" says nothing about the
+  value). It uses nothing but the user's labels, so a tool may show it;
+- ``round-r+oracle``: the fused alpha with the ground truth pasted into every labelled patch: the
+  most any reading of those patches could give (an upper bound, not a method).
+
 :func:`simulate_interactions` runs the loop on one case; :func:`simulate_dataset` on many, with
 the Table IV metrics of every round (and after the aleatoric refinement when a refiner is given).
 """
@@ -27,7 +36,7 @@ from medmat.engine.dataset import trimap_levels
 from medmat.engine.inference import SIZE_MULTIPLE
 from medmat.errors import MedmatError
 from medmat.interaction.proposals import Patch, propose_patches
-from medmat.interaction.user_maps import patch_label
+from medmat.interaction.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
 from medmat.metrics import matting_metrics, region_mask
 from medmat.uncertainty.nig import NIG, nig_moments, nig_sum
 
@@ -106,6 +115,21 @@ def predict_nig(
     return maps
 
 
+def apply_user_labels(alpha: np.ndarray, user_map: np.ndarray) -> np.ndarray:
+    """``alpha`` (H, W) with the user's definite answers applied: 1 where ``user_map`` says
+    foreground, 0 where it says background; transition and unlabelled pixels kept. float32 (H, W)."""
+    applied = np.array(alpha, dtype=np.float32, copy=True)
+    applied[user_map == FOREGROUND] = 1.0
+    applied[user_map == BACKGROUND] = 0.0
+    return applied
+
+
+def oracle_alpha(alpha: np.ndarray, user_map: np.ndarray, alpha_gt: np.ndarray) -> np.ndarray:
+    """``alpha`` (H, W) with the ground truth in every labelled pixel (``user_map != 0``): the
+    upper bound of what labelling those patches can give. float32 (H, W)."""
+    return np.where(user_map != UNKNOWN, alpha_gt, alpha).astype(np.float32)
+
+
 def answer_proposals(user_map: np.ndarray, proposals: Sequence[Patch], alpha: np.ndarray) -> np.ndarray:
     """The simulated user: label every proposed patch from the ground-truth alpha.
 
@@ -172,7 +196,10 @@ def _round(nig: NIG, user_map: np.ndarray, proposals: list[Patch], sample: Sampl
     extra = {
         "epistemic": float(np.mean(maps["epistemic"])),
         "aleatoric": float(np.mean(maps["aleatoric"])),
-        "labelled_fraction": float(np.mean(user_map != 0)),
+        "labelled_fraction": float(np.mean(user_map != UNKNOWN)),
+        "labelled_foreground": float(np.mean(user_map == FOREGROUND)),
+        "labelled_background": float(np.mean(user_map == BACKGROUND)),
+        "labelled_transition": float(np.mean(user_map == TRANSITION)),
         "num_proposals": len(proposals),
     }
     return InteractionRound(nig, user_map, proposals, maps, round_metrics(maps["alpha"], sample, region, extra))
@@ -267,7 +294,8 @@ def simulate_dataset(
         seed: seeds the refinement's sampling of γ_s.
 
     Returns:
-        ``{"cases": [{"id", "round-0": metrics, ..., "round-R": metrics, ["refined": metrics]}],
+        ``{"cases": [{"id", "round-0": metrics, ..., "round-R": metrics, "round-r+labels" and
+        "round-r+oracle" for r = 1..R (see the module), ["refined": metrics]}],
         "mean": mean_round_metrics(...)}``.
     """
     from medmat.interaction.refinement import refine_alpha
@@ -276,7 +304,14 @@ def simulate_dataset(
     cases = []
     for sample in samples:
         history = simulate_interactions(model, sample, rounds, num_proposals, patch_size, threshold, region)
-        case = {f"round-{index}": state.metrics for index, state in enumerate(history)}
+        case = {}
+        for index, state in enumerate(history):
+            case[f"round-{index}"] = state.metrics
+            if index:
+                labelled = apply_user_labels(state.alpha, state.user_map)
+                case[f"round-{index}+labels"] = round_metrics(labelled, sample, region)
+                oracle = oracle_alpha(state.alpha, state.user_map, sample.alpha)
+                case[f"round-{index}+oracle"] = round_metrics(oracle, sample, region)
         if refiner is not None:
             refined = refine_alpha(refiner, sample.image, history[-1].maps, rng)
             extra = {"refined_patches": len(refined["centres"])}
