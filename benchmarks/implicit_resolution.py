@@ -18,6 +18,7 @@ subsampled (``nearest-exact``) so their levels stay 0/128/255.
     python benchmarks/implicit_resolution.py train --liif --run-dir runs/ra64-liif --crossval
     python benchmarks/implicit_resolution.py score --run runs/ra64 [--output runs/ra64/resolution.json]
     python benchmarks/implicit_resolution.py score --smoke     # tiny random model on phantoms
+    python benchmarks/implicit_resolution.py floor             # the ground truth itself, 64² -> 128²
 
 Two ways to train at 64²: ``train`` trains on the cases downsampled to 64² (``data.resize`` and
 ``data.input_size`` 64: inputs and ground truth at 64², the implicit function only ever read at
@@ -193,6 +194,48 @@ def score_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def floor_cases(samples: Sequence[Sample], low_size: int) -> list[dict]:
+    """The upsampling floor: every case's own ground truth downsampled to ``low_size`` and
+    upsampled bilinearly, scored as :func:`score_cases` scores a prediction (under "bilinear").
+
+    What a perfect 64² prediction would still lose to bilinear upsampling: the most any reading
+    at full resolution can win over it on this data."""
+    cases = []
+    for sample in samples:
+        low = resize_sample(sample, (low_size, low_size))
+        alpha = torch.as_tensor(low.alpha, dtype=torch.float32)[None, None]
+        upsampled = F.interpolate(alpha, size=sample.shape, mode="bilinear", align_corners=False)[0, 0]
+        upsampled = upsampled.clamp(0, 1).numpy()
+        region_name = "unknown" if sample.trimap is not None else "whole"
+        region = region_mask(sample.trimap, region_name, sample.shape)
+        whole = region_mask(None, "whole", sample.shape)
+        metrics = {
+            "region": matting_metrics(upsampled, sample.alpha, region) if region.any() else None,
+            "whole": matting_metrics(upsampled, sample.alpha, whole),
+        }
+        cases.append({"id": sample.id, "region_name": region_name, "bilinear": metrics})
+    return cases
+
+
+def floor_command(args: argparse.Namespace) -> int:
+    from medmat.engine import load_config
+    from medmat.engine.inference import mean_case_metrics
+    from medmat.engine.trainer import load_samples
+
+    config = load_config(args.config)
+    config["data"]["resize"] = None
+    if args.data is not None:
+        config["data"].update(dataset=args.data, trimaps=args.trimaps)
+    cases = floor_cases(load_samples(config), args.low_size)
+    mean = mean_case_metrics([case["bilinear"] for case in cases])
+    print(f"Ground truth at {args.low_size}x{args.low_size}, upsampled bilinearly ({len(cases)} cases)")
+    print("\n| region | SAD | MSE | Grad | Conn |\n|---|---|---|---|---|")
+    for group in ("region", "whole"):
+        if mean[group]:
+            print(f"| {group} | " + " | ".join(f"{mean[group][n]:.4f}" for n in ("SAD", "MSE", "Grad", "Conn")) + " |")
+    return 0
+
+
 def train_command(args: argparse.Namespace) -> int:
     from medmat.engine import crossval, load_config, train
 
@@ -232,13 +275,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     score_parser.add_argument("--seed", type=int, default=0)
     score_parser.add_argument("--output", default=None, help="JSON of per-case and mean metrics")
     score_parser.add_argument("--smoke", action="store_true", help="tiny random model on phantoms (no run needed)")
+    floor_parser = commands.add_parser("floor", help="score the ground truth downsampled and upsampled bilinearly")
+    floor_parser.add_argument("--config", default="region_aware_matting_lite", help="config naming the dataset")
+    floor_parser.add_argument("--data", default=None)
+    floor_parser.add_argument("--trimaps", default=None)
+    floor_parser.add_argument("--low-size", type=int, default=LOW_SIZE)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return score_command(args) if args.command == "score" else train_command(args)
+        commands = {"score": score_command, "floor": floor_command, "train": train_command}
+        return commands[args.command](args)
     except MedmatError as error:
         print(f"medmat: error: {error}", file=sys.stderr)
         return 1

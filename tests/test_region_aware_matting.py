@@ -434,6 +434,21 @@ def test_resolution_script_smoke_run(tmp_path, capsys):
         assert set(case["implicit"]["whole"]) == {"SAD", "MSE", "Grad", "Conn"}
 
 
+def test_upsampling_floor_is_zero_for_smooth_mattes_and_positive_for_sharp_ones():
+    script = _script("implicit_resolution")
+    image = np.full((1, 8, 8), 0.5, dtype=np.float32)
+    masks = np.zeros((1, 8, 8), bool)
+    sharp = np.zeros((8, 8), np.float32)
+    sharp[:, 3:] = 1.0  # an edge inside a 2 x 2 block: averaged to 0.5, then smeared
+    cases = script.floor_cases(
+        [Sample("flat", image, masks, alpha=np.full((8, 8), 0.25, np.float32)), Sample("sharp", image, masks, alpha=sharp)],
+        low_size=4,
+    )
+    assert [case["id"] for case in cases] == ["flat", "sharp"]
+    assert cases[0]["bilinear"]["whole"]["SAD"] == pytest.approx(0.0, abs=1e-9)
+    assert cases[1]["bilinear"]["whole"]["SAD"] > 0 and cases[1]["region_name"] == "whole"
+
+
 def test_boundary_points_follow_the_half_alpha_rim():
     alpha = np.tile(np.arange(9) / 8, (5, 1))  # alpha = 0.5 on column 4
     np.testing.assert_array_equal(boundary_query_points(alpha, count=2, min_distance=3), [[0, 4], [3, 4]])
