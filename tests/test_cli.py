@@ -133,3 +133,20 @@ def test_label_and_baseline_on_phantoms(tmp_path):
     # almost exactly, far better than the mean of the masks does.
     assert rows["Closed-form"]["mean"]["SAD"] < 0.2 * rows["mean of the annotators' masks"]["mean"]["SAD"]
     assert (out / "baseline_unknown.csv").read_text().startswith("method,n,SAD,MSE,Grad,Conn")
+
+
+def test_evaluate_a_trimap_based_run_reads_the_cases_trimaps(tmp_path):
+    from medmat.engine import train
+    from tests.tiny_configs import tiny_phantom_config
+
+    labels = tmp_path / "labels"  # a folder dataset with trimaps, as `medmat label` writes one
+    assert main(["label", "--data", "phantom:8", "--output", str(labels), "--method", "cf"]) == 0
+    model = {"name": "adamatting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1],
+             "propagation_channels": 4}
+    config = tiny_phantom_config(model, {"name": "adamatting"})
+    config["data"].update(dataset=str(labels), train_trimaps="annotators")
+    train(config, tmp_path / "run")
+    out = tmp_path / "evaluate"
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(out), "--uncertainty"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["table_iv"]["n"] == 4 and (out / "examples.png").is_file()

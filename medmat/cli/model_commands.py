@@ -268,7 +268,7 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
             uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
             uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
-            prediction = predict_sample(model, sample.image, num_samples)
+            prediction = predict_sample(model, sample.image, num_samples, sample.trimap)
             figure_rows.append({
                 "image": sample.image, "ground truth": sample.alpha, "alpha": prediction["alpha"],
                 "uncertainty map": prediction.get("uncertainty_map", np.zeros_like(prediction["alpha"])),
