@@ -1,6 +1,8 @@
 """One table from several cross-validation runs: Table IV and Table V of Medical Matting side by side.
 
-Reads each run's ``summary.json`` (written by ``medmat crossval``) and prints a Markdown table:
+Reads each run's finished folds (``fold-*/metrics.json``, written by ``medmat crossval`` as each
+fold ends, so a run still going or stopped early can be compared on the folds it has) and
+prints a Markdown table:
 Table IV (region trimap == 128, mean over all test predictions of the chosen folds) and Table V
 (whole image; GED, Dice, SAD, MSE, Grad as mean ± std over the chosen folds). ``--folds`` keeps
 only some folds, so a full cross-validation can be compared with ablations run on fewer folds.
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 
@@ -21,11 +23,19 @@ TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
 TABLE_V = ("GED", "Dice", "SAD", "MSE", "Grad")
 
 
-def fold_rows(summary: dict, folds: list[int] | None) -> list[dict]:
-    """The per-fold records of a summary, restricted to ``folds`` (all when None)."""
-    rows = [row for row in summary["per_fold"] if folds is None or row["fold"] in folds]
+def finished_folds(run_dir: str) -> list[dict]:
+    """The ``metrics.json`` record ("fold", "test_ids", "mean") of every finished fold of a crossval folder."""
+    paths = sorted(Path(run_dir).glob("fold-*/metrics.json"), key=lambda path: int(path.parent.name[5:]))
+    if not paths:
+        raise SystemExit(f"error: {run_dir}: no finished fold (fold-*/metrics.json)")
+    return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+
+
+def fold_rows(records: list[dict], folds: list[int] | None, run_dir: str = "") -> list[dict]:
+    """The per-fold records restricted to ``folds`` (all when None)."""
+    rows = [row for row in records if folds is None or row["fold"] in folds]
     if not rows:
-        raise SystemExit(f"{summary['run_dir']}: none of the folds {folds} were run")
+        raise SystemExit(f"error: {run_dir}: none of the folds {folds} is finished")
     return rows
 
 
@@ -59,9 +69,7 @@ def main() -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for item in args.runs:
         name, _, run_dir = item.partition("=")
-        with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as handle:
-            summary = json.load(handle)
-        rows = fold_rows(summary, folds)
+        rows = fold_rows(finished_folds(run_dir), folds, run_dir)
         iv, v = table_iv(rows), table_v(rows)
         cells = [name, ",".join(str(row["fold"]) for row in rows)]
         cells += [f"{iv[m]:.4f}" for m in TABLE_IV]

@@ -1,0 +1,47 @@
+"""benchmarks/compare_runs.py: one Table IV / Table V row per run from its finished folds."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compare_runs", REPO / "benchmarks" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fold(run: Path, fold: int, n: int, sad: float, dice: float) -> None:
+    metrics = {"SAD": sad, "MSE": 0.01, "Grad": 1.0, "Conn": sad}
+    record = {"fold": fold, "test_ids": [f"c{fold}-{i}" for i in range(n)],
+              "mean": {"region": metrics, "whole": metrics, "GED": 0.3, "Dice": dice}}
+    (run / f"fold-{fold}").mkdir(parents=True)
+    (run / f"fold-{fold}" / "metrics.json").write_text(json.dumps(record))
+
+
+def test_rows_come_from_finished_folds_weighted_by_cases(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _fold(run, 0, n=1, sad=0.4, dice=0.8)
+    _fold(run, 1, n=3, sad=0.8, dice=0.9)
+    (run / "fold-2").mkdir()  # a fold still training: no metrics.json yet
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={run}"])
+    _script().main()
+    row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
+    assert row[0] == "| model" and row[1] == "0,1"
+    assert float(row[2]) == pytest.approx((0.4 + 3 * 0.8) / 4)  # Table IV: mean over predictions
+    assert row[7] == "0.8500 ± 0.0500"  # Table V Dice: mean ± std over folds
+
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={run}", "--folds", "1"])
+    _script().main()
+    assert capsys.readouterr().out.strip().splitlines()[-1].split(" | ")[1] == "1"
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={tmp_path / 'none'}"])
+    with pytest.raises(SystemExit, match="no finished fold"):
+        _script().main()
