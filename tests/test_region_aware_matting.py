@@ -393,6 +393,12 @@ def test_liif_training_reads_inputs_small_and_scores_at_full_size(tmp_path):
     assert math.isfinite(record["mean"]["whole"]["SAD"]) and len(record["cases"]) == 4
     log = (tmp_path / "run" / "log.csv").read_text()
     assert "val_SAD" in log.splitlines()[0]
+    # `medmat evaluate` scores the run as it was trained (small inputs, full-size alpha).
+    from medmat.cli.main import main
+
+    assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(tmp_path / "eval"), "--samples", "2"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())["per_fold"][0]["mean"]
+    assert evaluated["whole"]["SAD"] == pytest.approx(record["mean"]["whole"]["SAD"], rel=1e-6)
 
     medical = tiny_phantom_config({"name": "medical_matting", "unet_filters": [4, 8], "num_samples": 2})
     medical["data"]["model_input_size"] = 16

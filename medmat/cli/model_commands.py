@@ -243,11 +243,11 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     """
     import torch
 
-    from medmat.engine import evaluate_samples, load_run, predict_sample
-    from medmat.engine.inference import mean_case_metrics
+    from medmat.engine import evaluate_samples, load_run
+    from medmat.engine.inference import mean_case_metrics, predict_as_trained
     from medmat.engine.trainer import load_samples, write_summary
     from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
-    from medmat.engine.config import input_size
+    from medmat.engine.config import input_size, model_input_size
     from medmat.engine.dataset import fit_sample
     from medmat.metrics.uncertainty import uncertainty_report
     from medmat.reporting import example_grid
@@ -259,7 +259,11 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
         model, fold_config = load_run(model_dir)
         size = input_size(fold_config)  # score as training did: at data.input_size when it is set
         torch.manual_seed(seed)
-        evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"].get("region", "unknown"), size)
+        # A LIIF-style run (data.model_input_size) is scored as it was trained: small inputs, full-size alpha.
+        evaluated = evaluate_samples(
+            model, cases, num_samples, fold_config["eval"].get("region", "unknown"), size,
+            model_input_size=model_input_size(fold_config),
+        )
         cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
         records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
                         "mean": mean_case_metrics(evaluated)})
@@ -268,7 +272,7 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
             uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
             uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
-            prediction = predict_sample(model, sample.image, num_samples, sample.trimap)
+            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, model_input_size(fold_config))
             figure_rows.append({
                 "image": sample.image, "ground truth": sample.alpha, "alpha": prediction["alpha"],
                 "uncertainty map": prediction.get("uncertainty_map", np.zeros_like(prediction["alpha"])),

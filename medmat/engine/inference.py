@@ -230,6 +230,25 @@ def predict_sample(
     return {key: value[0] for key, value in batched.items()}
 
 
+def predict_as_trained(
+    model: nn.Module,
+    image: np.ndarray,
+    num_samples: int = 8,
+    trimap: np.ndarray | None = None,
+    model_input_size: Sequence[int] | None = None,
+) -> dict[str, np.ndarray]:
+    """:func:`predict_sample` of a (C, H, W) image as the model was trained to see it.
+
+    With ``model_input_size`` (h, w) (``data.model_input_size``: a LIIF-style run) the image is
+    resampled to (h, w) as training resampled it and the resolution-free model reads its outputs
+    at (H, W); resolution-free models take no trimap. Otherwise the image is predicted as it is.
+    """
+    if model_input_size is None:
+        return predict_sample(model, image, num_samples, trimap)
+    small = np.clip(resize_planes(image, tuple(model_input_size)), 0.0, 1.0)
+    return predict_sample(model, small, num_samples, output_size=tuple(np.shape(image)[-2:]))
+
+
 def predict_samples(
     model: nn.Module,
     images: Sequence[np.ndarray],
@@ -325,14 +344,8 @@ def _evaluate_case(
     """One case of :func:`evaluate_samples`."""
     if sample.alpha is None:
         raise MedmatError("cannot evaluate a case without an alpha matte", sample.source or sample.id)
-    image = fit_to_size(sample.image, size)
-    if model_input_size is not None:
-        # Resolution-free models take no trimap; their output is read at the fitted size.
-        image = np.clip(resize_planes(image, tuple(model_input_size)), 0.0, 1.0)
-        prediction = predict_sample(model, image, num_samples, output_size=tuple(size))
-    else:
-        trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
-        prediction = predict_sample(model, image, num_samples, trimap)
+    trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
+    prediction = predict_as_trained(model, fit_to_size(sample.image, size), num_samples, trimap, model_input_size)
     alpha = np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
     case = {"id": sample.id}
     if with_region:
