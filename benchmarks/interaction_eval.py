@@ -61,7 +61,11 @@ def run_cases(run: str, data: str | None, trimaps: str | None):
     if data is not None:
         config["data"].update(dataset=data, trimaps=trimaps)
     train_ids, test_ids = run_case_ids(run)
-    by_id = {sample.id: sample for sample in load_samples(config)}
+    from medmat.engine.config import input_size
+    from medmat.engine.dataset import fit_sample
+
+    size = input_size(config)  # the view the model was trained and evaluated on, as `medmat evaluate`
+    by_id = {sample.id: fit_sample(sample, size) for sample in load_samples(config)}
     return model, config, [by_id[i] for i in train_ids if i in by_id], [by_id[i] for i in test_ids if i in by_id]
 
 

@@ -206,3 +206,15 @@ def test_example_grid_outlines_boxes(tmp_path):
     assert 0.15 < (cols.max() - cols.min()) / outlined.shape[1] < 0.5
     with pytest.raises(ValueError, match="one entry per row"):
         example_grid(tmp_path / "bad.png", [{"epistemic": black}], boxes=[{}, {}])
+
+
+def test_interact_simulates_on_the_view_the_model_was_trained_on(tmp_path):
+    config = nig_config()
+    config["data"]["input_size"] = 16  # the 32 x 32 phantoms' centre, as training and evaluate see them
+    train(config, tmp_path / "run")
+    out = tmp_path / "interact"
+    args = ["interact", "--run", str(tmp_path / "run"), "--simulate", "1", "--proposals", "1", "--patch-size", "8"]
+    assert main([*args, "-o", str(out), "--figure", "0"]) == 0
+    cases = json.loads((out / "interaction.json").read_text())["simulation"]["cases"]
+    # One 8 x 8 patch labels a quarter of a 16 x 16 view (a sixteenth of the 32 x 32 case).
+    assert cases and all(case["round-1"]["labelled_fraction"] == 0.25 for case in cases)

@@ -62,6 +62,8 @@ def interact_command(run, rounds, proposals, patch_size, threshold, refine_steps
     )
     from medmat.interaction.refinement import refine_alpha, train_refiner
     from medmat.interaction.simulate import simulate_dataset, simulate_interactions
+    from medmat.engine.config import input_size
+    from medmat.engine.dataset import fit_sample
     from medmat.io.atomic import atomic_write_json
     from medmat.reporting import example_grid
 
@@ -77,9 +79,12 @@ def interact_command(run, rounds, proposals, patch_size, threshold, refine_steps
         model, fold_config = load_run(model_dir)
         require_nig_config(fold_config, model_dir)
         region = fold_config["eval"].get("region", "unknown")
+        # The view the model was trained and evaluated on (data.input_size), as `medmat evaluate`.
+        size = input_size(fold_config)
+        cases = [fit_sample(sample, size) for sample in cases]
         refiner = None
         if refine_steps:
-            training_cases = [by_id[i] for i in run_case_ids(model_dir)[0] if i in by_id]
+            training_cases = [fit_sample(by_id[i], size) for i in run_case_ids(model_dir)[0] if i in by_id]
             refiner, losses = train_refiner(model, training_cases, refine_steps, seed=seed)
             refiner_losses.append(losses)
         torch.manual_seed(seed)  # the Prob. U-Net bases sample their latents
