@@ -68,7 +68,7 @@ def main() -> None:
     header = ["run", "folds", *(f"IV {m}" for m in TABLE_IV), *(f"V {m}" for m in TABLE_V)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for item in args.runs:
-        name, _, run_dir = item.partition("=")
+        name, _, run_dir = item.rpartition("=")  # a name may hold "=", a run folder rarely does
         rows = fold_rows(finished_folds(run_dir), folds, run_dir)
         iv, v = table_iv(rows), table_v(rows)
         cells = [name, ",".join(str(row["fold"]) for row in rows)]
