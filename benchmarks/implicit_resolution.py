@@ -73,6 +73,21 @@ def predict_both(model, image: np.ndarray, size: tuple[int, int], num_samples: i
     }
 
 
+def region_name(sample: Sample) -> str:
+    """The Table IV region of a case: its trimap's "unknown" pixels, or the "whole" image without one."""
+    return "unknown" if sample.trimap is not None else "whole"
+
+
+def case_metrics(alpha: np.ndarray, sample: Sample) -> dict:
+    """SAD/MSE/Grad/Conn of a full-resolution (H, W) alpha against the case's ground truth:
+    ``{"region": ... or None when the region is empty, "whole": ...}``."""
+    region = region_mask(sample.trimap, region_name(sample), sample.shape)
+    return {
+        "region": matting_metrics(alpha, sample.alpha, region) if region.any() else None,
+        "whole": matting_metrics(alpha, sample.alpha, region_mask(None, "whole", sample.shape)),
+    }
+
+
 def score_cases(model, samples: Sequence[Sample], low_size: int, num_samples: int = 8, seed: int = 0) -> list[dict]:
     """Score both ways of predicting every full-resolution case from its ``low_size`` version.
 
@@ -88,15 +103,8 @@ def score_cases(model, samples: Sequence[Sample], low_size: int, num_samples: in
         for sample in samples:
             low = resize_sample(sample, (low_size, low_size))
             predictions = predict_both(model, low.image, sample.shape, num_samples, seed)
-            region_name = "unknown" if sample.trimap is not None else "whole"
-            region = region_mask(sample.trimap, region_name, sample.shape)
-            whole = region_mask(None, "whole", sample.shape)
-            case = {"id": sample.id, "region_name": region_name}
-            for method, alpha in predictions.items():
-                case[method] = {
-                    "region": matting_metrics(alpha, sample.alpha, region) if region.any() else None,
-                    "whole": matting_metrics(alpha, sample.alpha, whole),
-                }
+            case = {"id": sample.id, "region_name": region_name(sample)}
+            case.update({method: case_metrics(alpha, sample) for method, alpha in predictions.items()})
             cases.append(case)
         return cases
     finally:
@@ -206,14 +214,7 @@ def floor_cases(samples: Sequence[Sample], low_size: int) -> list[dict]:
         alpha = torch.as_tensor(low.alpha, dtype=torch.float32)[None, None]
         upsampled = F.interpolate(alpha, size=sample.shape, mode="bilinear", align_corners=False)[0, 0]
         upsampled = upsampled.clamp(0, 1).numpy()
-        region_name = "unknown" if sample.trimap is not None else "whole"
-        region = region_mask(sample.trimap, region_name, sample.shape)
-        whole = region_mask(None, "whole", sample.shape)
-        metrics = {
-            "region": matting_metrics(upsampled, sample.alpha, region) if region.any() else None,
-            "whole": matting_metrics(upsampled, sample.alpha, whole),
-        }
-        cases.append({"id": sample.id, "region_name": region_name, "bilinear": metrics})
+        cases.append({"id": sample.id, "region_name": region_name(sample), "bilinear": case_metrics(upsampled, sample)})
     return cases
 
 

@@ -258,11 +258,12 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
         model, fold_config = load_run(model_dir)
         size = input_size(fold_config)  # score as training did: at data.input_size when it is set
+        small_input = model_input_size(fold_config)
         torch.manual_seed(seed)
         # A LIIF-style run (data.model_input_size) is scored as it was trained: small inputs, full-size alpha.
         evaluated = evaluate_samples(
             model, cases, num_samples, fold_config["eval"].get("region", "unknown"), size,
-            model_input_size=model_input_size(fold_config),
+            model_input_size=small_input,
         )
         cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
         records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
@@ -272,7 +273,7 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
             uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
             uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
-            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, model_input_size(fold_config))
+            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, small_input)
             figure_rows.append({
                 "image": sample.image, "ground truth": sample.alpha, "alpha": prediction["alpha"],
                 "uncertainty map": prediction.get("uncertainty_map", np.zeros_like(prediction["alpha"])),

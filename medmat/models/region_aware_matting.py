@@ -271,11 +271,11 @@ class RegionAwareMatting(nn.Module):
         if self.training and "pseudo_mask" not in batch:
             raise ValueError("RegionAwareMatting needs batch['pseudo_mask'] in training mode (posterior net)")
         image = batch["image"]
-        if "output_size" not in batch:
-            return self._run(image, batch.get("pseudo_mask"), self.num_samples)
-        # LIIF-style training (data.model_input_size): the alpha is read at the targets' size;
-        # the masks and the uncertainty map stay at the input's.
-        size = _output_size(batch["output_size"].reshape(-1, 2)[0].tolist())
+        size = tuple(image.shape[-2:])
+        if "output_size" in batch:
+            # LIIF-style training (data.model_input_size): the alpha is read at the targets' size;
+            # the masks and the uncertainty map stay at the input's.
+            size = _output_size(batch["output_size"].reshape(-1, 2)[0].tolist())
         outputs = self._run(image, batch.get("pseudo_mask"), self.num_samples, self._queries(image, size))
         self._read_alpha_at(outputs, size)
         return outputs
