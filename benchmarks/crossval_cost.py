@@ -6,7 +6,7 @@ to a target (issue: ``lite`` 4-fold Brain-growth CV under 45 minutes on 2 cores;
 under 10 minutes on one GPU). The record is also written to ``<run-dir>/cost.json``.
 
     python benchmarks/crossval_cost.py --config lite --run-dir runs/brain-lite [--target-minutes 45] \
-        [--set train.num_threads=1 ...]
+        [--jobs 2] [--set train.num_threads=1 ...]
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ def main() -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--target-minutes", type=float, default=45.0)
     parser.add_argument("--resume", action="store_true", help="resume an interrupted CV (its time is then partial)")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at the same time (medmat crossval --jobs)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
 
     command = [sys.executable, "-m", "medmat", "crossval", "--config", args.config, "--run-dir", args.run_dir]
     command += ["--resume"] if args.resume else []
+    command += ["--jobs", str(args.jobs)]
     for override in args.overrides:
         command += ["--set", override]
     start = time.perf_counter()
@@ -44,7 +46,9 @@ def main() -> int:
         "exit_status": status,
         "wall_seconds": round(wall, 1),
         "wall_minutes": round(wall / 60, 2),
+        # The largest single process: with --jobs N, N such fold processes run at once.
         "peak_memory_mib": round(peak_mib, 1),
+        "jobs": args.jobs,
         "target_minutes": args.target_minutes,
         "ratio_to_target": round(wall / 60 / args.target_minutes, 3),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.2f}",

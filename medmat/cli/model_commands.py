@@ -69,12 +69,14 @@ def train_command(config, data, trimaps, overrides, run_dir, fold, resume):
 @click.option("--run-dir", "-r", required=True, type=click.Path(file_okay=False), help="Cross-validation folder.")
 @click.option("--folds", default=None, help="Comma-separated folds to run (default: all).")
 @click.option("--resume", is_flag=True, help="Resume interrupted folds and skip finished ones.")
-def crossval_command(config, data, trimaps, overrides, run_dir, folds, resume):
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Folds trained at the same time, each in its own process (torch threads split between them).")
+def crossval_command(config, data, trimaps, overrides, run_dir, folds, resume, jobs):
     """k-fold cross-validation: the split JSON, one folder per fold, and a summary table."""
     from medmat.engine import crossval
 
     chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
-    summary = crossval(_load_config(config, data, trimaps, overrides), run_dir, folds=chosen, resume=resume)
+    summary = crossval(_load_config(config, data, trimaps, overrides), run_dir, folds=chosen, resume=resume, jobs=jobs)
     table = Path(run_dir) / "summary.md"
     if table.is_file():
         click.echo(table.read_text(encoding="utf-8"))

@@ -613,6 +613,7 @@ def crossval(
     resume: bool = False,
     samples: Sequence[Sample] | None = None,
     callbacks: Sequence[Callback] = (),
+    jobs: int = 1,
 ) -> dict:
     """Train and evaluate every fold into ``run_dir/fold-<i>/``, then summarise them.
 
@@ -628,6 +629,9 @@ def crossval(
         resume: resume interrupted folds and skip finished ones.
         samples: the dataset (default: load ``data.dataset``).
         callbacks: passed to :func:`train`.
+        jobs: folds trained at the same time, each in its own process (default 1: one after
+            another). With ``train.num_threads`` unset each process gets ``cpu_count // jobs``
+            torch threads; with the same thread count a fold's results do not depend on ``jobs``.
 
     Returns:
         The summary record (also written to ``summary.json``) with ``run_dir``.
@@ -636,6 +640,7 @@ def crossval(
 
     config = load_config(config)
     run_dir = Path(run_dir)
+    given_samples = samples is not None
     samples = list(samples) if samples is not None else load_samples(config)
     split_path = run_dir / SPLIT_NAME
     _, rank, _ = distributed.environment_ranks()
@@ -649,18 +654,53 @@ def crossval(
             save_split(split_path, split, meta)
     folds = list(range(config["split"]["k"])) if folds is None else [int(f) for f in folds]
 
-    # One process group for every fold (train() joins it rather than starting its own).
-    context = distributed.setup(config["train"]["device"])
-    try:
-        records = [
-            train(config, run_dir / f"fold-{fold}", fold, resume, samples, split, callbacks) for fold in folds
-        ]
-    finally:
-        distributed.cleanup(context)
+    if jobs > 1:
+        # Samples read from data.dataset are read again by each worker rather than sent to it.
+        handed_in = samples if given_samples else None
+        records = _train_folds_in_parallel(config, run_dir, folds, resume, handed_in, split, callbacks, jobs)
+    else:
+        # One process group for every fold (train() joins it rather than starting its own).
+        context = distributed.setup(config["train"]["device"])
+        try:
+            records = [
+                train(config, run_dir / f"fold-{fold}", fold, resume, samples, split, callbacks) for fold in folds
+            ]
+        finally:
+            distributed.cleanup(context)
     summary = {"run_dir": str(run_dir), "folds": folds}
     if rank == 0:
         summary = write_summary(records, config, run_dir)
     return summary
+
+
+def _train_folds_in_parallel(config, run_dir, folds, resume, samples, split, callbacks, jobs) -> list[dict]:
+    """Train ``folds`` in ``jobs`` worker processes; returns their records in ``folds`` order."""
+    import concurrent.futures
+    import copy
+    import multiprocessing
+    import os
+
+    if distributed.environment_ranks()[2] > 1:
+        raise MedmatError("parallel folds (jobs > 1) cannot run under torchrun; use one or the other")
+    if callbacks:
+        raise MedmatError("callbacks need the folds in this process: use jobs=1")
+    config = copy.deepcopy(config)
+    if not config["train"]["num_threads"]:
+        config["train"]["num_threads"] = max(1, (os.cpu_count() or 1) // jobs)
+    if config["train"]["progress"] == "auto":
+        config["train"]["progress"] = False  # several bars in one terminal would overwrite each other
+    # fork keeps what this process registered at run time (plugin models, losses) and the
+    # loaded samples; torch's CPU thread pools are re-created in the child after a fork.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    records = {}
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
+        futures = {
+            pool.submit(train, config, run_dir / f"fold-{fold}", fold, resume, samples, split): fold for fold in folds
+        }
+        for future in concurrent.futures.as_completed(futures):
+            records[futures[future]] = future.result()
+            LOG.info("fold %s done", futures[future])
+    return [records[fold] for fold in folds]
 
 
 def _present(per_case: dict, metrics: Sequence[str]) -> list[str]:
@@ -740,6 +780,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fold", type=int, default=None, help="held-out fold (default: split.fold)")
     parser.add_argument("--crossval", action="store_true", help="run every fold and write the summary")
     parser.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    parser.add_argument("--jobs", type=int, default=1, help="with --crossval: folds trained at the same time")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. optim.epochs=2 (repeatable)")
     return parser.parse_args(argv)
@@ -753,7 +794,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, args.overrides)
         if args.crossval:
-            crossval(config, args.run_dir, resume=args.resume)
+            crossval(config, args.run_dir, resume=args.resume, jobs=args.jobs)
             if rank == 0:
                 LOG.info("summary written to %s", Path(args.run_dir) / f"{SUMMARY_PREFIX}.md")
         else:
