@@ -40,7 +40,7 @@ from medmat.interaction.simulate import (
     simulate_dataset,
     simulate_interactions,
 )
-from medmat.interaction.user_maps import draw_centre, draw_patch_count, label_every_patch, patch_window, pixel_classes
+from medmat.interaction.user_maps import draw_centre, draw_patch_count, patch_window, pixel_classes
 from medmat.models import build_model
 from medmat.uncertainty.nig import nig_sum
 
@@ -209,17 +209,12 @@ def test_simulate_dataset_scores_every_round_and_the_refinement():
     samples = [make_phantom(seed, size=32, n_annotators=3) for seed in (1, 2)]
     result = simulate_dataset(model, samples, rounds=1, num_proposals=2, patch_size=8, refiner=RefinementNetwork())
     assert [case["id"] for case in result["cases"]] == [s.id for s in samples]
-    assert list(result["mean"]) == [
-        "round-0", "round-0+every-label", "round-1", "round-1+labels", "round-1+oracle", "refined"]
+    assert list(result["mean"]) == ["round-0", "round-1", "round-1+labels", "round-1+oracle", "refined"]
     assert result["mean"]["round-0"]["whole"]["SAD"] == pytest.approx(
         np.mean([case["round-0"]["whole"]["SAD"] for case in result["cases"]]))
     # The ground truth pasted into the labelled patches can only lower the error.
-    for case, sample in zip(result["cases"], samples):
+    for case in result["cases"]:
         assert case["round-1+oracle"]["whole"]["SAD"] <= case["round-1"]["whole"]["SAD"] + 1e-12
-        # Answers to every grid patch fix the pure foreground and background pixels: within the
-        # labelling tolerance of the ground truth there, the rest as predicted.
-        pure = np.minimum(sample.alpha, 1 - sample.alpha) <= 1e-3
-        assert case["round-0+every-label"]["whole"]["SAD"] <= case["round-0"]["whole"]["SAD"] + pure.sum() * 1e-6
 
 
 def test_user_labels_applied_and_the_oracle_bound_by_hand():
@@ -230,21 +225,6 @@ def test_user_labels_applied_and_the_oracle_bound_by_hand():
     np.testing.assert_array_equal(oracle_alpha(alpha, user_map, truth), np.float32([[0.9, 0.1, 0.5], [0.25, 0.25, 1.0]]))
     assert alpha[0, 0] == 0.25  # the inputs are not changed
 
-
-
-def test_every_patch_of_the_grid_is_labelled_from_the_ground_truth():
-    alpha = np.zeros((5, 6), dtype=np.float32)
-    alpha[:, 4:] = 1.0
-    alpha[4, 0] = 0.4  # makes the bottom-left patch (rows 4, columns 0-1) transition
-    expected = np.array([
-        [-1, -1, -1, -1, 1, 1],
-        [-1, -1, -1, -1, 1, 1],
-        [-1, -1, -1, -1, 1, 1],
-        [-1, -1, -1, -1, 1, 1],
-        [0.5, 0.5, -1, -1, 1, 1],
-    ], dtype=np.float32)
-    np.testing.assert_array_equal(label_every_patch(alpha, 2), expected)
-    np.testing.assert_array_equal(label_every_patch(alpha, 100), np.full((5, 6), TRANSITION, np.float32))
 
 # --- aleatoric refinement ------------------------------------------------------------------------
 

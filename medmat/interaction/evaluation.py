@@ -78,18 +78,13 @@ def run_case_ids(run_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
 
 
 #: Row-name suffixes of the extra readings of a round (:mod:`medmat.interaction.simulate`).
-READING_LABELS = {
-    "labels": ", labels applied",
-    "oracle": ", ground truth in the labelled patches (bound)",
-    "every-label": ", every patch labelled and applied (bound of the labels)",
-}
+READING_LABELS = {"labels": ", labels applied", "oracle": ", ground truth in the labelled patches (bound)"}
 
 
 def stage_label(stage: str) -> str:
     """Row name of a simulation stage: "round-0" -> "0 interactions", "round-1" -> "1 interaction",
     "round-2" -> "2 interactions", "round-1+labels" -> "1 interaction, labels applied",
     "round-1+oracle" -> "1 interaction, ground truth in the labelled patches (bound)",
-    "round-0+every-label" -> "0 interactions, every patch labelled and applied (bound of the labels)",
     "refined" -> "after refinement"."""
     if stage == REFINED_STAGE:
         return "after refinement"

@@ -16,13 +16,6 @@ themselves can give on a dataset:
 - ``round-r+oracle``: the fused alpha with the ground truth pasted into every labelled patch: the
   most any reading of those patches could give (an upper bound, not a method).
 
-and one reading of round 0, ``round-0+every-label``: the prediction with the answers to *every*
-patch of the proposal grid applied (:func:`~medmat.interaction.user_maps.label_every_patch`,
-then :func:`apply_user_labels`). Foreground and background answers fix their pixels exactly and
-"transition" answers fix none, so however many patches are proposed, applying the answers cannot
-cut the error by more than this row does; it says whether the three-label protocol can help on a
-dataset at all (it cannot where the errors lie in the transition zone).
-
 :func:`simulate_interactions` runs the loop on one case; :func:`simulate_dataset` on many, with
 the Table IV metrics of every round (and after the aleatoric refinement when a refiner is given).
 """
@@ -43,7 +36,7 @@ from medmat.engine.dataset import trimap_levels
 from medmat.engine.inference import SIZE_MULTIPLE
 from medmat.errors import MedmatError
 from medmat.interaction.proposals import Patch, propose_patches
-from medmat.interaction.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, label_every_patch, patch_label
+from medmat.interaction.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
 from medmat.metrics import matting_metrics, region_mask
 from medmat.uncertainty.nig import NIG, nig_moments, nig_sum
 
@@ -301,8 +294,8 @@ def simulate_dataset(
         seed: seeds the refinement's sampling of γ_s.
 
     Returns:
-        ``{"cases": [{"id", "round-0": metrics, "round-0+every-label", ..., "round-R": metrics,
-        "round-r+labels" and "round-r+oracle" for r = 1..R (see the module), ["refined": metrics]}],
+        ``{"cases": [{"id", "round-0": metrics, ..., "round-R": metrics, "round-r+labels" and
+        "round-r+oracle" for r = 1..R (see the module), ["refined": metrics]}],
         "mean": mean_round_metrics(...)}``.
     """
     from medmat.interaction.refinement import refine_alpha
@@ -314,10 +307,7 @@ def simulate_dataset(
         case = {}
         for index, state in enumerate(history):
             case[f"round-{index}"] = state.metrics
-            if index == 0:
-                every = apply_user_labels(state.alpha, label_every_patch(sample.alpha, patch_size))
-                case["round-0+every-label"] = round_metrics(every, sample, region)
-            else:
+            if index:
                 labelled = apply_user_labels(state.alpha, state.user_map)
                 case[f"round-{index}+labels"] = round_metrics(labelled, sample, region)
                 oracle = oracle_alpha(state.alpha, state.user_map, sample.alpha)

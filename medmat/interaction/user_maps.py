@@ -70,28 +70,6 @@ def pixel_classes(alpha: np.ndarray, tolerance: float = LABEL_TOLERANCE) -> np.n
     return classes
 
 
-def label_every_patch(alpha: np.ndarray, patch_size: int, tolerance: float = LABEL_TOLERANCE) -> np.ndarray:
-    """The user map of a user who labels every patch of the proposal grid from the ground truth.
-
-    Args:
-        alpha: ground-truth alpha, float (H, W) in [0, 1].
-        patch_size: side of the grid's patches (as :func:`~medmat.interaction.proposals.patch_uncertainty`:
-            patches at the bottom and right edges are smaller).
-        tolerance: of :func:`patch_label`.
-
-    Returns:
-        float32 (H, W) with values in {-1, 0.5, 1}: every pixel labelled.
-    """
-    alpha = np.asarray(alpha)
-    if patch_size < 1:
-        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
-    user_map = np.empty(alpha.shape, dtype=np.float32)
-    for top in range(0, alpha.shape[0], patch_size):
-        for left in range(0, alpha.shape[1], patch_size):
-            window = slice(top, top + patch_size), slice(left, left + patch_size)
-            user_map[window] = patch_label(alpha[window], tolerance)
-    return user_map
-
 def patch_window(centre: tuple[int, int], size: int, shape: tuple[int, int]) -> tuple[slice, slice]:
     """Rows and columns of a ``size`` x ``size`` patch centred on ``centre``, clipped to the image."""
     half = size // 2
