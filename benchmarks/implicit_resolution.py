@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from medmat.data.sample import Sample
 from medmat.engine.dataset import resize_sample
 from medmat.errors import MedmatError
-from medmat.metrics import matting_metrics, region_mask
+from medmat.metrics import table_iv_metrics
 
 #: Side of the downsampled inputs, and of the ground truth they are scored against (Brain-growth).
 LOW_SIZE, HIGH_SIZE = 64, 128
@@ -81,11 +81,8 @@ def region_name(sample: Sample) -> str:
 def case_metrics(alpha: np.ndarray, sample: Sample) -> dict:
     """SAD/MSE/Grad/Conn of a full-resolution (H, W) alpha against the case's ground truth:
     ``{"region": ... or None when the region is empty, "whole": ...}``."""
-    region = region_mask(sample.trimap, region_name(sample), sample.shape)
-    return {
-        "region": matting_metrics(alpha, sample.alpha, region) if region.any() else None,
-        "whole": matting_metrics(alpha, sample.alpha, region_mask(None, "whole", sample.shape)),
-    }
+    metrics = table_iv_metrics(alpha, sample.alpha, sample.trimap)
+    return {"region": metrics["region"], "whole": metrics["whole"]}
 
 
 def score_cases(model, samples: Sequence[Sample], low_size: int, num_samples: int = 8, seed: int = 0) -> list[dict]:

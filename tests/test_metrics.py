@@ -20,6 +20,7 @@ from medmat.metrics import (
     quantize_alpha,
     region_mask,
     sad,
+    table_iv_metrics,
 )
 from medmat.metrics.matting import (
     connectivity_thresholds,
@@ -104,6 +105,23 @@ def test_region_mask_variants():
     np.testing.assert_array_equal(region_mask(TRIMAP_4x4, "whole"), np.ones((4, 4), bool))
     given = np.eye(4, dtype=bool)
     assert region_mask(TRIMAP_4x4, given) is given
+
+
+def test_table_iv_metrics_score_the_unknown_band_and_the_whole_image():
+    gt = np.zeros((6, 6))
+    pred = np.zeros((6, 6))
+    pred[0, 0] = 102 / 255  # outside the unknown band (values on the 8-bit grid the metrics quantise to)
+    pred[3, 3] = 51 / 255  # inside it
+    trimap = np.zeros((6, 6), np.uint8)
+    trimap[2:4] = 128
+    metrics = table_iv_metrics(pred, gt, trimap)
+    assert metrics["region_name"] == "unknown"
+    assert metrics["region"]["SAD"] == pytest.approx(0.2 / 1000) and metrics["region"]["MSE"] == pytest.approx(0.2**2 / 12)
+    assert metrics["whole"]["SAD"] == pytest.approx(0.6 / 1000) and metrics["whole"]["MSE"] == pytest.approx((0.04 + 0.16) / 36)
+    without = table_iv_metrics(pred, gt, None)  # no trimap: the whole image is the region
+    assert without["region_name"] == "whole" and without["region"] == without["whole"] == metrics["whole"]
+    assert table_iv_metrics(pred, gt, np.zeros((6, 6), np.uint8))["region"] is None  # empty band: nothing to score
+    assert table_iv_metrics(pred, gt, trimap, "whole")["region"] == metrics["whole"]
 
 
 @pytest.mark.parametrize(

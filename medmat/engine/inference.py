@@ -26,7 +26,7 @@ from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoin
 from medmat.engine.config import load_config
 from medmat.engine.dataset import common_size, fit_to_size, resize_planes, trimap_levels, unfit_from_size
 from medmat.errors import MedmatError
-from medmat.metrics import adapted_dice, ged, matting_metrics, region_mask
+from medmat.metrics import adapted_dice, ged, matting_metrics, region_mask, table_iv_metrics
 
 #: Outputs returned by the prediction functions, when the model produces them ("adapted_trimap":
 #: AdaMatting's adapted trimap, levels 0 / 0.5 / 1).
@@ -347,14 +347,10 @@ def _evaluate_case(
     trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
     prediction = predict_as_trained(model, fit_to_size(sample.image, size), num_samples, trimap, model_input_size)
     alpha = np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
-    case = {"id": sample.id}
     if with_region:
-        region_name = region if sample.trimap is not None else "whole"
-        mask = region_mask(sample.trimap, region_name, sample.shape)
-        case["region_name"] = region_name
-        # A trimap without unknown pixels leaves nothing to score in Table IV.
-        case["region"] = matting_metrics(alpha, sample.alpha, mask) if mask.any() else None
-    case["whole"] = matting_metrics(alpha, sample.alpha, region_mask(None, "whole", sample.shape))
+        case = {"id": sample.id, **table_iv_metrics(alpha, sample.alpha, sample.trimap, region)}
+    else:
+        case = {"id": sample.id, "whole": matting_metrics(alpha, sample.alpha, region_mask(None, "whole", sample.shape))}
     case["GED"] = case["Dice"] = None
     if "sample_masks" in prediction:
         predicted = unfit_from_size(prediction["sample_masks"], sample.shape) > SAMPLE_MASK_THRESHOLD

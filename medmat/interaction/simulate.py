@@ -37,7 +37,7 @@ from medmat.engine.inference import SIZE_MULTIPLE
 from medmat.errors import MedmatError
 from medmat.interaction.proposals import Patch, propose_patches
 from medmat.interaction.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
-from medmat.metrics import matting_metrics, region_mask
+from medmat.metrics import table_iv_metrics
 from medmat.uncertainty.nig import NIG, nig_moments, nig_sum
 
 #: Outputs of a "nig" model that :func:`predict_nig` returns as (H, W) maps (when present).
@@ -178,15 +178,7 @@ def round_metrics(alpha: np.ndarray, sample: Sample, region: str = "unknown", ex
         ``{"region_name", "region", "whole", **extra}``: "region" is None when the region is
         empty; cases without a trimap use the whole image as region (as the engine's evaluation).
     """
-    alpha = np.clip(alpha, 0.0, 1.0)
-    region_name = region if sample.trimap is not None else "whole"
-    mask = region_mask(sample.trimap, region_name, sample.shape)
-    whole = region_mask(None, "whole", sample.shape)
-    metrics = {
-        "region_name": region_name,
-        "region": matting_metrics(alpha, sample.alpha, mask) if mask.any() else None,
-        "whole": matting_metrics(alpha, sample.alpha, whole),
-    }
+    metrics = table_iv_metrics(np.clip(alpha, 0.0, 1.0), sample.alpha, sample.trimap, region)
     metrics.update(extra or {})
     return metrics
 

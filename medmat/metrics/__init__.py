@@ -9,6 +9,7 @@ from medmat.metrics.matting import (
     quantize_alpha,
     region_mask,
     sad,
+    table_iv_metrics,
 )
 from medmat.metrics.segmentation import adapted_dice, ged, pairwise_dice, pairwise_iou, trimap_accuracy, trimap_miou
 
@@ -24,6 +25,7 @@ __all__ = [
     "quantize_alpha",
     "region_mask",
     "sad",
+    "table_iv_metrics",
     "trimap_accuracy",
     "trimap_miou",
 ]

@@ -190,6 +190,31 @@ def matting_metrics(pred: np.ndarray, gt: np.ndarray, region: np.ndarray) -> dic
     }
 
 
+
+def table_iv_metrics(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None, region: str = "unknown") -> dict:
+    """The errors of one matte the way medmat's tables report them: on a region and on the whole image.
+
+    Args:
+        pred: predicted (H, W) matte, float in [0, 1] or uint8.
+        gt: ground-truth (H, W) matte, float in [0, 1] or uint8.
+        trimap: uint8 (H, W) trimap of the case, or None.
+        region: "unknown" (Table IV: ``trimap == 128``) or "whole"; a case without a trimap is
+            scored on the whole image.
+
+    Returns:
+        ``{"region_name", "region": matting_metrics on the region, or None when the region is
+        empty (a trimap without unknown pixels leaves nothing to score), "whole": matting_metrics
+        on every pixel}``.
+    """
+    region_name = region if trimap is not None else "whole"
+    shape = np.shape(gt)
+    mask = region_mask(trimap, region_name, shape)
+    return {
+        "region_name": region_name,
+        "region": matting_metrics(pred, gt, mask) if mask.any() else None,
+        "whole": matting_metrics(pred, gt, region_mask(None, "whole", shape)),
+    }
+
 def _sad(pred: np.ndarray, gt: np.ndarray, region: np.ndarray) -> float:
     return float(np.abs(pred - gt)[region].sum() / 1000)
 
