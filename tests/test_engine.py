@@ -474,7 +474,6 @@ def test_crossval_summarises_every_fold(tmp_path):
     assert crossval(tiny_config("optim.epochs=1"), cv, samples=samples, resume=True)["table_v"] == summary["table_v"]
 
 
-
 def test_parallel_folds_give_the_same_results_as_folds_one_after_another(tmp_path):
     samples = disc_samples()
     config = tiny_config("optim.epochs=2")
@@ -487,6 +486,7 @@ def test_parallel_folds_give_the_same_results_as_folds_one_after_another(tmp_pat
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     with pytest.raises(MedmatError, match="callbacks"):
         crossval(config, tmp_path / "parallel", samples=samples, resume=True, jobs=2, callbacks=[interrupt_in_third_epoch])
+
 
 # --- inference --------------------------------------------------------------------------------
 

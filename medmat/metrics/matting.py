@@ -190,7 +190,6 @@ def matting_metrics(pred: np.ndarray, gt: np.ndarray, region: np.ndarray) -> dic
     }
 
 
-
 def table_iv_metrics(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None, region: str = "unknown") -> dict:
     """The errors of one matte the way medmat's tables report them: on a region and on the whole image.
 
@@ -214,6 +213,7 @@ def table_iv_metrics(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None
         "region": matting_metrics(pred, gt, mask) if mask.any() else None,
         "whole": matting_metrics(pred, gt, region_mask(None, "whole", shape)),
     }
+
 
 def _sad(pred: np.ndarray, gt: np.ndarray, region: np.ndarray) -> float:
     return float(np.abs(pred - gt)[region].sum() / 1000)
