@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 import numpy as np
 
+from machine import finish_report, machine_line  # benchmarks/ is the script's folder, first on sys.path
 from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha
 from medmat.data.readers.alphamatting import read_alphamatting
-from medmat.io.atomic import atomic_write_json
-from medmat.labels import matting_image
+from medmat.labels.build import matting_image
 from medmat.metrics import region_mask, sad
 
 TRIMAPS = ("trimap1", "trimap2")
@@ -91,13 +90,10 @@ def main() -> None:
         results[name] = run_method(name, samples_by_trimap)
 
     count = len(samples_by_trimap[TRIMAPS[0]])
-    print(f"\nalphamatting-lowres, {count} images x {len(TRIMAPS)} trimaps, {platform.processor() or platform.machine()}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n")
-    print(summary_table(results))
-    print()
-    print(per_image_table(results))
-    if args.json:
-        atomic_write_json(args.json, {"data": args.data, "images": count, "results": results})
+    text = (f"\nalphamatting-lowres, {count} images x {len(TRIMAPS)} trimaps, {machine_line()}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n\n"
+            f"{summary_table(results)}\n\n{per_image_table(results)}")
+    finish_report({"data": args.data, "images": count, "results": results}, text, args.json)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,10 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from machine import machine_line  # benchmarks/ is the script's folder, first on sys.path
 from medmat.losses import build_criterion
-from medmat.models import PRESETS, build_model
+from medmat.models import build_model
+from medmat.models.medical_matting import PRESETS
 
 BATCH, SIZE, CHANNELS = 4, 128, 128
 TRAIN_IMAGES, TEST_IMAGES, EPOCHS = 31, 8, 150  # Brain-growth, 4-fold; Table III
@@ -108,7 +110,7 @@ def main() -> None:
     parser.add_argument("--skip-models", action="store_true", help="skip timing the real models")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(machine_line())
 
     conv_seconds = reference_conv_seconds()
     reference_macs = BATCH * SIZE * SIZE * CHANNELS * CHANNELS * 9

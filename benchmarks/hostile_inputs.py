@@ -20,7 +20,9 @@ import numpy as np
 from PIL import Image
 
 
-class _CarriesCode:
+class CarriesCode:
+    """Pickled, it carries code: unpickling it runs ``touch marker`` (what a hostile release could do)."""
+
     def __init__(self, marker: str):
         self.marker = marker
 
@@ -45,7 +47,7 @@ def make_cases(folder: str) -> dict[str, str]:
             handle.write(data)
         cases[what] = path
 
-    write("carries-code.pkl", pickle.dumps({"case01": _CarriesCode(os.path.join(folder, "CODE-RAN"))}), "a pickle that carries code")
+    write("carries-code.pkl", pickle.dumps({"case01": CarriesCode(os.path.join(folder, "CODE-RAN"))}), "a pickle that carries code")
     whole = _release(good)
     write("truncated.pkl", whole[: len(whole) // 2], "a truncated pickle")
     buffer = io.BytesIO()

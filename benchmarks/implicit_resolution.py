@@ -4,9 +4,9 @@ A ``region_aware_matting`` model trained on Brain-growth downsampled to 64 x 64 
 below: the engine's ``train`` / ``crossval`` with ``data.resize`` and ``data.input_size`` 64)
 predicts every held-out case from its 64 x 64 image in two ways, with the same latent samples:
 
-- implicit: ``model.predict(image_64, output_size=(128, 128))``, the implicit function read at the
+- implicit: ``predict(model, image_64, output_size=(128, 128))``, the implicit function read at the
   128 x 128 pixel centres;
-- bilinear: ``model.predict(image_64)`` at 64 x 64, then bilinear upsampling to 128 x 128;
+- bilinear: ``predict(model, image_64)`` at 64 x 64, then bilinear upsampling to 128 x 128;
 
 and both are scored against the original 128 x 128 ground-truth alpha with
 :func:`medmat.metrics.matting_metrics`, on the trimap's unknown region (Table IV) and on the whole
@@ -42,6 +42,8 @@ import torch.nn.functional as F
 
 from medmat.data.sample import Sample
 from medmat.engine.dataset import resize_sample
+from medmat.engine.evaluation import mean_case_metrics
+from medmat.engine.inference import predict
 from medmat.errors import MedmatError
 from medmat.metrics import table_iv_metrics
 
@@ -60,17 +62,12 @@ def predict_both(model, image: np.ndarray, size: tuple[int, int], num_samples: i
 
     Both use the same latent samples (the same seed before each call).
     """
-    device = next(model.parameters()).device
-    batch = torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)[None]
     torch.manual_seed(seed)
-    implicit = model.predict(batch, num_samples=num_samples, output_size=size)["alpha"]
+    implicit = predict(model, image, output_size=size, num_samples=num_samples)["alpha"]
     torch.manual_seed(seed)
-    low = model.predict(batch, num_samples=num_samples)["alpha"]
+    low = torch.from_numpy(predict(model, image, num_samples=num_samples)["alpha"])[None, None]
     bilinear = F.interpolate(low, size=size, mode="bilinear", align_corners=False)
-    return {
-        "implicit": implicit[0, 0].clamp(0, 1).cpu().numpy(),
-        "bilinear": bilinear[0, 0].clamp(0, 1).cpu().numpy(),
-    }
+    return {"implicit": np.clip(implicit, 0, 1), "bilinear": bilinear[0, 0].clamp(0, 1).numpy()}
 
 
 def region_name(sample: Sample) -> str:
@@ -110,8 +107,6 @@ def score_cases(model, samples: Sequence[Sample], low_size: int, num_samples: in
 
 def summarise(cases: Sequence[dict]) -> dict:
     """Means over cases: ``{method: {"region": {metric: mean}, "whole": {...}}, "num_cases": n}``."""
-    from medmat.engine.inference import mean_case_metrics
-
     summary = {method: mean_case_metrics([case[method] for case in cases]) for method in METHODS}
     for method in METHODS:
         summary[method] = {group: summary[method][group] for group in ("region", "whole")}
@@ -217,7 +212,6 @@ def floor_cases(samples: Sequence[Sample], low_size: int) -> list[dict]:
 
 def floor_command(args: argparse.Namespace) -> int:
     from medmat.engine import load_config
-    from medmat.engine.inference import mean_case_metrics
     from medmat.engine.trainer import load_samples
 
     config = load_config(args.config)

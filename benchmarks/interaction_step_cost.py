@@ -12,13 +12,13 @@ upload is), in two ways:
 - **parts**, timed one by one on the session's image and step-0 state with the functions the
   session and ``medmat interact`` (:func:`~medmat.interaction.simulate.simulate_interactions`) call:
 
-  1. *proposal*: Algorithm 1, :func:`~medmat.interaction.proposals.propose_patches` of N patches
+  1. *proposal*: Algorithm 1, :func:`~medmat.uncertainty.proposals.propose_patches` of N patches
      from the current epistemic map;
   2. *label*: the simulated user's answer for the first proposed patch,
      :func:`~medmat.interaction.simulate.answer_proposals` (foreground / background / transition
      from the phantom's true alpha; for an image without one, from the first prediction's alpha
      thresholded at 0.5), written into a copy of the user map;
-  3. *re-prediction*: :func:`~medmat.interaction.simulate.predict_nig` with the updated user map
+  3. *re-prediction*: :func:`~medmat.interaction.step.predict_nig` with the updated user map
      (after ``torch.manual_seed``, as the session seeds every prediction);
   4. *fusion*: the NIG summation of Eq. 2, :func:`~medmat.uncertainty.nig.nig_sum`, with step 0's NIG;
   5. *maps*: :func:`~medmat.uncertainty.nig.nig_moments` of the fused NIG and the lesion
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -58,16 +57,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from machine import describe_machine, finish_report  # benchmarks/ is the script's folder, first on sys.path
 from medmat.app.session import DEFAULT_PATCH_SIZE, DEFAULT_PROPOSALS, LABELS, MattingSession
 from medmat.data.phantom import make_phantom
 from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config, load_run
 from medmat.errors import MedmatError
 from medmat.interaction.evaluation import require_nig_config
-from medmat.interaction.proposals import Patch, propose_patches
-from medmat.interaction.simulate import answer_proposals, predict_nig
-from medmat.interaction.user_maps import patch_label
-from medmat.io.atomic import atomic_write_json
+from medmat.uncertainty.proposals import Patch, propose_patches
+from medmat.interaction.simulate import answer_proposals
+from medmat.interaction.step import predict_nig
+from medmat.data.user_maps import patch_label
 from medmat.io.images import write_png
 from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.nig import nig_moments, nig_sum
@@ -236,7 +236,9 @@ def time_parts(session: MattingSession, truth: np.ndarray, args: argparse.Namesp
     start = session.history[0]
     image = session.opened.image
     seconds = {}
-    _, seconds["first_prediction"] = timed(lambda: predict_nig(session.model, image, np.zeros_like(start.user_map)))
+    _, seconds["first_prediction"] = timed(
+        lambda: predict_nig(session.model, image, np.zeros_like(start.user_map), num_samples=session.num_samples)
+    )
     proposals, seconds["proposal"] = timed(lambda: propose_patches(
         start.maps["epistemic"], args.proposals, args.patch_size, labelled=start.user_map != 0))
     if not proposals:
@@ -245,7 +247,7 @@ def time_parts(session: MattingSession, truth: np.ndarray, args: argparse.Namesp
 
     def re_predict():
         torch.manual_seed(session.seed)
-        return predict_nig(session.model, image, user_map)["nig"]
+        return predict_nig(session.model, image, user_map, num_samples=session.num_samples)[1]
 
     new_nig, seconds["re_prediction"] = timed(re_predict)
     fused, seconds["fusion"] = timed(lambda: nig_sum(start.nig, new_nig))
@@ -297,20 +299,6 @@ def measure(session: MattingSession, truth: np.ndarray, args: argparse.Namespace
 # ------------------------------------------------------------------------------------------------
 
 
-def machine_info() -> dict:
-    """Platform, CPU count, torch version and threads, and the 1/5/15-minute load averages now."""
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": list(os.getloadavg()),
-    }
-
-
 def ratio_to_target(timings: dict[str, dict]) -> float:
     """The median of the app total over :data:`TARGET_SECONDS`."""
     return timings[TOTAL_KEY]["median_ms"] / 1000 / TARGET_SECONDS
@@ -337,7 +325,7 @@ def step_table(report: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    before = machine_info()
+    before = describe_machine()
     overrides = list(args.overrides) + ([samples_override(args.samples)] if args.samples is not None else [])
     if args.run:
         model, config = trained_model(args.run, args.samples)
@@ -363,13 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "target_s": TARGET_SECONDS,
         "ratio_to_target": ratio_to_target(timings),
         "machine_before": before,
-        "machine": machine_info(),
+        "machine": describe_machine(),
     }
     session.close()
-    print(step_table(report))
-    if args.json:
-        atomic_write_json(args.json, report)
-    return 0
+    return finish_report(report, step_table(report), args.json)
 
 
 if __name__ == "__main__":

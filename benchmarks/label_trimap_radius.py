@@ -14,7 +14,8 @@ import argparse
 import numpy as np
 
 from medmat.data.readers import read_medical_matting, read_trimaps
-from medmat.labels.trimap import UNKNOWN, trimap_from_masks
+from medmat.data.trimap import UNKNOWN
+from medmat.labels.trimap import trimap_from_masks
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ applied to each), in one process, on the same random batch, and measured the sam
   random user maps in training, as it does without the engine's). One epoch of a Brain-growth
   fold is ``ceil(29 / batch)`` steps (29 training cases in a 4-fold split);
 - prediction throughput: images per second of the engine's
-  :func:`~medmat.engine.inference.predict_batch` on the batch's images and uint8 trimaps (what
+  :func:`~medmat.engine.inference.predict` on the batch's images and uint8 trimaps (what
   ``medmat predict --trimaps`` gives a trimap-guided model), and for resolution-free models
   (``predict`` with ``output_size``) also at twice the size, read from the implicit function.
 
@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,11 +34,11 @@ import numpy as np
 import torch
 
 from conv_cost import median_seconds  # benchmarks/ is the script's folder, first on sys.path
-from medmat.data.trimap_generation import alpha_trimap
+from machine import finish_report
+from medmat.data.trimap import alpha_trimap, trimap_levels
 from medmat.engine.config import ALIASES, load_config, packaged_configs
-from medmat.engine.dataset import trimap_levels
-from medmat.engine.inference import accepts_output_size, build_model_from_config, predict_batch
-from medmat.engine.trainer import build_criterion_from_config
+from medmat.engine.inference import build_model_from_config, predict
+from medmat.engine.loop import build_criterion_from_config
 
 #: Training cases of one Brain-growth fold (39 cases, 4 folds; the brain-growth split).
 FOLD_TRAINING_CASES = 29
@@ -125,11 +123,13 @@ def predict_rate(
     trimaps: np.ndarray | None = None,
     output_size: tuple[int, int] | None = None,
 ) -> float:
-    """Images per second of the engine's ``predict_batch(model, images, num_samples, trimaps, output_size)``.
+    """Images per second of the engine's ``predict(model, images, trimaps, output_size=..., num_samples=...)``.
 
     ``images``: float32 (B, C, H, W) in [0, 1]; ``trimaps``: uint8 (B, H, W) or None.
     """
-    seconds = median_seconds(lambda: predict_batch(model, images, num_samples, trimaps, output_size), repeats)
+    seconds = median_seconds(
+        lambda: predict(model, images, trimaps, output_size=output_size, num_samples=num_samples), repeats
+    )
     return images.shape[0] / seconds
 
 
@@ -156,7 +156,7 @@ def measure(config: dict, label: str, batch: dict[str, torch.Tensor], args: argp
         "predict_per_s": predict_rate(model, images, args.samples, args.repeats, trimaps),
         "predict_2x_per_s": None,
     }
-    if accepts_output_size(model):
+    if model.spec.resolution_free:
         double = (2 * args.size, 2 * args.size)
         row["predict_2x_per_s"] = predict_rate(model, images, args.samples, args.repeats, output_size=double)
     return row
@@ -232,15 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "configs": list(names), "overrides": list(args.overrides), "size": args.size,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads, "repeats": args.repeats,
         "epoch_steps": math.ceil(FOLD_TRAINING_CASES / args.batch_size),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.2f}",
         "rows": rows, "ratios": ratios(rows),
     }
-    print(cost_table(report))
-    if args.json:
-        from medmat.io.atomic import atomic_write_json
-
-        atomic_write_json(args.json, report)
-    return 0
+    return finish_report(report, cost_table(report), args.json)  # the machine at the end, after the measurements
 
 
 if __name__ == "__main__":

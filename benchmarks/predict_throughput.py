@@ -10,13 +10,12 @@ when there is one.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
 import torch
 
+from machine import machine_line  # benchmarks/ is the script's folder, first on sys.path
 from medmat.engine import load_run, predict_samples
 
 
@@ -41,10 +40,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    print(f"machine: {machine_line()}")
     for device in devices:
         model, config = load_run(args.run, device=device)
-        channels = int(config["model"].get("in_channels", 1))
+        channels = model.spec.in_channels
         images = [rng.random((channels, args.size, args.size), dtype=np.float32) for _ in range(args.images)]
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
             rate = throughput(model, images, args.samples, batch_size)

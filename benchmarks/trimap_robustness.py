@@ -9,7 +9,7 @@ it also returns an adapted trimap). Every held-out case is predicted by the mode
 held it out, as ``medmat evaluate`` does (same run loading, case fitting and prediction). For every
 dilation d the case's shared evaluation trimap (the run's ``data.trimaps``) is made 0 / 128 / 255
 and its unknown band grown by d pixels into the foreground and the background
-(:func:`medmat.data.trimap_generation.dilate_unknown`); the model and each classical method
+(:func:`medmat.labels.training_trimaps.dilate_unknown`); the model and each classical method
 (``--methods``, default closed-form) get that same trimap.
 
 Columns of ``robustness.md`` (one row per method and dilation, means over the held-out cases of
@@ -48,21 +48,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha, trimap_regions
+from machine import describe_machine  # benchmarks/ is the script's folder, first on sys.path
+from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha
 from medmat.cli.model_commands import run_config, runs_and_cases
-from medmat.cli.options import machine_description
 from medmat.data.sample import Sample
-from medmat.data.trimap_generation import dilate_unknown, optimal_trimap_classes, trimap_classes
-from medmat.engine import load_run, predict_sample
+from medmat.data.trimap import optimal_trimap_classes, trimap_classes, trimap_levels, trimap_regions
+from medmat.engine import load_run, predict
 from medmat.engine.checkpoint import FINAL_NAME
 from medmat.engine.config import input_size
-from medmat.engine.dataset import fit_to_size, trimap_levels, unfit_from_size
+from medmat.engine.dataset import fit_to_size, unfit_from_size
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_json, atomic_write_text
-from medmat.labels import matting_image
+from medmat.labels.build import matting_image
+from medmat.labels.training_trimaps import dilate_unknown
 from medmat.metrics import matting_metrics, region_mask, trimap_accuracy, trimap_miou
-from medmat.reporting import MATTING_METRICS, example_grid, summarise, table_markdown
+from medmat.metrics.tables import MATTING_METRICS, summarise, table_markdown
+from medmat.reporting import example_grid
 
 TRIMAP_METRICS = ("given Acc", "given mIoU", "adapted Acc", "adapted mIoU")
 COLUMNS = TRIMAP_METRICS + MATTING_METRICS
@@ -145,7 +147,7 @@ def predict_with_trimap(
         with levels 0 / 0.5 / 1, or None when the model makes none.
     """
     size = tuple(size or sample.shape)
-    prediction = predict_sample(model, fit_to_size(sample.image, size), trimap=fit_to_size(trimap, size))
+    prediction = predict(model, fit_to_size(sample.image, size), trimap=fit_to_size(trimap, size))
     alpha = np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
     adapted = prediction.get("adapted_trimap")
     return alpha, None if adapted is None else unfit_from_size(adapted, sample.shape)
@@ -295,7 +297,7 @@ def main(argv: Sequence[str] | None = None, samples: Sequence[Sample] | None = N
     )
     report = {
         "command": shlex.join(["python", sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
-        "machine": machine_description(),
+        "machine": describe_machine(),
         "run": args.run,
         "model": model_name,
         "folds": [Path(folder).name for folder, _ in pairs],

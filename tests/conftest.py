@@ -3,6 +3,8 @@
 Tests that need the real data find it at ``../shared/data`` beside the repository (CI has it
 there) or at ``$MEDMAT_SHARED``. When it is missing they are skipped with a reason, except under
 CI (``CI=true``), where a missing data folder is a failure, not a silent pass.
+
+The tiny runs are made once per test session from tests/tiny_configs.py; tests only read them.
 """
 
 from __future__ import annotations
@@ -40,3 +42,22 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def nig_run(tmp_path_factory) -> Path:
+    """A tiny "nig" run trained for one epoch on 8 phantoms at 32 x 32, fold 0 of 2 (4 held-out cases)."""
+    from medmat.engine import train
+    from tiny_configs import nig_config
+
+    run = tmp_path_factory.mktemp("nig") / "run"
+    train(nig_config(), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def wired_nig_run(tmp_path_factory) -> Path:
+    """The untrained tiny "nig" run wired to follow its user map (tiny_configs.user_map_following_run)."""
+    from tiny_configs import user_map_following_run
+
+    return user_map_following_run(tmp_path_factory.mktemp("wired-nig") / "run")

@@ -9,15 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medmat.data.trimap_generation import RandomTrimapd, one_hot_trimap
-from medmat.engine.dataset import trimap_levels
+from medmat.data.trimap import one_hot_trimap, trimap_levels
 from medmat.errors import MedmatError
+from medmat.labels.training_trimaps import RandomTrimapd
 from medmat.losses import build_criterion
 from medmat.losses.adamatting import FixedWeighting, TaskUncertaintyWeighting, adapted_unknown_l1
 from medmat.models import build_model, list_models
 from medmat.models.adamatting import PRESETS, AdaMatting, ConvLSTMCell
+from tiny_configs import TINY_MODELS, soft_discs, tiny_network
 
-TINY = {"encoder_channels": (4, 4, 8, 8, 8), "encoder_blocks": (1, 1, 1, 1), "propagation_channels": 4}
+TINY = TINY_MODELS["adamatting"]
 
 
 # Tiny networks: a second thread only waits on a shared CPU.
@@ -25,17 +26,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny_model(**overrides) -> AdaMatting:
-    torch.manual_seed(0)
-    return build_model("adamatting", **{**TINY, **overrides})
+    return tiny_network("adamatting", **overrides)
 
 
 def _phantom(size: int = 32, batch: int = 2) -> dict[str, torch.Tensor]:
     """Soft discs, their noisy images, and trimaps drawn from the alpha as in training."""
-    generator = torch.Generator().manual_seed(1)
-    coords = torch.arange(size, dtype=torch.float32)
-    radius = torch.hypot(coords[None, :] - size / 2, coords[:, None] - size / 2)
-    alpha = torch.stack([((size / 4 + 2 * b) - radius).div(3.0).add(0.5).clamp(0, 1) for b in range(batch)])[:, None]
-    image = (0.2 + 0.6 * alpha + 0.03 * torch.randn(alpha.shape, generator=generator)).clamp(0, 1)
+    image, alpha = soft_discs(size, batch=batch)
     transform = RandomTrimapd(source="alpha", max_kernel=0.1)
     trimaps = [transform({"alpha": a[0].numpy()}, np.random.default_rng(b))["trimap"] for b, a in enumerate(alpha)]
     trimap = torch.from_numpy(np.stack([trimap_levels(t) for t in trimaps]))[:, None]

@@ -3,7 +3,7 @@
 The steps a user takes: open a 256 x 256 phantom PNG, see the matte, click a proposed patch,
 label it, see the matte change (and measure the time from the click to the new matte drawn, in
 the browser), undo, paint a brush stroke, save and check the files, upload a broken file and read
-the message, and move the slice slider of a NIfTI volume. The model is the wired tiny "nig" run of test_app_session.py, or any run named by
+the message, and move the slice slider of a NIfTI volume. The model is the wired tiny "nig" run (conftest's ``wired_nig_run``), or any run named by
 ``MEDMAT_APP_RUN`` (and, with it, an image of that run's kind named by ``MEDMAT_APP_IMAGE``). With ``MEDMAT_APP_SCREENSHOTS=1`` each step's screenshot is written to
 ``docs/figures/app-*.png``.
 
@@ -30,7 +30,7 @@ from PIL import Image
 from medmat.app.server import serve_in_thread
 from medmat.app.session import MattingSession
 from medmat.data.phantom import make_phantom
-from test_app_session import phantom_png, user_map_following_run
+from test_app_session import phantom_png
 
 pytestmark = pytest.mark.e2e
 
@@ -70,9 +70,9 @@ def browser():
 
 
 @pytest.fixture()
-def app(browser, tmp_path):
+def app(browser, wired_nig_run, tmp_path):
     """The server in a thread on a free port, over a session on the wired run (or $MEDMAT_APP_RUN)."""
-    run = os.environ.get("MEDMAT_APP_RUN") or user_map_following_run(tmp_path / "run")
+    run = os.environ.get("MEDMAT_APP_RUN") or wired_nig_run
     session = MattingSession.from_run(run, num_proposals=4, patch_size=32)
     with serve_in_thread(session, str(tmp_path / "saved")) as server:
         yield server

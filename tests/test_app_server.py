@@ -1,7 +1,7 @@
 """The browser app's HTTP layer (medmat.app.server): the page, the JSON API, errors that never stop the server.
 
 A server on a free port of 127.0.0.1 runs in a thread over a session on the wired tiny "nig" run
-of test_app_session.py; the tests drive it with urllib, as the page does with fetch.
+of conftest.py (``wired_nig_run``); the tests drive it with urllib, as the page does with fetch.
 """
 
 from __future__ import annotations
@@ -18,23 +18,17 @@ from PIL import Image
 
 from medmat.app.server import colour_table, serve_in_thread
 from medmat.app.session import MattingSession
-from test_app_session import MEDICAL_TINY, phantom_png, save_run, user_map_following_run
+from test_app_session import phantom_png
+from tiny_configs import MEDICAL_TINY, save_run
 
 
-@pytest.fixture(autouse=True)
-def single_thread(single_thread):
-    """Every test runs with one torch thread (conftest's fixture): the networks are tiny."""
-    yield
-
-
-@pytest.fixture(scope="module")
-def nig_run(tmp_path_factory):
-    return user_map_following_run(tmp_path_factory.mktemp("app-server") / "nig")
+# Tiny networks: a second thread only waits on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture()
-def server(nig_run, tmp_path):
-    session = MattingSession.from_run(nig_run, num_proposals=2)
+def server(wired_nig_run, tmp_path):
+    session = MattingSession.from_run(wired_nig_run, num_proposals=2, num_samples=2)
     with serve_in_thread(session, str(tmp_path / "saved")) as server:
         yield server
 

@@ -5,8 +5,8 @@ two-layer stem (``features="stem"``), wired by hand so that its alpha follows th
 two stem channels carry relu(U) and relu(-U) unchanged and γ's layer weighs them by ±GAIN, so
 γ = sigmoid(base terms + GAIN·U) pixel by pixel. A one-epoch model has not learnt to read the
 user map yet, and a labelled patch would barely change its matte; the wiring makes the effect of
-a label large, local and known, which is what the app's logic is tested on. The helpers are
-imported by the server and end-to-end tests.
+a label large, local and known, which is what the app's logic is tested on. The run is conftest's
+``wired_nig_run`` (tiny_configs.user_map_following_run).
 """
 
 from __future__ import annotations
@@ -24,60 +24,11 @@ from PIL import Image
 
 from medmat.app.session import LABELS, MattingSession, stroke_mask
 from medmat.data.phantom import make_phantom
-from medmat.engine.checkpoint import save_checkpoint
-from medmat.engine.inference import build_model_from_config
 from medmat.errors import MedmatError
-from medmat.interaction.proposals import propose_patches
-from medmat.interaction.simulate import predict_nig
+from medmat.uncertainty.proposals import propose_patches
+from medmat.interaction.step import predict_nig
 from medmat.io.images import read_image, write_png
-from tiny_configs import tiny_phantom_config
-
-MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 2}
-#: Weight of the user map in γ's logit: a foreground label alone gives sigmoid(6) = 0.9975.
-GAIN = 6.0
-
-
-def wire_user_map(model: torch.nn.Module, gain: float = GAIN) -> torch.nn.Module:
-    """Make a "nig" model with a stem follow its user map: γ = sigmoid(other terms + gain U) (module docstring).
-
-    The stem's last two channels become relu(U) and relu(-U) (centre taps only, batch norm the
-    identity, no other channel reads them); the other stem channels no longer read U; γ's layer
-    weighs the two by +gain and -gain, the other NIG layers by 0.
-    """
-    first, second = model.stem[0], model.stem[1]
-    user_map_channel = model.in_channels  # the stem reads [image, U, base alpha]
-    width = first[0].out_channels
-    with torch.no_grad():
-        first[0].weight[:, user_map_channel] = 0.0
-        for channel, sign in ((width - 2, 1.0), (width - 1, -1.0)):
-            first[0].weight[channel].zero_()
-            first[0].weight[channel, user_map_channel, 1, 1] = sign
-            second[0].weight[channel].zero_()
-            second[0].weight[channel, channel, 1, 1] = 1.0
-            second[0].weight[: width - 2, channel] = 0.0
-            for norm in (first[1], second[1]):
-                norm.running_mean[channel], norm.running_var[channel] = 0.0, 1.0 - norm.eps
-                norm.weight[channel], norm.bias[channel] = 1.0, 0.0
-            for name, layer in model.head.layers.items():
-                layer.weight[0, channel] = sign * gain if name == "gamma" else 0.0
-    return model
-
-
-def save_run(folder, model: dict, wired: bool = False):
-    """A run folder holding the final.pt of an untrained model (seed 0), optionally wired to its user map."""
-    config = tiny_phantom_config(model, two_folds=False)
-    torch.manual_seed(0)
-    network = build_model_from_config(config).eval()
-    if wired:
-        wire_user_map(network)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(folder / "final.pt", model=network.state_dict(), config=config)
-    return folder
-
-
-def user_map_following_run(folder):
-    """The wired tiny "nig" run of the module docstring."""
-    return save_run(folder, {"name": "nig", "base": MEDICAL_TINY, "features": "stem", "head_channels": 4}, wired=True)
+from tiny_configs import MEDICAL_TINY, save_run
 
 
 def phantom_png(path, size: int = 64, seed: int = 3):
@@ -86,35 +37,28 @@ def phantom_png(path, size: int = 64, seed: int = 3):
     return path
 
 
-@pytest.fixture(autouse=True)
-def single_thread(single_thread):
-    """Every test runs with one torch thread (conftest's fixture): the networks are tiny."""
-    yield
-
-
-@pytest.fixture(scope="module")
-def nig_run(tmp_path_factory):
-    return user_map_following_run(tmp_path_factory.mktemp("app") / "nig")
+# Tiny networks: a second thread only waits on a shared CPU.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture()
-def session(nig_run, tmp_path):
-    session = MattingSession.from_run(nig_run, num_proposals=3, patch_size=16)
+def session(wired_nig_run, tmp_path):
+    session = MattingSession.from_run(wired_nig_run, num_proposals=3, patch_size=16)
     path = phantom_png(tmp_path / "case.png")
     session.open_image(path.read_bytes(), "case.png")
     yield session
     session.close()
 
 
-def test_opening_a_png_predicts_it_and_proposes_the_most_uncertain_patches(session, nig_run, tmp_path):
+def test_opening_a_png_predicts_it_and_proposes_the_most_uncertain_patches(session, wired_nig_run, tmp_path):
     step = session.current
     image = read_image(tmp_path / "case.png")[0]
     assert session.interactive and session.opened.shape == (64, 64)
     # The same prediction, made independently: the model of the run, the session's seeding.
     torch.manual_seed(session.seed)
-    prediction = predict_nig(session.model, image)
+    prediction, nig = predict_nig(session.model, image, num_samples=session.num_samples)
     np.testing.assert_array_equal(step.maps["alpha"], prediction["alpha"])
-    gamma, omega, alpha, beta = prediction["nig"]
+    gamma, omega, alpha, beta = nig
     epistemic = beta / (omega * (alpha - 1.0))
     np.testing.assert_allclose(step.maps["epistemic"], epistemic, rtol=1e-6)
     assert list(step.proposals) == propose_patches(epistemic, 3, 16)
@@ -127,7 +71,7 @@ def test_opening_a_png_predicts_it_and_proposes_the_most_uncertain_patches(sessi
     alpha = step.maps["alpha"].astype(np.float64)
     lesion = -(alpha * np.log(alpha) + (1 - alpha) * np.log(1 - alpha))
     np.testing.assert_allclose(step.maps["lesion_uncertainty"], lesion, rtol=1e-4)
-    assert step.maps["sample_masks"].shape == (2, 64, 64)
+    assert step.maps["sample_masks"].shape == (session.num_samples, 64, 64)
 
 
 def test_labelling_a_patch_fuses_the_new_nig_inside_the_patch(session):
@@ -141,7 +85,7 @@ def test_labelling_a_patch_fuses_the_new_nig_inside_the_patch(session):
 
     # Eq. 2 by hand, from the model's own prediction with the new user map.
     torch.manual_seed(session.seed)
-    new = predict_nig(session.model, session.opened.image, after.user_map)["nig"]
+    _, new = predict_nig(session.model, session.opened.image, after.user_map, num_samples=session.num_samples)
     old = before.nig
     expected = (old.omega * old.gamma + new.omega * new.gamma) / (old.omega + new.omega)
     np.testing.assert_allclose(after.maps["alpha"], expected, rtol=1e-5, atol=1e-7)
@@ -228,12 +172,12 @@ def test_save_writes_png_float_nifti_user_map_and_the_record(session, tmp_path):
     assert listed == set(os.listdir(out))  # every file is listed, no temporary file is left
 
 
-def test_a_nifti_volume_shows_one_slice_and_its_outputs_keep_the_geometry(nig_run, tmp_path):
+def test_a_nifti_volume_shows_one_slice_and_its_outputs_keep_the_geometry(wired_nig_run, tmp_path):
     affine = np.array([[0.0, 0.8, 0, -5.0], [0.9, 0.0, 0, 3.0], [0, 0, 2.5, 7.0], [0, 0, 0, 1]])
     volume = np.stack([make_phantom(seed, size=32).image[0] * 1000 - 200 for seed in range(3)], axis=-1)
     path = tmp_path / "scan.nii.gz"
     nibabel.save(nibabel.Nifti1Image(volume.astype(np.float32), affine), path)
-    session = MattingSession.from_run(nig_run)
+    session = MattingSession.from_run(wired_nig_run)
     session.open_image(path.read_bytes(), "scan.nii.gz")
     assert (session.opened.slice_index, session.opened.num_slices) == (1, 3)  # the middle slice
     session.select_slice(2)
@@ -266,7 +210,7 @@ def test_bad_uploads_are_one_line_errors_and_leave_the_session_unchanged(session
     assert session.summary() == before
 
 
-def test_a_dicom_of_another_modality_than_the_training_data_is_refused(nig_run, tmp_path):
+def test_a_dicom_of_another_modality_than_the_training_data_is_refused(wired_nig_run, tmp_path):
     from test_images_io import _write_dicom
 
     path = tmp_path / "slice.dcm"
@@ -277,7 +221,7 @@ def test_a_dicom_of_another_modality_than_the_training_data_is_refused(nig_run, 
     folder = tmp_path / "ct-dataset"
     folder.mkdir()
     (folder / "dataset.json").write_text(json.dumps({"modality": "CT", "file_ending": ".png", "annotators": 1}))
-    session = MattingSession.from_run(nig_run)
+    session = MattingSession.from_run(wired_nig_run)
     session.config["data"]["dataset"] = str(folder)
     with pytest.raises(MedmatError, match=r"slice\.dcm: the image is MR but the model was trained on CT images"):
         session.open_image(path.read_bytes(), "slice.dcm")

@@ -15,11 +15,11 @@ from medmat.classical import (
     check_matting_inputs,
     estimate_alpha,
     one_sided_label,
-    trimap_regions,
 )
 from medmat.classical.bayesian import onion_peel_order
 from medmat.classical.information_flow import edge_trimmed_trimap, is_highly_transparent, mixture_weights, nearest_neighbors
 from medmat.classical.trimap import restore_known_alpha
+from medmat.data.trimap import trimap_regions
 from medmat.errors import MedmatError
 
 FOREGROUND_COLOR = np.array([0.85, 0.45, 0.20])

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import zipfile
@@ -16,7 +17,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmat.cli.main import main
+from medmat.cli.main import cli, main
+
+REPO = Path(__file__).resolve().parents[1]
+#: The sub-commands the README documents: each must be registered (an import error must not drop one).
+DOCUMENTED_COMMANDS = ("info", "split", "label", "baseline", "train", "crossval", "predict", "evaluate", "interact",
+                       "serve", "phantoms")
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -35,14 +41,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
         assert fragment in lines[0], lines[0]
 
 
-class _RunsCode:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def _release_pickle(cases: dict) -> bytes:
     return pickle.dumps(cases, protocol=4)
 
@@ -56,7 +54,9 @@ def _good_case(rng, size=16, annotators=3):
 def test_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "ran"
     hostile = tmp_path / "hostile.pkl"
-    hostile.write_bytes(pickle.dumps({"case01": _RunsCode(marker)}))
+    from tiny_configs import load_benchmark
+
+    hostile.write_bytes(pickle.dumps({"case01": load_benchmark("hostile_inputs").CarriesCode(str(marker))}))
     result = run_cli("info", "--data", str(hostile))
     assert_one_line_error(result, "hostile.pkl", "refused")
     assert not marker.exists()
@@ -110,6 +110,36 @@ def test_empty_dataset_missing_file_and_fake_png(tmp_path):
     assert_one_line_error(run_cli("info", "--data", str(folder)), "a_0000.png")
 
 
+def _commands_run_in_the_docs() -> set[str]:
+    """The sub-commands of every ``medmat ...`` line in the code blocks of README.md and docs/*.md."""
+    names = set()
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        in_code = False
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.lstrip().startswith("```"):
+                in_code = not in_code
+            elif in_code and (match := re.match(r"\s*(?:\$\s*)?(?:\S*/)?medmat\s+([a-z][a-z-]*)", line)):
+                names.add(match.group(1))
+    return names
+
+
+def test_every_documented_command_is_registered():
+    documented = set(DOCUMENTED_COMMANDS) | _commands_run_in_the_docs()
+    assert set(DOCUMENTED_COMMANDS) <= _commands_run_in_the_docs()
+    assert documented <= set(cli.commands), documented - set(cli.commands)
+    listed = run_cli("--help")  # a fresh process, as the user's
+    assert listed.returncode == 0
+    for name in documented:
+        assert re.search(rf"^\s+{name}\s", listed.stdout, re.MULTILINE), name
+
+
+def test_an_import_error_in_a_command_module_is_not_swallowed():
+    # Before: main.py caught the ImportError and silently dropped train, predict, evaluate, ...
+    broken = "import sys; sys.modules['medmat.cli.model_commands'] = None; import medmat.cli.main"
+    result = subprocess.run([sys.executable, "-c", broken], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "medmat.cli.model_commands" in result.stderr.splitlines()[-1], result.stderr
+
+
 def test_unknown_method_is_a_user_error(capsys):
     assert main(["baseline", "--data", "phantom:4", "--methods", "cf,nope", "--output", "/tmp/unused"]) == 1
     assert "nope" in capsys.readouterr().err
@@ -137,13 +167,11 @@ def test_label_and_baseline_on_phantoms(tmp_path):
 
 def test_evaluate_a_trimap_based_run_reads_the_cases_trimaps(tmp_path):
     from medmat.engine import train
-    from tests.tiny_configs import tiny_phantom_config
+    from tiny_configs import tiny_model, tiny_phantom_config
 
     labels = tmp_path / "labels"  # a folder dataset with trimaps, as `medmat label` writes one
     assert main(["label", "--data", "phantom:8", "--output", str(labels), "--method", "cf"]) == 0
-    model = {"name": "adamatting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1],
-             "propagation_channels": 4}
-    config = tiny_phantom_config(model, {"name": "adamatting"})
+    config = tiny_phantom_config(tiny_model("adamatting"), {"name": "adamatting"})
     config["data"].update(dataset=str(labels), train_trimaps="annotators")
     train(config, tmp_path / "run")
     out = tmp_path / "evaluate"

@@ -17,50 +17,29 @@ from sklearn.metrics import roc_auc_score
 
 from medmat.cli.main import main
 from medmat.engine import load_run, train
-from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.distributed import DistributedContext
-from medmat.engine.inference import build_model_from_config
-from medmat.engine.trainer import build_training, load_samples
-from medmat.interaction import USER_MAP_VALUES
-from medmat.interaction.simulate import predict_nig
-from medmat.interaction.user_maps import LABEL_TOLERANCE
+from medmat.data.user_maps import USER_MAP_VALUES
+from medmat.engine.loop import build_training
+from medmat.engine.trainer import load_samples
+from medmat.interaction.step import predict_nig
+from medmat.data.user_maps import LABEL_TOLERANCE
 from medmat.reporting import example_grid
-from tiny_configs import tiny_phantom_config
+from tiny_configs import MEDICAL_TINY, NIG_TINY, nig_config, save_run, tiny_phantom_config
 
-MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 2}
-NIG_TINY = {"name": "nig", "base": MEDICAL_TINY}
 #: example_grid's tile side (inches) and resolution: a grid of R x C pictures is (C, R) * 1.8 * 110 pixels.
 TILE_PIXELS = 1.8 * 110
 
 
-def nig_config() -> dict:
-    return tiny_phantom_config(NIG_TINY, {"name": "nig", "base": {"name": "medical_matting"}})
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def nig_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("nig") / "run"
-    train(nig_config(), run)
-    return run
+# Tiny networks: a second thread only waits on a shared CPU. The "nig" run (nig_run) is conftest's.
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def medical_run(tmp_path_factory):
     """An untrained Medical Matting "run": its final.pt and a metrics.json naming 4 held-out phantoms."""
-    run = tmp_path_factory.mktemp("medical") / "run"
-    run.mkdir()
-    config = tiny_phantom_config(MEDICAL_TINY, {"name": "medical_matting"})
-    torch.manual_seed(0)
-    save_checkpoint(run / "final.pt", model=build_model_from_config(config).state_dict(), config=config)
-    ids = [sample.id for sample in load_samples(config)]
+    run = save_run(tmp_path_factory.mktemp("medical") / "run", MEDICAL_TINY, loss={"name": "medical_matting"},
+                   two_folds=True)
+    ids = [sample.id for sample in load_samples(tiny_phantom_config(MEDICAL_TINY))]
     (run / "metrics.json").write_text(json.dumps({"train_ids": ids[:4], "test_ids": ids[4:]}))
     return run
 
@@ -144,7 +123,7 @@ def test_evaluate_uncertainty_reports_aurocs_and_calibration_of_a_nig_run(nig_ru
     by_id = {sample.id: sample for sample in load_samples(config)}
     cases = [by_id[i] for i in report["test_ids"]]
     torch.manual_seed(0)
-    maps = [predict_nig(model, case.image, None, case.trimap) for case in cases]
+    maps = [predict_nig(model, case.image, None, case.trimap, num_samples=2)[0] for case in cases]
     errors = np.concatenate([np.abs(m["alpha"] - c.alpha).ravel() > 0.1 for m, c in zip(maps, cases)])
     epistemic = np.concatenate([m["epistemic"].ravel() for m in maps])
     assert report["num_pixels"] == 4 * 32 * 32

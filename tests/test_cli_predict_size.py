@@ -15,15 +15,13 @@ from medmat.engine import train
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.inference import build_model_from_config
 from medmat.io.images import read_image, write_nifti, write_png
-from tiny_configs import tiny_phantom_config
+from tiny_configs import tiny_model, tiny_phantom_config
 
 
 @pytest.fixture(scope="module")
 def region_aware_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("region-aware") / "run"
-    model = {"name": "region_aware_matting", "unet_filters": [4, 8], "widths": [4, 8, 8], "implicit_channels": 8,
-             "num_samples": 2}
-    train(tiny_phantom_config(model), run)
+    train(tiny_phantom_config(tiny_model("region_aware_matting")), run)
     return run
 
 

@@ -70,11 +70,27 @@ def test_torchrun_two_processes_train_one_run_with_identical_weights(tmp_path):
     from test_engine import tiny_config
 
     from medmat.engine.inference import build_model_from_config
-    from medmat.engine.trainer import seed_everything
+    from medmat.engine.seeding import seed_everything
 
     seed_everything(tiny_config()["seed"])
     initial = build_model_from_config(tiny_config()).state_dict()
     assert not torch.equal(saved["model"]["alpha_head.weight"], initial["alpha_head.weight"])
+
+
+def test_the_medmat_command_trains_under_torchrun(tmp_path):
+    # `python -m medmat` is the one command-line front end, also for torchrun.
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "medmat",
+        "train", "--config", "demo", "--run-dir", str(run_dir), "--data", "phantom:8",
+        "--set", "optim.epochs=1", "--set", "model.unet_filters=[4, 8]", "--set", "model.matting_channels=[4, 4]",
+        "--set", "train.device=cpu", "--set", "train.progress=false", "--set", "eval.num_samples=2",
+    ]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=180, env=environment)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("fold 0 done") == 1  # rank 0 alone reports
+    assert (run_dir / "metrics.json").is_file() and (run_dir / "final.pt").is_file()
 
 
 if __name__ == "__main__":

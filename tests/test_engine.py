@@ -20,47 +20,44 @@ import yaml
 from torch import nn
 
 from medmat.data.sample import Sample
+from medmat.data.trimap import trimap_levels
 from medmat.engine import config as engine_config
 from medmat.engine.checkpoint import load_checkpoint
 from medmat.engine.config import load_config
-from medmat.engine.dataset import MattingDataset, fit_to_size, trimap_levels, unfit_from_size
-from medmat.engine.inference import (
-    build_model_from_config,
-    label_masks_from_alpha,
-    load_run,
-    predict_sample,
-    predict_samples,
-)
+from medmat.engine.dataset import MattingDataset, fit_to_size, unfit_from_size
+from medmat.engine.evaluation import label_masks_from_alpha
+from medmat.engine.inference import build_model_from_config, load_run, predict, predict_samples
 from medmat.engine import distributed
 from medmat.engine.checkpoint import restore_rng_states, rng_states
 from medmat.engine.logging import read_log, rows_to_csv
-from medmat.engine.trainer import (
-    build_criterion_from_config,
-    crossval,
-    learning_rate_factor,
-    main,
-    train,
-)
+from medmat.cli.main import main
+from medmat.engine.crossval import crossval
+from medmat.engine.loop import build_criterion_from_config
+from medmat.engine.schedule import learning_rate_factor
+from medmat.engine.trainer import train
 from medmat.errors import MedmatError
 from medmat.losses.registry import register_criterion
 from medmat.metrics import matting_metrics
+from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import register_model
 
 TINY = "engine_test_tiny"
 
 
 @register_model(TINY)
-class TinyMattingModel(nn.Module):
+class TinyMattingModel(MattingModel):
     """Two convolutions following the contract; random sampled masks and dropout exercise the RNG."""
 
     def __init__(self, in_channels: int = 1, width: int = 4):
         super().__init__()
+        # A size multiple of 8 makes the engine pad the odd sizes the tests predict.
+        self.spec = ModelSpec(in_channels, gives=("alpha", "mask_logits", "sample_masks"), size_multiple=8)
         self.features = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
         self.dropout = nn.Dropout2d(0.2)
         self.alpha_head = nn.Conv2d(width, 1, 3, padding=1)
         self.mask_head = nn.Conv2d(width, 1, 1)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         features = self.dropout(self.features(batch["image"]))
         mask_logits = self.mask_head(features)
         noise = torch.randn(mask_logits.shape[0], 3, *mask_logits.shape[-2:], device=mask_logits.device)
@@ -391,7 +388,7 @@ def test_train_writes_a_complete_run(tmp_path):
     by_id = {s.id: s for s in samples}
     for case in record["cases"]:
         sample = by_id[case["id"]]
-        alpha = predict_sample(model, sample.image, num_samples=4)["alpha"]
+        alpha = predict(model, sample.image, num_samples=4)["alpha"]
         mask = sample.trimap == 128
         assert matting_metrics(alpha, sample.alpha, mask) == pytest.approx(case["region"])
     criterion_state = load_checkpoint(run / "final.pt")["criterion"]
@@ -499,7 +496,7 @@ def test_predict_samples_matches_single_predictions_and_pads_odd_sizes(tmp_path)
     assert [p["alpha"].shape for p in batched] == [(20, 20)] * 3 + [(24, 24)]
     assert batched[0]["sample_masks"].shape == (3, 20, 20)
     for image, prediction in zip(images, batched):
-        single = predict_sample(model, image, num_samples=3)
+        single = predict(model, image, num_samples=3)
         np.testing.assert_allclose(single["alpha"], prediction["alpha"], atol=1e-6)
         assert 0.0 <= single["alpha"].min() and single["alpha"].max() <= 1.0
 
@@ -529,9 +526,9 @@ def test_module_entry_trains_a_phantom_fold(tmp_path, capsys):
     config["model"] = {"name": TINY, "width": 2}
     config_path.write_text(yaml.safe_dump(config))
     phantoms = "data.dataset=phantom:4"
-    assert main(["--config", str(config_path), "--run-dir", str(tmp_path / "run"), "--set", phantoms]) == 0
+    assert main(["train", "--config", str(config_path), "--run-dir", str(tmp_path / "run"), "--set", phantoms]) == 0
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fold"] == 0
-    status = main(["--config", str(config_path), "--run-dir", str(tmp_path / "run"), "--set", phantoms])
+    status = main(["train", "--config", str(config_path), "--run-dir", str(tmp_path / "run"), "--set", phantoms])
     assert status == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("medmat: error:") and "already holds a checkpoint" in error and "\n" not in error
@@ -608,7 +605,8 @@ def test_bad_trimap_and_resize_settings_raise_one_line_errors(overrides, message
     ],
 )
 def test_a_training_epoch_with_generated_trimaps_runs_for_trimap_models(model, loss, noisy):
-    from medmat.engine.trainer import build_training, load_samples, run_epoch
+    from medmat.engine.loop import build_training, run_epoch
+    from medmat.engine.trainer import load_samples
 
     config = tiny_config("data.resize=32", "data.train_trimaps=annotators", f"data.noisy_trimaps={str(noisy).lower()}",
                          "optim.epochs=1", "eval.every=0")
@@ -618,7 +616,7 @@ def test_a_training_epoch_with_generated_trimaps_runs_for_trimap_models(model, l
     training = build_training(config, samples[:4], (32, 32), distributed.setup("cpu"))
     assert ("trimap_noisy" in training.dataset[0]) == noisy
     before = [p.detach().clone() for p in training.model.parameters()]
-    row = run_epoch(training, 0, config, distributed.setup("cpu"), [], (32, 32))
+    row = run_epoch(training, 0, config, distributed.setup("cpu"))
     assert math.isfinite(row["loss"]) and not any(k.startswith("val_") for k in row)
     assert any(not torch.equal(a, b) for a, b in zip(before, training.model.parameters()))
 
@@ -662,7 +660,7 @@ def test_data_resize_applies_to_training_and_evaluation(tmp_path):
 
     case = record["cases"][0]
     small = resize_sample(next(s for s in samples if s.id == case["id"]), (16, 12))
-    alpha = predict_sample(model, small.image, num_samples=4)["alpha"]
+    alpha = predict(model, small.image, num_samples=4)["alpha"]
     assert alpha.shape == (16, 12)
     assert matting_metrics(alpha, small.alpha, small.trimap == 128) == pytest.approx(case["region"])
 
@@ -693,8 +691,9 @@ def test_output_size_is_passed_to_resolution_free_models_without_padding():
     torch.manual_seed(1)
     predicted = predict_samples(model, [image, image], num_samples=2, output_size=(30, 26))
     torch.manual_seed(1)
-    direct = model.predict(torch.from_numpy(np.stack([image, image])), num_samples=2, output_size=(30, 26))
+    with torch.no_grad():
+        direct = model({"image": torch.from_numpy(np.stack([image, image])), "output_size": torch.tensor([[30, 26]] * 2)}, 2)
     assert predicted[0]["alpha"].shape == (30, 26) and predicted[1]["sample_masks"].shape == (2, 30, 26)
     np.testing.assert_allclose(predicted[1]["alpha"], direct["alpha"][1, 0].numpy(), atol=1e-6)
     with pytest.raises(MedmatError, match="model 'TinyMattingModel' predicts at its input's size only"):
-        predict_sample(TinyMattingModel().eval(), image, output_size=(30, 26))
+        predict(TinyMattingModel().eval(), image, output_size=(30, 26))

@@ -10,18 +10,16 @@ import torch
 import medmat.models.nig  # noqa: F401  (registers the "nig" model)
 from medmat.data.phantom import make_phantom
 from medmat.data.sample import Sample
-from medmat.interaction import (
+from medmat.data.user_maps import (
     BACKGROUND,
     FOREGROUND,
     TRANSITION,
     USER_MAP_VALUES,
     RandomUserMapd,
     patch_label,
-    patch_uncertainty,
-    propose_patches,
     random_user_map,
 )
-from medmat.interaction.proposals import Patch
+from medmat.uncertainty.proposals import Patch, patch_uncertainty, propose_patches
 from medmat.interaction.refinement import (
     RefinementNetwork,
     patch_centres,
@@ -36,17 +34,16 @@ from medmat.interaction.simulate import (
     answer_proposals,
     apply_user_labels,
     oracle_alpha,
-    predict_nig,
     simulate_dataset,
     simulate_interactions,
 )
-from medmat.interaction.user_maps import draw_centre, draw_patch_count, patch_window, pixel_classes
+from medmat.data.user_maps import draw_centre, draw_patch_count, patch_window, pixel_classes
+from medmat.interaction.step import predict_nig
 from medmat.models import build_model
 from medmat.uncertainty.nig import nig_sum
+from tiny_configs import MEDICAL_TINY, tiny_model
 
-ADAMATTING_TINY = {"name": "adamatting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1],
-                   "propagation_channels": 4}
-MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 3}
+ADAMATTING_TINY = tiny_model("adamatting")
 
 
 # Tiny networks: a second thread only waits on a shared CPU.
@@ -197,7 +194,7 @@ def test_interaction_loop_runs_rounds_and_fuses_by_eq2():
     assert history[2].metrics["labelled_fraction"] == pytest.approx(6 * 64 / 1024)
     # Round 1 proposes from round 0's epistemic map and fuses the new prediction by Eq. 2.
     assert history[1].proposals == propose_patches(history[0].maps["epistemic"], 3, 8)
-    new = predict_nig(model, sample.image, history[1].user_map, sample.trimap)["nig"]
+    _, new = predict_nig(model, sample.image, history[1].user_map, sample.trimap)
     for fused, expected in zip(history[1].nig, nig_sum(history[0].nig, new)):
         np.testing.assert_allclose(fused, expected, rtol=1e-6)
     assert np.all(history[2].nig.alpha >= history[0].nig.alpha + 2 * 1.5)  # two summations: + α_new + 1/2 each

@@ -9,11 +9,9 @@ never exceeds the wall time of the call that contains it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import statistics
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +22,8 @@ from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config
 from medmat.errors import MedmatError
 from medmat.io.images import write_png
+from tiny_configs import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 #: A tiny Medical Matting base for the lite "nig" config: the timings take milliseconds.
 TINY = ["--set", "model.base.unet_filters=[4,8]", "--set", "model.base.matting_channels=[4,4]"]
 #: The parts of one step issue 6 names (proposal, re-prediction, fusion) with the two the app adds.
@@ -36,11 +34,7 @@ QUICK = ["--size", "32", "--repeats", "3", "--threads", "1", "--samples", "2"]
 @pytest.fixture
 def script(single_thread):
     """The benchmark module (torch threads restored after the test by conftest's fixture)."""
-    path = REPO / "benchmarks" / "interaction_step_cost.py"
-    spec = importlib.util.spec_from_file_location("interaction_step_cost", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("interaction_step_cost")
 
 
 def _run(script, tmp_path, *arguments) -> dict:

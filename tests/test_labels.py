@@ -7,7 +7,8 @@ import pytest
 
 from medmat.data.phantom import make_phantom
 from medmat.errors import MedmatError
-from medmat.labels import alpha_label, build_alpha_labels, disagreement_region, trimap_from_masks
+from medmat.labels import disagreement_region, trimap_from_masks
+from medmat.labels.build import alpha_label, build_alpha_labels
 from medmat.metrics import region_mask, sad
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -28,8 +25,7 @@ from medmat.metrics.matting import (
     gradient_magnitude,
     largest_component,
 )
-
-REPO = Path(__file__).resolve().parents[1]
+from tiny_configs import load_benchmark
 
 
 # --- quantisation -------------------------------------------------------------------------------
@@ -288,11 +284,7 @@ def test_segmentation_metrics_refuse_bad_masks():
 
 
 def _calibration_script():
-    path = REPO / "benchmarks" / "check_metrics_brain_growth.py"
-    spec = importlib.util.spec_from_file_location("check_metrics_brain_growth", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("check_metrics_brain_growth")
 
 
 @pytest.mark.parametrize("row", ["mean of masks", "closed-form"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config
+from tiny_configs import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 LITE_CONFIGS = {"lite", "region_aware_matting_lite", "adamatting_lite", "tcp_matting_lite", "nig_medical_matting_lite",
@@ -21,13 +21,9 @@ RESOLUTION_FREE = {"region_aware_matting_lite"}
 
 
 @pytest.fixture
-def script(monkeypatch, single_thread):
-    """The benchmark module, importable with its sibling ``conv_cost``; torch threads restored after."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("model_cost", REPO / "benchmarks" / "model_cost.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(single_thread):
+    """The benchmark module (torch threads restored after the test by conftest's fixture)."""
+    return load_benchmark("model_cost")
 
 
 def _run(script, capsys, tmp_path, *arguments) -> tuple[dict, list[str]]:

@@ -10,9 +10,12 @@ import torch
 
 from medmat.errors import MedmatError
 from medmat.losses import build_criterion
-from medmat.models import PRESETS, MattingNetwork, MedicalMatting, build_model, list_models
+from medmat.engine.inference import predict
+from medmat.models import build_model, list_models
+from medmat.models.medical_matting import PRESETS, MattingNetwork, MedicalMatting
 from medmat.models.blocks import ChannelAttention, ResidualBlock
 from medmat.models.prob_unet import Fcomb
+from tiny_configs import soft_discs, tiny_network
 
 LN2 = math.log(2.0)
 TINY = {"unet_filters": (4, 8), "latent_dim": 2, "matting_channels": (4, 8), "num_samples": 4}
@@ -23,18 +26,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny_model(**overrides) -> MedicalMatting:
-    torch.manual_seed(0)
-    return build_model("medical_matting", **{**TINY, **overrides})
+    return tiny_network("medical_matting", **{**TINY, **overrides})
 
 
 def _phantom(size: int = 24, batch: int = 2) -> dict[str, torch.Tensor]:
     """Soft discs on a dark background: image, alpha, pseudo mask (alpha >= 0.5), as in training."""
-    generator = torch.Generator().manual_seed(1)
-    coords = torch.arange(size, dtype=torch.float32)
-    radius = torch.hypot(coords[None, :] - size / 2, coords[:, None] - size / 2 + 1)
-    alphas = [((size / 4 + 2 * b) - radius).div(3.0).add(0.5).clamp(0, 1) for b in range(batch)]
-    alpha = torch.stack(alphas)[:, None]
-    image = (0.2 + 0.6 * alpha + 0.03 * torch.randn(alpha.shape, generator=generator)).clamp(0, 1)
+    image, alpha = soft_discs(size, batch=batch, row_shift=1.0)
     return {"image": image, "alpha": alpha, "pseudo_mask": (alpha >= 0.5).float()}
 
 
@@ -101,16 +98,24 @@ def test_training_needs_the_pseudo_mask_and_evaluation_needs_only_the_image():
     assert with_mask["kl"].shape == (2,)
 
 
-def test_predict_returns_the_contract_keys_and_restores_the_mode():
+def test_predict_returns_the_declared_maps_and_restores_the_mode():
     model = _tiny_model().train()
     image = _phantom(size=20)["image"][:, :, :, :18]  # sizes need not be powers of two
-    predicted = model.predict(image, num_samples=3)
+    predicted = {key: torch.from_numpy(value) for key, value in predict(model, image.numpy(), num_samples=3).items()}
     assert model.training
-    assert set(predicted) == {"alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks"}
+    assert set(predicted) == set(model.spec.map_outputs) == {"alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks"}
     assert predicted["sample_masks"].shape == (2, 3, 20, 18)
-    assert predicted["alpha"].shape == (2, 1, 20, 18) and not predicted["alpha"].requires_grad
+    assert predicted["alpha"].shape == (2, 20, 18)
     _assert_unit_range(predicted["alpha"])
     _assert_unit_range(predicted["uncertainty_map"], LN2)
+
+
+def test_the_spec_declares_what_the_model_takes_and_gives():
+    spec = _tiny_model().spec
+    assert spec.takes == ("image",) and spec.in_channels == 1 and spec.samples_masks
+    assert {"alpha", "alpha_logits", "kl", "mask_logits"} <= set(spec.gives)
+    assert spec.size_multiple == 2 ** (len(TINY["unet_filters"]) - 1)
+    assert "alpha_logits" not in _tiny_model(use_matting_net=False).spec.gives
 
 
 # --- Prob. U-Net ----------------------------------------------------------------------------------
@@ -133,7 +138,7 @@ def test_kl_is_positive_and_zero_when_the_posterior_equals_the_prior():
 def test_prior_samples_give_different_masks_because_the_latent_matters():
     model = _tiny_model(num_samples=6)
     image = _phantom()["image"]
-    spread = model.predict(image)["sample_masks"].std(dim=1)
+    spread = torch.from_numpy(predict(model, image.numpy())["sample_masks"]).std(dim=1)
     assert spread.mean().item() > 1e-3
 
     # Control: collapse the prior to its mean (sigma = e^-30) and the samples coincide.
@@ -141,7 +146,7 @@ def test_prior_samples_give_different_masks_because_the_latent_matters():
     with torch.no_grad():
         model.prob_unet.prior_net.to_mean_log_sigma.bias[latent_dim:] = -30.0
         model.prob_unet.prior_net.to_mean_log_sigma.weight[latent_dim:] = 0.0
-    collapsed = model.predict(image)["sample_masks"].std(dim=1)
+    collapsed = torch.from_numpy(predict(model, image.numpy())["sample_masks"]).std(dim=1)
     assert collapsed.max().item() < 1e-6
 
 
@@ -207,8 +212,8 @@ def test_prob_unet_alone_predicts_the_mean_of_its_samples():
     outputs = model.train()(_phantom())
     assert "alpha_logits" not in outputs
     torch.testing.assert_close(outputs["alpha"], outputs["sample_masks"].mean(dim=1, keepdim=True))
-    predicted = model.predict(_phantom()["image"], num_samples=5)
-    torch.testing.assert_close(predicted["alpha"], predicted["sample_masks"].mean(dim=1, keepdim=True))
+    predicted = predict(model, _phantom()["image"].numpy(), num_samples=5)
+    torch.testing.assert_close(torch.from_numpy(predicted["alpha"]), torch.from_numpy(predicted["sample_masks"]).mean(dim=1))
 
 
 def test_every_parameter_gets_a_gradient_from_the_training_loss():

@@ -14,13 +14,14 @@ import medmat.losses.nig  # noqa: F401  (registers the "nig" criterion)
 import medmat.models.nig  # noqa: F401  (registers the "nig" model)
 from medmat.data.sample import Sample
 from medmat.engine.config import load_config
-from medmat.engine.inference import load_run, predict_sample
+from medmat.engine.inference import load_run, predict
 from medmat.engine.trainer import train
 from medmat.errors import MedmatError
 from medmat.losses import build_criterion
 from medmat.losses.nig import evidence_regularizer, nig_nll
 from medmat.models import build_model
-from medmat.models.nig import NIG_KEYS, NIGHead, nig_from_outputs
+from medmat.models.contract import NIG_OUTPUTS
+from medmat.models.nig import NIGHead, nig_from_outputs
 from medmat.uncertainty.nig import (
     NIG,
     aleatoric_uncertainty,
@@ -31,16 +32,9 @@ from medmat.uncertainty.nig import (
     nig_sum_all,
     predictive_scale,
 )
+from tiny_configs import MEDICAL_TINY, TINY_MODELS, tiny_model
 
-MEDICAL_TINY = {"name": "medical_matting", "unet_filters": [4, 8], "matting_channels": [4, 4], "num_samples": 3}
-TINY_BASES = {
-    "medical_matting": MEDICAL_TINY,
-    "region_aware_matting": {"name": "region_aware_matting", "unet_filters": [4, 8], "widths": [4, 8, 8],
-                             "implicit_channels": 8, "num_samples": 3},
-    "adamatting": {"name": "adamatting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1],
-                   "propagation_channels": 4},
-    "tcp_matting": {"name": "tcp_matting", "encoder_channels": [4, 4, 8, 8, 8], "encoder_blocks": [1, 1, 1, 1]},
-}
+TINY_BASES = {name: tiny_model(name) for name in TINY_MODELS}
 #: The criterion that trains each base model.
 BASE_CRITERIA = {"medical_matting": "medical_matting", "region_aware_matting": "medical_matting",
                  "adamatting": "adamatting", "tcp_matting": "tcp_matting"}
@@ -218,7 +212,7 @@ def test_wrapper_fits_every_registered_model(base_name):
     user_map[:, :, 4:12, 4:12] = -1.0
     outputs = model({**batch, "user_map": user_map})
     shape = tuple(batch["alpha"].shape)
-    for key in ("alpha", "base_alpha", *NIG_KEYS, "epistemic", "aleatoric", "aleatoric_variance", "lesion_uncertainty"):
+    for key in ("alpha", "base_alpha", *NIG_OUTPUTS, "epistemic", "aleatoric", "aleatoric_variance", "lesion_uncertainty"):
         assert tuple(outputs[key].shape) == shape, key
     nig = nig_from_outputs(outputs)
     assert torch.equal(outputs["alpha"], nig.gamma)
@@ -388,5 +382,5 @@ def test_the_engine_trains_evaluates_and_reloads_a_nig_model(tmp_path):
     record = train(config, tmp_path / "run", samples=samples)
     assert len(record["cases"]) == 2 and math.isfinite(record["mean"]["whole"]["SAD"])
     model, _ = load_run(tmp_path / "run")
-    prediction = predict_sample(model, samples[0].image, num_samples=3)
+    prediction = predict(model, samples[0].image, num_samples=3)
     assert prediction["alpha"].shape == (24, 24) and 0 <= prediction["alpha"].min() <= prediction["alpha"].max() <= 1

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from medmat.data.sample import Sample
-from medmat.engine import load_config, load_run, train
+from medmat.engine import load_config, load_run, predict, train
 from medmat.errors import MedmatError
 from medmat.losses import build_criterion
 from medmat.models import build_model, list_models
@@ -28,10 +26,18 @@ from medmat.models.implicit_decoder import (
 )
 from medmat.models.region_aware_matting import RegionAwareMatting
 from medmat.reporting.offsets import boundary_query_points, learned_offsets_figure
+from tiny_configs import TINY_MODELS, load_benchmark, soft_discs, tiny_network
 
-REPO = Path(__file__).resolve().parents[1]
 LN2 = math.log(2.0)
-TINY = {"unet_filters": (4, 8), "widths": (4, 8, 8), "implicit_channels": 8, "num_samples": 3}
+
+def _predict(model, image: torch.Tensor, **options) -> dict[str, torch.Tensor]:
+    """The engine's prediction of a (B, C, H, W) tensor, as tensors of (B, 1, H, W) (masks (B, N, H, W))."""
+    maps = predict(model, image.numpy(), **options)
+    return {key: torch.from_numpy(value if key == "sample_masks" else value[:, None]) for key, value in maps.items()}
+
+
+#: The tests count 3 sampled masks.
+TINY = {**TINY_MODELS["region_aware_matting"], "num_samples": 3}
 
 
 # Tiny networks: a second thread only waits on a shared CPU.
@@ -39,18 +45,12 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny_model(**overrides) -> RegionAwareMatting:
-    torch.manual_seed(0)
-    return build_model("region_aware_matting", **{**TINY, **overrides})
+    return tiny_network("region_aware_matting", **{**TINY, **overrides})
 
 
 def _phantom(height: int = 24, width: int = 20, batch: int = 2) -> dict[str, torch.Tensor]:
     """Soft discs on a dark background: image, alpha, pseudo mask (alpha >= 0.5)."""
-    generator = torch.Generator().manual_seed(1)
-    rows = torch.arange(height, dtype=torch.float32)[:, None]
-    cols = torch.arange(width, dtype=torch.float32)[None, :]
-    radius = torch.hypot(rows - height / 2, cols - width / 2 + 1)
-    alpha = torch.stack([((height / 4 + 2 * b) - radius).div(3.0).add(0.5).clamp(0, 1) for b in range(batch)])[:, None]
-    image = (0.2 + 0.6 * alpha + 0.03 * torch.randn(alpha.shape, generator=generator)).clamp(0, 1)
+    image, alpha = soft_discs(height, width, batch, col_shift=1.0)
     return {"image": image, "alpha": alpha, "pseudo_mask": (alpha >= 0.5).float()}
 
 
@@ -203,23 +203,23 @@ def test_outputs_in_training_and_evaluation():
 def test_predict_at_other_sizes_and_at_the_input_size():
     model = _tiny_model().train()
     image = _phantom()["image"]
-    larger = model.predict(image, num_samples=4, output_size=(37, 50))
+    larger = _predict(model, image, num_samples=4, output_size=(37, 50))
     assert model.training  # mode restored
     assert larger["alpha"].shape == (2, 1, 37, 50) and larger["sample_masks"].shape == (2, 4, 37, 50)
     assert larger["uncertainty_map"].shape == larger["lesion_uncertainty"].shape == (2, 1, 37, 50)
     _assert_range(larger["alpha"])
     _assert_range(larger["uncertainty_map"], LN2)
-    assert model.predict(image, num_samples=2, output_size=(9, 7))["alpha"].shape == (2, 1, 9, 7)
+    assert _predict(model, image, num_samples=2, output_size=(9, 7))["alpha"].shape == (2, 1, 9, 7)
 
-    model.num_samples = 4  # forward draws num_samples score maps; predict is given 4
+    model.num_samples = 4  # forward draws num_samples score maps; the prediction is given 4
     torch.manual_seed(5)
-    same = model.predict(image, num_samples=4, output_size=(24, 20))
+    same = _predict(model, image, num_samples=4, output_size=(24, 20))
     torch.manual_seed(5)
     forward = model.eval()({"image": image})
     torch.testing.assert_close(same["alpha"], forward["alpha"])
     torch.testing.assert_close(same["uncertainty_map"], forward["uncertainty_map"])
     with pytest.raises(MedmatError, match="output size .* needs 2 values|output size .* positive integers"):
-        model.predict(image, output_size=(0, 5))
+        _predict(model, image, output_size=(0, 5))
 
 
 def test_implicit_prediction_is_read_at_positions_not_resized():
@@ -228,9 +228,9 @@ def test_implicit_prediction_is_read_at_positions_not_resized():
     model = _tiny_model().eval()
     image = _phantom()["image"]
     torch.manual_seed(2)
-    coarse = model.predict(image, num_samples=2)["alpha"]
+    coarse = _predict(model, image, num_samples=2)["alpha"]
     torch.manual_seed(2)
-    fine = model.predict(image, num_samples=2, output_size=(72, 60))["alpha"]
+    fine = _predict(model, image, num_samples=2, output_size=(72, 60))["alpha"]
     torch.testing.assert_close(fine[..., 1::3, 1::3], coarse)
     assert not torch.allclose(fine, F.interpolate(coarse, size=(72, 60), mode="bilinear", align_corners=False))
 
@@ -239,9 +239,9 @@ def test_bilinear_decoder_resizes_its_matte():
     model = _tiny_model(decoder="bilinear").eval()
     image = _phantom()["image"]
     torch.manual_seed(3)
-    coarse = model.predict(image, num_samples=2)["alpha"]
+    coarse = _predict(model, image, num_samples=2)["alpha"]
     torch.manual_seed(3)
-    fine = model.predict(image, num_samples=2, output_size=(48, 30))
+    fine = _predict(model, image, num_samples=2, output_size=(48, 30))
     resized = F.interpolate(coarse, size=(48, 30), mode="bilinear", align_corners=False)
     torch.testing.assert_close(fine["alpha"], resized)
     with pytest.raises(ValueError, match="no codes"):
@@ -256,7 +256,7 @@ def test_learned_offsets_move_the_code_positions_of_the_model():
     # At initialisation the offsets are zero: scale 1 reads the pixels (5, 5), (5, 6), (6, 5), (6, 6).
     torch.testing.assert_close(before[0][0, 0], torch.tensor([[5.0, 5.0], [5.0, 6.0], [6.0, 5.0], [6.0, 6.0]]))
     torch.manual_seed(4)
-    alpha_before = model.predict(image, num_samples=2)["alpha"]
+    alpha_before = _predict(model, image, num_samples=2)["alpha"]
     scale_two = model.matting_net.decoder.readers[1]
     with torch.no_grad():  # every slot of scale 2 one cell (two input pixels) down and one cell left
         scale_two.offset_conv.bias.copy_(torch.tensor([-1.0, 1.0] * 4))
@@ -264,7 +264,7 @@ def test_learned_offsets_move_the_code_positions_of_the_model():
     torch.testing.assert_close(after[1] - before[1], torch.tensor([2.0, -2.0]).expand_as(before[1]))
     torch.testing.assert_close(after[0], before[0])
     torch.manual_seed(4)
-    assert not torch.allclose(model.predict(image, num_samples=2)["alpha"], alpha_before)
+    assert not torch.allclose(_predict(model, image, num_samples=2)["alpha"], alpha_before)
 
 
 @pytest.mark.parametrize("scales", [1, 2, 3])
@@ -275,7 +275,7 @@ def test_scales_and_kernels_build_and_run(scales, offset_kernel):
     assert all(reader.num_slots == offset_kernel**2 for reader in model.matting_net.decoder.readers)
     batch = _phantom(16, 12)
     assert model(batch)["alpha"].shape == (2, 1, 16, 12)
-    assert model.predict(batch["image"], num_samples=2, output_size=(20, 10))["alpha"].shape == (2, 1, 20, 10)
+    assert _predict(model, batch["image"], num_samples=2, output_size=(20, 10))["alpha"].shape == (2, 1, 20, 10)
     positions = model.code_positions(batch["image"], torch.tensor([[3.0, 4.0]]))
     assert [p.shape for p in positions] == [(2, 1, offset_kernel**2, 2)] * scales
 
@@ -341,7 +341,7 @@ def test_trains_through_the_engine_and_predicts_at_any_size(tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["model"] == "region_aware_matting"
     model, _ = load_run(tmp_path / "run")
     assert isinstance(model, RegionAwareMatting) and not model.training
-    predicted = model.predict(torch.rand(1, 1, 32, 32), num_samples=2, output_size=(64, 64))
+    predicted = _predict(model, torch.rand(1, 1, 32, 32), num_samples=2, output_size=(64, 64))
     assert predicted["alpha"].shape == (1, 1, 64, 64)
 
 
@@ -364,14 +364,14 @@ def test_forward_reads_alpha_at_the_batch_output_size():
     torch.manual_seed(3)
     read = model(batch)["alpha"]
     torch.manual_seed(3)
-    predicted = model.predict(batch["image"], num_samples=TINY["num_samples"], output_size=(32, 32))["alpha"]
+    predicted = _predict(model, batch["image"], num_samples=TINY["num_samples"], output_size=(32, 32))["alpha"]
     torch.testing.assert_close(read, predicted)
 
 
 def test_liif_training_reads_inputs_small_and_scores_at_full_size(tmp_path):
     from medmat.data.phantom import make_phantom_dataset
     from medmat.engine.dataset import MattingDataset, to_model_input
-    from tests.tiny_configs import tiny_phantom_config
+    from tiny_configs import tiny_phantom_config
 
     config = tiny_phantom_config({"name": "region_aware_matting", **TINY, "num_samples": 2})
     config["data"]["model_input_size"] = 16
@@ -407,10 +407,7 @@ def test_liif_training_reads_inputs_small_and_scores_at_full_size(tmp_path):
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name)
 
 
 def test_downsampling_averages_pixels_and_keeps_trimap_levels():

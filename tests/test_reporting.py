@@ -7,7 +7,8 @@ import json
 
 import numpy as np
 
-from medmat.reporting import example_grid, summarise, write_tables
+from medmat.metrics.tables import summarise, write_tables
+from medmat.reporting import example_grid
 
 
 def test_summarise_means_and_fold_statistics():

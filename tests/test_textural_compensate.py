@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from medmat.data.trimap_generation import RandomTrimapd, one_hot_trimap
-from medmat.engine.dataset import trimap_levels
+from medmat.data.trimap import one_hot_trimap, trimap_levels
 from medmat.errors import MedmatError
+from medmat.labels.training_trimaps import RandomTrimapd
 from medmat.losses import build_criterion
 from medmat.losses.textural_compensate import alpha_prediction_loss, background_enhancement_loss
 from medmat.models import build_model, list_models
 from medmat.models.textural_compensate import PRESETS, TexturalCompensateMatting, TexturalCompensatePath
+from tiny_configs import soft_discs, tiny_network
 
-TINY = {"encoder_channels": (4, 4, 8, 8, 8), "encoder_blocks": (1, 1, 1, 1)}
 EPSILON = 1e-6
 
 
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny_model(**overrides) -> TexturalCompensateMatting:
-    torch.manual_seed(0)
-    return build_model("tcp_matting", **{**TINY, **overrides})
+    return tiny_network("tcp_matting", **overrides)
 
 
 def _levels(trimaps: list[np.ndarray]) -> torch.Tensor:
@@ -35,11 +34,7 @@ def _levels(trimaps: list[np.ndarray]) -> torch.Tensor:
 
 def _phantom(size: int = 32, batch: int = 2) -> dict[str, torch.Tensor]:
     """Soft discs, their noisy images, and the semantic and noisy TCP trimaps of §3.3."""
-    generator = torch.Generator().manual_seed(1)
-    coords = torch.arange(size, dtype=torch.float32)
-    radius = torch.hypot(coords[None, :] - size / 2, coords[:, None] - size / 2)
-    alpha = torch.stack([((size / 4 + 2 * b) - radius).div(3.0).add(0.5).clamp(0, 1) for b in range(batch)])[:, None]
-    image = (0.2 + 0.6 * alpha + 0.03 * torch.randn(alpha.shape, generator=generator)).clamp(0, 1)
+    image, alpha = soft_discs(size, batch=batch)
     transform = RandomTrimapd(source="alpha", max_kernel=0.1, noisy_key="trimap_noisy")
     drawn = [transform({"alpha": a[0].numpy()}, np.random.default_rng(b + 1)) for b, a in enumerate(alpha)]
     batch_dict = {"image": image, "alpha": alpha}

@@ -6,22 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from medmat.data.trimap_generation import (
-    RandomTrimapd,
+from medmat.data.trimap import (
     alpha_trimap,
-    erode,
     fill_known_regions,
-    nearest_known_labels,
-    noisy_trimap,
     one_hot_trimap,
     optimal_trimap_classes,
-    pixels_of_width,
     standard_trimap,
     trimap_classes,
+    trimap_levels,
+)
+from medmat.errors import MedmatError
+from medmat.labels.training_trimaps import (
+    RandomTrimapd,
+    erode,
+    nearest_known_labels,
+    noisy_trimap,
+    pixels_of_width,
     widen_unknown,
 )
-from medmat.engine.dataset import trimap_levels
-from medmat.errors import MedmatError
 from medmat.labels.trimap import trimap_from_masks
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +11,12 @@ import torch
 from scipy import ndimage
 
 from medmat.data.phantom import make_phantom_dataset
-from medmat.data.trimap_generation import dilate_unknown
 from medmat.engine import crossval, load_config, load_run
 from medmat.errors import MedmatError
+from medmat.labels.training_trimaps import dilate_unknown
 from medmat.labels.trimap import trimap_from_masks
 from medmat.metrics import trimap_accuracy, trimap_miou
-
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "trimap_robustness.py"
+from tiny_configs import load_benchmark
 
 B, U, F = 0, 128, 255
 
@@ -96,10 +93,7 @@ def test_trimap_metrics_refuse_bad_class_maps(predicted, target, message):
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("trimap_robustness", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("trimap_robustness")
 
 
 def _optimal_classes(alpha: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ from PIL import Image
 
 from medmat.app.session import MattingSession
 from medmat.errors import MedmatError
+from medmat.models.contract import ENTROPY_OUTPUTS
 
 #: Files of the page, served from the package's ``static`` folder, and their content types.
 STATIC_FILES = {
@@ -75,8 +76,6 @@ MAP_LAYERS = (
     ("epistemic", "Epistemic Var[μ]", "magma"),
     ("aleatoric", "Aleatoric E[σ²]", "magma"),
 )
-#: Maps shown in bits (stored in nats).
-ENTROPY_KEYS = ("uncertainty_map", "lesion_uncertainty")
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +86,7 @@ ENTROPY_KEYS = ("uncertainty_map", "lesion_uncertainty")
 @functools.lru_cache(maxsize=None)
 def colour_table(name: str) -> np.ndarray:
     """The 256-entry RGB table of a matplotlib colour map: uint8 (256, 3)."""
+    # Imported on first use: matplotlib costs a second of the server's start-up.
     import matplotlib
 
     return np.round(matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
@@ -131,8 +131,8 @@ def state_payload(session: MattingSession, version: int) -> dict:
     for key, title, colour_map in MAP_LAYERS:
         if key not in step.maps:
             continue
-        values = step.maps[key] / math.log(2) if key in ENTROPY_KEYS else step.maps[key]
-        top = 1.0 if key == "alpha" or key in ENTROPY_KEYS else float(np.max(first.maps[key]))
+        values = step.maps[key] / math.log(2) if key in ENTROPY_OUTPUTS else step.maps[key]
+        top = 1.0 if key == "alpha" or key in ENTROPY_OUTPUTS else float(np.max(first.maps[key]))
         layers.append({"key": key, "title": title, "url": png_data_url(coloured_pixels(values, colour_map, top)),
                        "range": [0.0, top]})
     if session.interactive:

@@ -5,7 +5,7 @@ or a DICOM; one slice of a volume), the history of its predictions as a stack of
 
 - step 0 is the prediction without interaction;
 - with a "nig" (dugMatting) model, the user labels one of the proposed patches (Algorithm 1: the
-  patches of highest mean epistemic uncertainty, :func:`~medmat.interaction.proposals.propose_patches`)
+  patches of highest mean epistemic uncertainty, :func:`~medmat.uncertainty.proposals.propose_patches`)
   as foreground, background or transition, or paints a brush stroke; the label goes into the user
   map, the model predicts again with it, and the new NIG is fused with the previous one by the
   NIG summation of Eq. 2 (:func:`~medmat.uncertainty.nig.nig_sum`), as the simulated user of
@@ -30,21 +30,25 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import nibabel
 import numpy as np
+import pydicom
 import torch
 from torch import nn
 
 from medmat import __version__
-from medmat.engine.inference import fit_channels, load_run, predict_sample
+from medmat.data.readers.folder import read_dataset_json
+from medmat.data.readers.lidc import is_lidc_folder
+from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION
+from medmat.engine.inference import fit_channels, load_run, predict
 from medmat.errors import MedmatError
-from medmat.interaction.evaluation import is_nig_model
-from medmat.interaction.proposals import Patch, propose_patches
-from medmat.interaction.simulate import predict_nig
-from medmat.interaction.user_maps import BACKGROUND, FOREGROUND, TRANSITION
+from medmat.interaction.step import interaction_step, predict_nig
+from medmat.models.contract import ENTROPY_FILES, VARIANCE_OUTPUTS
+from medmat.uncertainty.proposals import Patch, propose_patches
 from medmat.io.atomic import atomic_write_json
 from medmat.io.images import FORMATS, image_format, read_image, write_like
 from medmat.uncertainty import lesion_uncertainty
-from medmat.uncertainty.nig import NIG, nig_moments, nig_sum
+from medmat.uncertainty.nig import NIG, nig_moments
 
 #: The user's three answers (dugMatting Fig. 3) and their user-map values (App. B.1).
 LABELS = {"foreground": FOREGROUND, "background": BACKGROUND, "transition": TRANSITION}
@@ -58,10 +62,6 @@ MAX_STROKE_POINTS = 10_000
 #: Largest image the app predicts: the models are fully convolutional, but a photo of tens of
 #: megapixels would take minutes on a CPU and gigabytes of activations.
 MAX_PIXELS = 2048 * 2048
-#: Maps written by :meth:`MattingSession.save`; entropies are written in bits (nats / ln 2, so
-#: 1 = a 50/50 pixel) as ``medmat predict`` does, the NIG variances as they are.
-ENTROPY_MAPS = {"uncertainty_map": "uncertainty", "lesion_uncertainty": "lesion_uncertainty"}
-VARIANCE_MAPS = ("epistemic", "aleatoric")
 #: DICOM Modality codes of the names datasets give their modality (dataset.json's "modality").
 MODALITY_CODES = {"MRI": "MR", "MR": "MR", "CT": "CT", "PET": "PT", "PT": "PT", "US": "US", "ULTRASOUND": "US"}
 
@@ -139,13 +139,9 @@ def count_slices(path: str | os.PathLike) -> int:
     fmt = image_format(path)
     try:
         if fmt == "nifti":
-            import nibabel
-
             shape = nibabel.load(os.fspath(path)).shape
             return int(shape[2]) if len(shape) == 3 else 1
         if fmt == "dicom":
-            import pydicom
-
             header = pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
             return max(1, int(header.get("NumberOfFrames", 1) or 1))
     except Exception:  # noqa: BLE001 - any decoding failure is reported by the pixel read that follows
@@ -159,9 +155,6 @@ def training_modality(config: dict) -> str | None:
     A medmat folder dataset names its modality in dataset.json; the LIDC-IDRI slices are CT.
     None when the dataset is not found from here or names no imaging modality (phantoms, photos).
     """
-    from medmat.data.readers.folder import read_dataset_json
-    from medmat.data.readers.lidc import is_lidc_folder
-
     dataset = str(config.get("data", {}).get("dataset", ""))
     if not os.path.isdir(dataset):
         return None
@@ -255,7 +248,7 @@ class MattingSession:
         model: a contract model in eval mode (see :func:`~medmat.engine.inference.load_run`).
         config: the run's config.
         run: where the run was loaded from (recorded in saves).
-        num_samples: sampled masks of models with ``predict`` ("nig" models sample their base's count).
+        num_samples: masks drawn by models that sample (a "nig" model hands it to its base).
         num_proposals: N, patches proposed at a time.
         patch_size: side of the proposal grid's patches in pixels.
         seed: torch's seed before every prediction, so the Prob. U-Net's sampled latents (and the
@@ -297,7 +290,7 @@ class MattingSession:
     @property
     def interactive(self) -> bool:
         """Whether the model takes a user map and gives a NIG (dugMatting's "nig" wrapper)."""
-        return is_nig_model(self.model)
+        return self.model.spec.gives_nig
 
     @property
     def interaction_message(self) -> str | None:
@@ -443,7 +436,7 @@ class MattingSession:
             raise MedmatError(f"the image is {height} x {width} pixels; the app predicts images of up to "
                               f"{MAX_PIXELS} pixels (2048 x 2048)", name)
         check_modality(geometry, training_modality(self.config), name)
-        return fit_channels(image, int(self.config["model"].get("in_channels", 1)), name)
+        return fit_channels(image, self.model.spec.in_channels, name)
 
     # ----------------------------------------------------------------------------------------
     # Prediction and interaction
@@ -453,21 +446,19 @@ class MattingSession:
         """One prediction: the model's maps and, for "nig" models, its NIG."""
         torch.manual_seed(self.seed)
         if self.interactive:
-            prediction = predict_nig(self.model, image, user_map)
-            return prediction, prediction["nig"]
-        return predict_sample(self.model, image, self.num_samples), None
+            return predict_nig(self.model, image, user_map, num_samples=self.num_samples)
+        return predict(self.model, image, num_samples=self.num_samples), None
 
     def _step(self, prediction: dict, nig: NIG | None, user_map: np.ndarray, interaction: dict | None,
               seconds: float) -> Step:
         """A step from the newest prediction and the fused NIG (None for models without one)."""
-        maps = {key: np.asarray(prediction[key], dtype=np.float32)
-                for key in ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks") if key in prediction}
+        maps = {key: np.asarray(value, dtype=np.float32) for key, value in prediction.items()}
         proposals: tuple[Patch, ...] = ()
         if nig is not None:
             moments = nig_moments(nig)
             maps["alpha"] = np.asarray(moments["alpha"], dtype=np.float32)
             maps["lesion_uncertainty"] = np.asarray(lesion_uncertainty(maps["alpha"]), dtype=np.float32)
-            for key in VARIANCE_MAPS:
+            for key in VARIANCE_OUTPUTS:
                 maps[key] = np.asarray(moments[key], dtype=np.float32)
             proposals = tuple(propose_patches(maps["epistemic"], self.num_proposals, self.patch_size,
                                               labelled=user_map != 0))
@@ -520,8 +511,9 @@ class MattingSession:
 
     def _interact(self, user_map: np.ndarray, record: dict) -> Step:
         start = time.perf_counter()
-        prediction, nig = self._predict(self.opened.image, user_map)
-        fused = nig_sum(self.current.nig, nig)
+        torch.manual_seed(self.seed)
+        prediction, fused = interaction_step(self.model, self.opened.image, user_map, self.current.nig,
+                                             num_samples=self.num_samples)
         seconds = time.perf_counter() - start
         record = {"index": len(self.history), **record, "seconds": round(seconds, 4),
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -569,10 +561,11 @@ class MattingSession:
         base = os.path.join(os.fspath(output), self.output_stem())
         geometry = {key: self.opened.geometry.get(key) for key in ("format", "affine", "spacing")}
         pictures = {"alpha": (np.clip(step.maps["alpha"], 0, 1), None)}
-        for key, name in ENTROPY_MAPS.items():
+        # Entropies in bits (nats / ln 2, so 1 = a 50/50 pixel) as `medmat predict` writes them.
+        for key, name in ENTROPY_FILES.items():
             if key in step.maps:
                 pictures[name] = (np.clip(step.maps[key] / math.log(2), 0, 1).astype(np.float32), None)
-        for key in VARIANCE_MAPS:
+        for key in VARIANCE_OUTPUTS:
             if key in step.maps:
                 peak = float(np.max(step.maps[key]))
                 pictures[key] = (step.maps[key], peak if peak > 0 else 1.0)

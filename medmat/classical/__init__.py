@@ -4,7 +4,7 @@ Every method has the signature ``estimate_alpha_<name>(image, trimap, **options)
 
 - ``image``: (H, W) grey or (H, W, 3) colour, float in [0, 1] (grey is repeated to 3 channels);
 - ``trimap``: (H, W) uint8 (0 / 128 / 255) or float in [0, 1], read by
-  :func:`~medmat.classical.trimap.trimap_regions` (``<= 0.1`` background, ``>= 0.9``
+  :func:`~medmat.data.trimap.trimap_regions` (``<= 0.1`` background, ``>= 0.9``
   foreground, unknown in between);
 - returns float64 (H, W) alpha in [0, 1] whose known pixels equal the trimap's 0 / 1.
 
@@ -20,7 +20,8 @@ import numpy as np
 from medmat.classical.bayesian import estimate_alpha_bayes
 from medmat.classical.information_flow import estimate_alpha_if
 from medmat.classical.pymatting_methods import estimate_alpha_cf, estimate_alpha_knn, estimate_alpha_lbdm
-from medmat.classical.trimap import check_matting_inputs, trimap_in_unit_range, trimap_regions
+from medmat.classical.trimap import check_matting_inputs
+from medmat.data.trimap import trimap_in_unit_range, trimap_regions
 from medmat.errors import MedmatError
 
 #: Method name -> estimator, in the order tables list them.
@@ -99,5 +100,4 @@ __all__ = [
     "estimate_alpha_knn",
     "estimate_alpha_lbdm",
     "one_sided_label",
-    "trimap_regions",
 ]

@@ -47,8 +47,8 @@ from medmat.classical.trimap import (
     known_alpha,
     require_positive,
     restore_known_alpha,
-    trimap_regions,
 )
+from medmat.data.trimap import trimap_regions
 
 WINDOW = 25
 FALLOFF_SIGMA = 8.0
@@ -80,7 +80,7 @@ def estimate_alpha_bayes(
 
     Args:
         image: (H, W) or (H, W, 3) float in [0, 1].
-        trimap: (H, W) uint8 or float in [0, 1] (see :func:`~medmat.classical.trimap.trimap_regions`).
+        trimap: (H, W) uint8 or float in [0, 1] (see :func:`~medmat.data.trimap.trimap_regions`).
         window: side N of the sample window (radius N // 2, at least 1).
         falloff_sigma: σ of the Gaussian falloff of sample weights, in pixels.
         min_samples: samples wanted on each side before the window stops growing.

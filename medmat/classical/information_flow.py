@@ -75,8 +75,8 @@ from medmat.classical.trimap import (
     known_alpha,
     require_positive,
     restore_known_alpha,
-    trimap_regions,
 )
+from medmat.data.trimap import trimap_regions
 from medmat.errors import MedmatError
 
 #: Colour-mixture flow: neighbours, spatial weight of the search, energy weight.
@@ -113,7 +113,7 @@ def estimate_alpha_if(
 
     Args:
         image: (H, W) or (H, W, 3) float in [0, 1].
-        trimap: (H, W) uint8 or float in [0, 1] (see :func:`~medmat.classical.trimap.trimap_regions`).
+        trimap: (H, W) uint8 or float in [0, 1] (see :func:`~medmat.data.trimap.trimap_regions`).
         known_to_unknown: use the K-to-U flow (True), not (False), or decide with the paper's
             highly-transparent test ("auto").
         post_trim: set the edge-trimmed pixels of the final matte to 0 / 1 (the paper's

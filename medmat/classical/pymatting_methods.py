@@ -11,55 +11,41 @@ from __future__ import annotations
 import numpy as np
 import pymatting
 
-from medmat.classical.trimap import check_matting_inputs, known_alpha, restore_known_alpha, trimap_regions
+from medmat.classical.trimap import check_matting_inputs, known_alpha, restore_known_alpha
+from medmat.data.trimap import trimap_regions
 
 
-def _run_pymatting(estimator, name: str, image: np.ndarray, trimap: np.ndarray, options: dict) -> np.ndarray:
-    image, trimap = check_matting_inputs(image, trimap, name)
-    _, _, unknown = trimap_regions(trimap)
-    if not unknown.any():
-        # pymatting's solvers do not expect an empty system; the matte is the trimap.
-        return known_alpha(trimap)
-    return restore_known_alpha(estimator(image, trimap, **options), trimap)
-
-
-def estimate_alpha_cf(image: np.ndarray, trimap: np.ndarray, **options) -> np.ndarray:
-    """Closed-form matting (Levin, Lischinski, Weiss, TPAMI 2008) via ``pymatting.estimate_alpha_cf``.
+#: What every wrapper's docstring says of its arguments and result.
+_SIGNATURE_DOC = """
 
     Args:
         image: (H, W) or (H, W, 3) float in [0, 1].
-        trimap: (H, W) uint8 or float in [0, 1] (see :func:`~medmat.classical.trimap.trimap_regions`).
+        trimap: (H, W) uint8 or float in [0, 1] (see :func:`~medmat.data.trimap.trimap_regions`).
         **options: passed to pymatting (``laplacian_kwargs``, ``cg_kwargs``, ``preconditioner``).
 
     Returns:
         float64 (H, W) alpha in [0, 1]; known pixels are exactly 0 or 1.
     """
-    return _run_pymatting(pymatting.estimate_alpha_cf, "closed-form matting", image, trimap, options)
 
 
-def estimate_alpha_knn(image: np.ndarray, trimap: np.ndarray, **options) -> np.ndarray:
-    """KNN matting (Chen, Li, Tang, TPAMI 2013) via ``pymatting.estimate_alpha_knn``.
+def _pymatting_method(estimator, name: str, reference: str):
+    """The medmat wrapper ``estimate_alpha_<x>(image, trimap, **options)`` of one pymatting solver."""
 
-    Args:
-        image: (H, W) or (H, W, 3) float in [0, 1].
-        trimap: (H, W) uint8 or float in [0, 1].
-        **options: passed to pymatting (``laplacian_kwargs``, ``cg_kwargs``, ``preconditioner``).
+    def estimate_alpha(image: np.ndarray, trimap: np.ndarray, **options) -> np.ndarray:
+        image, trimap = check_matting_inputs(image, trimap, name)
+        _, _, unknown = trimap_regions(trimap)
+        if not unknown.any():
+            # pymatting's solvers do not expect an empty system; the matte is the trimap.
+            return known_alpha(trimap)
+        return restore_known_alpha(estimator(image, trimap, **options), trimap)
 
-    Returns:
-        float64 (H, W) alpha in [0, 1]; known pixels are exactly 0 or 1.
-    """
-    return _run_pymatting(pymatting.estimate_alpha_knn, "KNN matting", image, trimap, options)
+    estimate_alpha.__name__ = estimate_alpha.__qualname__ = estimator.__name__
+    estimate_alpha.__doc__ = f"{name[0].upper()}{name[1:]} ({reference}) via ``pymatting.{estimator.__name__}``." + _SIGNATURE_DOC
+    return estimate_alpha
 
 
-def estimate_alpha_lbdm(image: np.ndarray, trimap: np.ndarray, **options) -> np.ndarray:
-    """Learning-based digital matting (Zheng, Kambhamettu, ICCV 2009) via ``pymatting.estimate_alpha_lbdm``.
-
-    Args:
-        image: (H, W) or (H, W, 3) float in [0, 1].
-        trimap: (H, W) uint8 or float in [0, 1].
-        **options: passed to pymatting (``laplacian_kwargs``, ``cg_kwargs``, ``preconditioner``).
-
-    Returns:
-        float64 (H, W) alpha in [0, 1]; known pixels are exactly 0 or 1.
-    """
-    return _run_pymatting(pymatting.estimate_alpha_lbdm, "learning-based matting", image, trimap, options)
+estimate_alpha_cf = _pymatting_method(pymatting.estimate_alpha_cf, "closed-form matting", "Levin, Lischinski, Weiss, TPAMI 2008")
+estimate_alpha_knn = _pymatting_method(pymatting.estimate_alpha_knn, "KNN matting", "Chen, Li, Tang, TPAMI 2013")
+estimate_alpha_lbdm = _pymatting_method(
+    pymatting.estimate_alpha_lbdm, "learning-based matting", "Zheng, Kambhamettu, ICCV 2009"
+)

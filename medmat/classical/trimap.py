@@ -1,69 +1,27 @@
-"""Trimap regions and the input checks every classical matting method runs first.
+"""The input checks every classical matting method runs first, and the known pixels of its matte.
 
-A trimap marks each pixel as background (0), foreground (255) or unknown (128). Released trimaps
-are not always that clean: the Brain-growth trimaps of the Medical Matting release were
-resampled and carry every grey level in between. medmat reads every trimap one way, the way
-pymatting does, so that all methods (pymatting's and medmat's own) solve for the same pixels:
-
-- a uint8 trimap is read as ``t / 255``, a float trimap as given (it must lie in [0, 1]);
-- ``t <= 0.1`` is background, ``t >= 0.9`` is foreground, anything in between is unknown.
-
-A resampled 0/255 edge pixel therefore becomes unknown rather than being forced to either side.
+Trimaps are read by the rule of :mod:`medmat.data.trimap` (:func:`~medmat.data.trimap.trimap_regions`:
+``t <= 0.1`` background, ``t >= 0.9`` foreground, unknown in between, with ``t`` the trimap in
+[0, 1]), the way pymatting reads them, so that all methods (pymatting's and medmat's own) solve
+for the same pixels. What is here is specific to the classical solvers: the alpha a trimap fixes,
+and the checks of an (image, trimap) pair and of the solvers' options.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from medmat.data.validate import check_unit_range
+from medmat.data.trimap import (
+    BACKGROUND_THRESHOLD,
+    FOREGROUND_THRESHOLD,
+    trimap_in_unit_range,
+    trimap_regions,
+)
 from medmat.errors import MedmatError
-
-#: Trimap values (in [0, 1]) at or below which a pixel is background; pymatting's ``trimap_split``.
-BACKGROUND_THRESHOLD = 0.1
-#: Trimap values (in [0, 1]) at or above which a pixel is foreground; pymatting's ``trimap_split``.
-FOREGROUND_THRESHOLD = 0.9
+from medmat.io.checks import check_unit_range
 
 # The smallest image the 3x3 local windows of the matting Laplacians can handle.
 _MIN_SIDE = 3
-
-
-def trimap_in_unit_range(trimap: np.ndarray, source: str = "") -> np.ndarray:
-    """Read a trimap as float64 in [0, 1].
-
-    Args:
-        trimap: (H, W) uint8 (0..255, read as ``t / 255``) or float (already in [0, 1]).
-        source: what the trimap came from, named in error messages.
-
-    Returns:
-        float64 (H, W) in [0, 1].
-
-    Raises:
-        MedmatError: another dtype, NaN, or float values outside [0, 1].
-    """
-    trimap = np.asarray(trimap)
-    if trimap.dtype == np.uint8:
-        return trimap / 255.0
-    if not np.issubdtype(trimap.dtype, np.floating):
-        raise MedmatError(f"trimap must be uint8 (0..255) or float in [0, 1], got {trimap.dtype}", source or None)
-    check_unit_range(trimap, "trimap", source or None)
-    return trimap.astype(np.float64)
-
-
-def trimap_regions(trimap: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split a trimap into foreground, background and unknown pixels.
-
-    Args:
-        trimap: (H, W) uint8 (0..255) or float in [0, 1]; intermediate values are allowed.
-
-    Returns:
-        ``(foreground, background, unknown)``, three bool (H, W) masks that partition the image:
-        foreground where ``t >= 0.9``, background where ``t <= 0.1``, unknown elsewhere, with
-        ``t`` the trimap in [0, 1].
-    """
-    trimap = trimap_in_unit_range(trimap)
-    foreground = trimap >= FOREGROUND_THRESHOLD
-    background = trimap <= BACKGROUND_THRESHOLD
-    return foreground, background, ~(foreground | background)
 
 
 def known_alpha(trimap: np.ndarray) -> np.ndarray:
@@ -107,7 +65,8 @@ def check_matting_inputs(
     Args:
         image: (H, W) grey or (H, W, C) with C in {1, 3}, float in [0, 1]. Grey images are
             repeated to three channels: every method here is a colour method.
-        trimap: (H, W) uint8 (0..255) or float in [0, 1], read as :func:`trimap_regions` says.
+        trimap: (H, W) uint8 (0..255) or float in [0, 1], read as
+            :func:`~medmat.data.trimap.trimap_regions` says.
         source: the method or file the inputs are for, named in error messages.
         require_both_labels: refuse a trimap without foreground or without background (every
             method needs both to propagate from); False skips that check only.

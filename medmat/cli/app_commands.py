@@ -30,7 +30,7 @@ DEFAULT_PORT = 8765
 @click.option("--patch-size", default=16, show_default=True, type=click.IntRange(min=1), metavar="P",
               help="Side in pixels of the proposal grid's patches.")
 @click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Sampled masks of models with predict().")
+              help="Masks drawn by models that sample (a 'nig' model hands the count to its base).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def serve_command(run, output, host, port, image, proposals, patch_size, num_samples, seed, verbose):

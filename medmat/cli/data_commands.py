@@ -7,14 +7,8 @@ import os
 import click
 import numpy as np
 
-from medmat.cli.options import (
-    command_line,
-    data_option,
-    limit_option,
-    load_samples,
-    machine_description,
-    min_annotators_option,
-)
+from medmat.cli.options import command_line, data_option, limit_option, load_samples, machine_description
+from medmat.cli.options import min_annotators_option
 
 
 @click.command("info")
@@ -72,7 +66,8 @@ def label_command(data, output, method, radius, file_format, figure_cases, limit
     from medmat.cli.options import split_list
     from medmat.data.readers.folder import write_folder
     from medmat.io.atomic import atomic_write_json
-    from medmat.labels import DEFAULT_DILATION_RADIUS, build_alpha_labels
+    from medmat.labels.build import build_alpha_labels
+    from medmat.labels.trimap import DEFAULT_DILATION_RADIUS
     from medmat.reporting import example_grid
 
     split_list(method, CLASSICAL_METHODS, "method")

@@ -12,7 +12,19 @@ import sys
 import click
 
 from medmat import __version__
+from medmat.cli import (
+    app_commands,
+    data_commands,
+    figure_commands,
+    interaction_commands,
+    matting_commands,
+    model_commands,
+)
 from medmat.errors import MedmatError
+
+#: The modules of the sub-commands, each with its ``COMMANDS``: each command's code sits beside the
+#: others of its kind. They import torch and the engine inside the commands, so importing the CLI stays cheap.
+COMMAND_MODULES = (data_commands, matting_commands, model_commands, interaction_commands, app_commands, figure_commands)
 
 #: Exit status for a user error (bad input, bad option value); click itself uses 2 for usage errors.
 EXIT_USER_ERROR = 1
@@ -30,18 +42,7 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    # Sub-commands live in their own modules so that importing the CLI stays cheap and each
-    # command's code sits beside the others of its kind.
-    from medmat.cli import data_commands, matting_commands
-
-    for module in (data_commands, matting_commands):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-    try:
-        from medmat.cli import app_commands, interaction_commands, model_commands
-    except ImportError:  # the deep-learning commands need the engine; the foundation works without it
-        return
-    for module in (model_commands, interaction_commands, app_commands):
+    for module in COMMAND_MODULES:
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -9,15 +9,8 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from medmat.cli.options import (
-    command_line,
-    data_option,
-    limit_option,
-    load_samples,
-    machine_description,
-    min_annotators_option,
-    split_list,
-)
+from medmat.cli.options import command_line, data_option, limit_option, load_samples, machine_description
+from medmat.cli.options import min_annotators_option, split_list
 from medmat.errors import MedmatError
 
 REFERENCE_ROW = "mean of the annotators' masks"
@@ -65,9 +58,10 @@ def baseline_command(data, trimaps, methods, region, output, save_alphas, figure
     the default 4 folds) and examples.png.
     """
     from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha, one_sided_label
-    from medmat.labels import matting_image
+    from medmat.labels.build import matting_image
     from medmat.metrics import matting_metrics, region_mask
-    from medmat.reporting import example_grid, summarise, write_tables
+    from medmat.metrics.tables import summarise, write_tables
+    from medmat.reporting import example_grid
 
     names = split_list(methods, CLASSICAL_METHODS, "method")
     region_names = split_list(region, {"unknown": None, "whole": None}, "region")

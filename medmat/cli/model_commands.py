@@ -111,9 +111,10 @@ def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: st
     the k-th sampled mask (score map > 0.5).
     """
     from medmat.io.images import write_like
+    from medmat.models.contract import ENTROPY_FILES
 
     written = [write_like(f"{base}_alpha", np.clip(prediction["alpha"], 0, 1), geometry, fmt)]
-    for key, name in (("uncertainty_map", "uncertainty"), ("lesion_uncertainty", "lesion_uncertainty")):
+    for key, name in ENTROPY_FILES.items():
         if key in prediction:
             bits = np.clip(prediction[key] / math.log(2), 0, 1).astype(np.float32)
             written.append(write_like(f"{base}_{name}", bits, geometry, fmt))
@@ -168,7 +169,7 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images."""
     import torch
 
-    from medmat.engine import load_run, predict_sample
+    from medmat.engine import load_run, predict
     from medmat.engine.inference import fit_channels, require_output_size
     from medmat.io.images import read_image, read_trimap
 
@@ -181,10 +182,10 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     torch.manual_seed(seed)
     for path in tqdm(files, desc="predict", unit="image"):
         image, geometry = read_image(path)
-        image = fit_channels(image, int(config["model"].get("in_channels", 1)), path)
+        image = fit_channels(image, model.spec.in_channels, path)
         trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None
         size = _prediction_size(image.shape[-2:], output_size, scale, path)
-        prediction = predict_sample(model, image, num_samples, trimap, output_size=size)
+        prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples)
         if size is not None:
             geometry = _resized_geometry(geometry, image.shape[-2:], size)
         write_prediction(os.path.join(output, _stem(path)), prediction, geometry, file_format)
@@ -245,9 +246,9 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     """
     import torch
 
-    from medmat.engine import evaluate_samples, load_run
-    from medmat.engine.inference import mean_case_metrics, predict_as_trained
-    from medmat.engine.trainer import load_samples, write_summary
+    from medmat.engine import evaluate_samples, load_run, mean_case_metrics, predict_as_trained
+    from medmat.engine.summary import write_summary
+    from medmat.engine.trainer import load_samples
     from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
     from medmat.engine.config import input_size, model_input_size
     from medmat.engine.dataset import fit_sample

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from medmat.data.phantom import make_phantom_dataset
 from medmat.data.readers import read_folder, read_lidc, read_medical_matting
 from medmat.data.readers.alphamatting import is_alphamatting_folder, read_alphamatting
 from medmat.data.readers.lidc import is_lidc_folder
@@ -77,9 +78,6 @@ def _check_options(reader: Callable, kind: str, options: dict, where: str, takes
 
 
 def _load_phantom(text: str, options: dict) -> list[Sample]:
-    # Imported here: the phantom module is optional for reading real data.
-    from medmat.data.phantom import make_phantom_dataset
-
     count = text.partition(":")[2]
     if count and not (count.isdigit() and int(count) > 0):
         raise MedmatError(f"phantom count must be a positive whole number, got {count!r} (use phantom:N)", text)

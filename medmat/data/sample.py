@@ -17,7 +17,7 @@ class Sample:
         masks: bool (K, H, W), one binary mask per annotator; K may be 0 only for images to predict.
         alpha: float32 (H, W) in [0, 1] or None.
         trimap: uint8 (H, W) or None; 0 background, 255 foreground, 128 unknown. Released trimaps
-            may carry resampled intermediate values; :func:`medmat.classical.trimap.trimap_regions`
+            may carry resampled intermediate values; :func:`medmat.data.trimap.trimap_regions`
             documents how they are read.
         group: what must stay together in a split (LIDC: the patient); defaults to ``id``.
         spacing: pixel spacing (row, column) in mm, where the format has it.

@@ -12,24 +12,11 @@ import numpy as np
 
 from medmat.data.sample import Sample
 from medmat.errors import MedmatError
+from medmat.io.checks import check_unit_range
 
 
 def _where(sample: Sample) -> str:
     return sample.source or sample.id
-
-
-def check_unit_range(array: np.ndarray, what: str, where: str) -> None:
-    """Raise unless ``array`` is finite and within [0, 1]."""
-    if not np.issubdtype(array.dtype, np.number) and array.dtype != bool:
-        raise MedmatError(f"{what} has non-numeric dtype {array.dtype}", where)
-    if array.size == 0:
-        raise MedmatError(f"{what} is empty", where)
-    if array.dtype != bool:
-        if not np.all(np.isfinite(array)):
-            raise MedmatError(f"{what} contains NaN or infinite values", where)
-        low, high = float(array.min()), float(array.max())
-        if low < 0.0 or high > 1.0:
-            raise MedmatError(f"{what} values must lie in [0, 1], found [{low:g}, {high:g}]", where)
 
 
 def validate_sample(sample: Sample, require_masks: bool = True, require_alpha: bool = False) -> Sample:
@@ -89,24 +76,3 @@ def validate_dataset(samples: Iterable[Sample], source: str, **options) -> list[
             raise MedmatError(f"duplicate case id {sample.id!r}", source)
         seen.add(sample.id)
     return checked
-
-
-def binary_masks_from_array(masks: np.ndarray, where: str) -> np.ndarray:
-    """Turn annotator masks stored as {0,1}, {0,255} or bool into bool (K, H, W).
-
-    Any other value (a grey level, NaN, a negative number) is an error, not a threshold.
-    """
-    masks = np.asarray(masks)
-    if masks.dtype == bool:
-        return masks
-    if not np.issubdtype(masks.dtype, np.number):
-        raise MedmatError(f"masks have non-numeric dtype {masks.dtype}", where)
-    if np.issubdtype(masks.dtype, np.floating) and not np.all(np.isfinite(masks)):
-        raise MedmatError("masks contain NaN or infinite values", where)
-    values = np.unique(masks)
-    if np.all(np.isin(values, (0, 1))):
-        return masks.astype(bool)
-    if np.all(np.isin(values, (0, 255))):
-        return masks == 255
-    shown = ", ".join(f"{v:g}" for v in values[:6])
-    raise MedmatError(f"mask values must be {{0,1}} or {{0,255}}, found {shown}{' ...' if values.size > 6 else ''}", where)

@@ -1,44 +1,38 @@
-"""Training engine: configs, datasets, training loop, checkpoints, torchrun support, inference.
+"""Training engine: configs, datasets, the training loop and its handlers, cross-validation,
+evaluation, checkpoints, torchrun support, and the one prediction path.
 
-Every medmat model trains through the same contract (``medmat.models`` / ``medmat.losses``):
+Every medmat model trains and predicts through the model contract (:mod:`medmat.models.contract`):
 
-    from medmat.engine import load_config, train, crossval, load_run, predict_sample
+    from medmat.engine import load_config, train, crossval, load_run, predict
     config = load_config("lite", ["optim.epochs=2", "data.dataset=phantom:8"])
     record = train(config, "runs/demo", fold=0)        # metrics.json of the held-out fold
     model, config = load_run("runs/demo")
-    prediction = predict_sample(model, image)          # image: float32 (C, H, W) in [0, 1]
+    prediction = predict(model, image)                 # image: float32 (C, H, W) in [0, 1]
 
-or from a shell (also under ``torchrun --nproc_per_node N``)::
+or from a shell (also under ``torchrun --nproc_per_node N -m medmat train ...``)::
 
-    python -m medmat.engine.trainer --config lite --run-dir runs/demo --set optim.epochs=2
+    medmat train --config lite --run-dir runs/demo --set optim.epochs=2
 """
 
-import importlib
+from medmat.engine.config import load_config, packaged_configs, save_config
+from medmat.engine.crossval import crossval
+from medmat.engine.dataset import MattingDataset
+from medmat.engine.evaluation import evaluate_samples, label_masks_from_alpha, mean_case_metrics
+from medmat.engine.inference import load_run, predict, predict_as_trained, predict_samples
+from medmat.engine.trainer import train
 
-# Names resolve on first use, so that ``python -m medmat.engine.trainer`` does not import the
-# trainer twice (once through this package, once as __main__).
-_EXPORTS = {
-    "MattingDataset": "medmat.engine.dataset",
-    "crossval": "medmat.engine.trainer",
-    "evaluate_samples": "medmat.engine.inference",
-    "label_masks_from_alpha": "medmat.engine.inference",
-    "load_config": "medmat.engine.config",
-    "load_run": "medmat.engine.inference",
-    "packaged_configs": "medmat.engine.config",
-    "predict_sample": "medmat.engine.inference",
-    "predict_samples": "medmat.engine.inference",
-    "save_config": "medmat.engine.config",
-    "train": "medmat.engine.trainer",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'medmat.engine' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__():
-    return __all__
+__all__ = [
+    "MattingDataset",
+    "crossval",
+    "evaluate_samples",
+    "label_masks_from_alpha",
+    "load_config",
+    "load_run",
+    "mean_case_metrics",
+    "packaged_configs",
+    "predict",
+    "predict_as_trained",
+    "predict_samples",
+    "save_config",
+    "train",
+]

@@ -1,162 +1,205 @@
 """Training configurations: YAML files merged over defaults, with dotted command-line overrides.
 
-A configuration is a plain nested ``dict`` with the sections of :data:`DEFAULTS`. ``model`` and
-``loss`` are passed as keyword arguments to the model's constructor and the criterion builder,
-so any key is allowed there beside ``name``; every other section is checked against
-:data:`DEFAULTS` (unknown key, wrong type, value out of its choices), and a problem is raised
-as a one-line :class:`~medmat.errors.MedmatError`.
+A configuration is a plain nested ``dict`` with the sections of :data:`SCHEMA`, which declares
+every key once (:class:`Option`: default, types, choices, lower bound, doc); :data:`DEFAULTS`
+is derived from it. ``model`` and ``loss`` (:class:`Registered`) name a registered model and
+criterion, their other keys being that class's constructor keywords: they are checked against the
+constructor when the config is loaded (nested sections such as the "nig" ``base`` too). Every
+other section is checked against :data:`SCHEMA` (unknown key, wrong type, value out of its choices
+or below its bound), and a problem is raised as a one-line :class:`~medmat.errors.MedmatError`
+naming the file when there is one.
 
 Packaged configurations live in ``medmat/configs/`` and are found by name
-(``medical_matting_lite`` or the aliases ``lite`` and ``paper``).
+(``medical_matting_lite`` or the aliases ``lite``, ``paper`` and ``demo``).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from medmat.data.splits import SCHEMES
+from medmat.engine.optim import OPTIMIZERS
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_text
+
+# Importing a registry imports its package first, which registers every model and criterion.
+from medmat.losses.registry import CRITERIA
+from medmat.models.registry import MODELS
+from medmat.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: Short names for the packaged configurations.
 ALIASES = {"lite": "medical_matting_lite", "paper": "medical_matting_paper", "demo": "medical_matting_demo"}
 
-#: Sections whose keys are free-form keyword arguments (only ``name`` is required).
-FREE_SECTIONS = ("model", "loss")
 
-DEFAULTS: dict = {
-    "seed": 0,
-    "model": {"name": "medical_matting"},
-    "loss": {"name": "medical_matting"},
+@dataclass(frozen=True)
+class Option:
+    """One config key: its default, accepted types, and optionally its choices, lower bound and a check.
+
+    Args:
+        default: the value a config that leaves the key out gets.
+        types: accepted Python types (``type(None)`` for null); ``bool`` is never taken for a
+            number unless listed, and a string is read as a float where ``float`` is listed
+            (PyYAML reads ``1e-4`` as a string).
+        choices: the allowed values, or None for any value of the types.
+        minimum: a bound the value must be >= (null values aside), or None.
+        check: ``check(dotted_key, value)`` returns a problem (one line) or None; run after the
+            type, choices and bound.
+        doc: what the key does.
+    """
+
+    default: Any
+    types: tuple
+    choices: tuple | None = None
+    minimum: float | None = None
+    check: Callable[[str, Any], str | None] | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A section naming a registered class (``name``), its other keys that class's constructor arguments.
+
+    The options are checked against the constructor when the config is loaded
+    (:meth:`medmat.registry.Registry.check_options`), nested sections (the "nig" ``base``) too.
+    """
+
+    registry: Registry
+    default: str
+    doc: str = ""
+
+
+NONE = type(None)
+NUMBER = (int, float)
+OPTIONAL_INT = (int, NONE)
+SIZE = (int, list, NONE)
+
+
+def _unit_pair(key: str, value) -> str | None:
+    if (
+        len(value) != 2
+        or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in value)
+        or not all(0.0 <= v <= 1.0 for v in value)
+    ):
+        return f"{key} must be two numbers in [0, 1], got {value!r}"
+    return None
+
+
+def _size_problem(key: str, size) -> str | None:
+    """The problem of a size (null, an int or [H, W] of ints >= 2), or None."""
+    if size is None:
+        return None
+    pair = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
+    if (
+        not isinstance(pair, list)
+        or len(pair) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in pair)
+    ):
+        return f"{key} must be an int or [H, W] of ints >= 2, got {size!r}"
+    return None
+
+
+#: Every section and key: one declaration each. A scalar section (``seed``) is an :class:`Option`,
+#: ``model`` and ``loss`` are :class:`Registered`, the others map their keys to :class:`Option`.
+#: Adding a key is one line here (then document it in medmat/configs/README.md).
+SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
+    "seed": Option(0, (int,), doc="the model's initialisation; with the epoch, every random draw of training"),
+    "model": Registered(MODELS, "medical_matting", doc="name of a registered model + its constructor's keywords"),
+    "loss": Registered(CRITERIA, "medical_matting", doc="name of a registered criterion + its constructor's keywords"),
     "data": {
-        # A path understood by medmat.data.load.load_dataset, or "phantom:N".
-        "dataset": "phantom:16",
-        # Optional trimaps (file or folder) for cases that have none; only the evaluation's
-        # "unknown" region (Table IV) and trimap-based models use them.
-        "trimaps": None,
-        "augment": True,
-        # Eq. 3: the pseudo mask thresholds the alpha at a level drawn from this range.
-        "pseudo_mask_range": [0.2, 0.7],
-        # int or [H, W]; null pads every case to the largest one (Brain-growth, LIDC: 128).
-        "input_size": None,
-        # int or [H, W]: every case is resampled to this size when it is loaded, for training and
-        # evaluation alike (medmat.engine.dataset.resize_sample); null keeps the cases' own size.
-        "resize": None,
-        # int or [H, W]: LIIF-style training of a resolution-free model (region_aware_matting):
-        # the model sees its inputs resampled to this size while its alpha is read, trained and
-        # scored at data.input_size (medmat.engine.dataset.to_model_input); null = input_size.
-        "model_input_size": None,
-        # Trimaps of the training items: "given" (data.trimaps or the dataset's own, as they are)
-        # or drawn anew every epoch from the ground truth by random erosion, as AdaMatting and the
-        # TCP paper train: "alpha" (Eq. 2 of the alpha matte) or "annotators" (unknown where the
-        # annotators' masks disagree). Evaluation always reads the cases' given trimaps.
-        "train_trimaps": "given",
-        # With generated trimaps, also a "trimap_noisy" (the TCP paper's random steps, §3.3).
-        "noisy_trimaps": False,
+        "dataset": Option("phantom:16", (str,), doc='a path medmat.data.load.load_dataset reads, or "phantom:N"'),
+        "trimaps": Option(None, (str, NONE), doc=(
+            "optional trimaps (file or folder) for cases that have none; only the evaluation's "
+            '"unknown" region (Table IV) and trimap-based models use them')),
+        "augment": Option(True, (bool,), doc="flips, rotation, elastic deformation of the training items"),
+        "pseudo_mask_range": Option([0.2, 0.7], (list,), check=_unit_pair, doc=(
+            "Eq. 3: the pseudo mask thresholds the alpha at a level drawn from this range")),
+        "input_size": Option(None, SIZE, check=_size_problem, doc=(
+            "int or [H, W]; null pads every case to the largest one (Brain-growth, LIDC: 128)")),
+        "resize": Option(None, SIZE, check=_size_problem, doc=(
+            "int or [H, W]: every case is resampled to this size when it is loaded, for training and "
+            "evaluation alike (medmat.engine.dataset.resize_sample); null keeps the cases' own size")),
+        "model_input_size": Option(None, SIZE, check=_size_problem, doc=(
+            "int or [H, W]: LIIF-style training of a resolution-free model (region_aware_matting): the "
+            "model sees its inputs resampled to this size while its alpha is read, trained and scored at "
+            "data.input_size (medmat.engine.dataset.to_model_input); null = input_size")),
+        "train_trimaps": Option("given", (str,), choices=("given", "alpha", "annotators"), doc=(
+            'trimaps of the training items: "given" (data.trimaps or the dataset\'s own, as they are) or '
+            "drawn anew every epoch from the ground truth by random erosion, as AdaMatting and the TCP "
+            'paper train: "alpha" (Eq. 2 of the alpha matte) or "annotators" (unknown where the '
+            "annotators' masks disagree); evaluation always reads the cases' given trimaps")),
+        "noisy_trimaps": Option(False, (bool,), doc=(
+            'with generated trimaps, also a "trimap_noisy" (the TCP paper\'s random steps, §3.3)')),
     },
-    "split": {"scheme": "auto", "k": 4, "fold": 0, "seed": 0},
+    "split": {
+        "scheme": Option("auto", (str,), choices=SCHEMES, doc=(
+            "the folds (medmat.data.splits); auto: Brain-growth's own for Brain-growth, else group/kfold")),
+        "k": Option(4, (int,), minimum=2, doc="number of folds"),
+        "fold": Option(0, (int,), minimum=0, doc="the held-out fold (< k)"),
+        "seed": Option(0, (int,), doc="seed of the fold assignment"),
+    },
     "optim": {
-        "name": "adam",
-        "lr": 1.0e-4,
-        "weight_decay": 5.0e-5,
-        # Table III's "momentum 0.9" is Adam's beta1.
-        "betas": [0.9, 0.999],
-        # The global batch: under torchrun every process takes batch_size / world_size.
-        "batch_size": 4,
-        "epochs": 150,
-        "warmup_epochs": 1,
-        "scheduler": "cosine",
-        "schedule_unit": "step",
-        "min_lr": 0.0,
-        "grad_clip": None,
+        "name": Option("adam", (str,), choices=tuple(OPTIMIZERS), doc=(
+            "the optimiser (medmat.engine.optim.build_optimizer): adam (weight decay as L2, the "
+            "paper's) or adamw (decoupled weight decay)")),
+        "lr": Option(1.0e-4, NUMBER, minimum=0.0, doc="peak learning rate"),
+        "weight_decay": Option(5.0e-5, NUMBER, minimum=0.0),
+        "betas": Option([0.9, 0.999], (list,), check=_unit_pair, doc='Table III\'s "momentum 0.9" is beta1'),
+        "batch_size": Option(4, (int,), minimum=1, doc=(
+            "the global batch: under torchrun every process takes batch_size / world_size")),
+        "epochs": Option(150, (int,), minimum=1),
+        "warmup_epochs": Option(1, (int,), minimum=0, doc="linear warm-up from 0 (<= epochs)"),
+        "scheduler": Option("cosine", (str,), choices=("cosine", "constant"), doc="after the warm-up"),
+        "schedule_unit": Option("step", (str,), choices=("step", "epoch"), doc="the schedule's step"),
+        "min_lr": Option(0.0, NUMBER, minimum=0.0, doc="the cosine's end"),
+        "grad_clip": Option(None, (int, float, NONE), doc="gradient-norm clipping; null = none"),
     },
-    "eval": {"num_samples": 8, "region": "unknown", "every": 1},
+    "eval": {
+        "num_samples": Option(8, (int,), minimum=1, doc="N sampled masks"),
+        "region": Option("unknown", (str,), choices=("unknown", "whole"), doc="Table IV's region"),
+        "every": Option(1, (int,), minimum=0, doc="validate every n epochs; 0 = only at the end"),
+    },
     "train": {
-        "device": "auto",
-        "num_threads": None,
-        "num_workers": 0,
-        "log_every": 10,
-        "tensorboard": "auto",
-        "progress": "auto",
-        # DDP only: for models whose loss leaves some parameters unused.
-        "find_unused_parameters": False,
+        "device": Option("auto", (str,), doc="auto, cpu, cuda"),
+        "num_threads": Option(None, OPTIONAL_INT, minimum=1, doc="torch threads; null = torch's default"),
+        "num_workers": Option(0, (int,), minimum=0, doc="DataLoader workers"),
+        "log_every": Option(10, (int,), minimum=1, doc="log every n steps"),
+        "tensorboard": Option("auto", (str, bool), choices=("auto", True, False)),
+        "progress": Option("auto", (str, bool), choices=("auto", True, False), doc="progress bar"),
+        "find_unused_parameters": Option(False, (bool,), doc=(
+            "DDP only: for models whose loss leaves some parameters unused")),
     },
 }
 
-_NUMBER = (int, float)
-_OPTIONAL_INT = (int, type(None))
-_SIZE = (int, list, type(None))
 
-#: Expected types of the checked keys (``bool`` is never accepted where a number is meant).
-TYPES: dict[str, tuple] = {
-    "seed": (int,),
-    "data.dataset": (str,),
-    "data.trimaps": (str, type(None)),
-    "data.augment": (bool,),
-    "data.pseudo_mask_range": (list,),
-    "data.input_size": _SIZE,
-    "data.resize": _SIZE,
-    "data.model_input_size": _SIZE,
-    "data.train_trimaps": (str,),
-    "data.noisy_trimaps": (bool,),
-    "split.scheme": (str,),
-    "split.k": (int,),
-    "split.fold": (int,),
-    "split.seed": (int,),
-    "optim.name": (str,),
-    "optim.lr": _NUMBER,
-    "optim.weight_decay": _NUMBER,
-    "optim.betas": (list,),
-    "optim.batch_size": (int,),
-    "optim.epochs": (int,),
-    "optim.warmup_epochs": (int,),
-    "optim.scheduler": (str,),
-    "optim.schedule_unit": (str,),
-    "optim.min_lr": _NUMBER,
-    "optim.grad_clip": (int, float, type(None)),
-    "eval.num_samples": (int,),
-    "eval.region": (str,),
-    "eval.every": (int,),
-    "train.device": (str,),
-    "train.num_threads": _OPTIONAL_INT,
-    "train.num_workers": (int,),
-    "train.log_every": (int,),
-    "train.tensorboard": (str, bool),
-    "train.progress": (str, bool),
-    "train.find_unused_parameters": (bool,),
-}
+def _default(spec):
+    if isinstance(spec, Option):
+        return copy.deepcopy(spec.default)
+    if isinstance(spec, Registered):
+        return {"name": spec.default}
+    return {key: _default(option) for key, option in spec.items()}
 
-CHOICES: dict[str, tuple] = {
-    "data.train_trimaps": ("given", "alpha", "annotators"),
-    "split.scheme": ("auto", "kfold", "group", "brain-growth"),
-    "optim.name": ("adam",),
-    "optim.scheduler": ("cosine", "constant"),
-    "optim.schedule_unit": ("step", "epoch"),
-    "eval.region": ("unknown", "whole"),
-    "train.tensorboard": ("auto", True, False),
-    "train.progress": ("auto", True, False),
-}
 
-#: Keys that must be >= their bound.
-MINIMUM: dict[str, float] = {
-    "split.k": 2,
-    "split.fold": 0,
-    "optim.lr": 0.0,
-    "optim.weight_decay": 0.0,
-    "optim.batch_size": 1,
-    "optim.epochs": 1,
-    "optim.warmup_epochs": 0,
-    "optim.min_lr": 0.0,
-    "eval.num_samples": 1,
-    "eval.every": 0,
-    "train.num_threads": 1,
-    "train.num_workers": 0,
-    "train.log_every": 1,
+#: The default configuration, derived from :data:`SCHEMA`.
+DEFAULTS: dict = {section: _default(spec) for section, spec in SCHEMA.items()}
+
+#: Every checked key by its dotted name ("optim.lr", "seed"), derived from :data:`SCHEMA`.
+OPTIONS: dict[str, Option] = {
+    **{section: spec for section, spec in SCHEMA.items() if isinstance(spec, Option)},
+    **{
+        f"{section}.{key}": option
+        for section, spec in SCHEMA.items()
+        if isinstance(spec, dict)
+        for key, option in spec.items()
+    },
 }
 
 
@@ -190,10 +233,11 @@ def load_config(path_or_name: str | os.PathLike | dict, overrides=()) -> dict:
             as YAML (``optim.epochs=2``, ``model.use_uncertainty_map=false``).
 
     Returns:
-        The resolved configuration: a new nested ``dict`` with every section of :data:`DEFAULTS`.
+        The resolved configuration: a new nested ``dict`` with every section of :data:`SCHEMA`.
 
     Raises:
-        MedmatError: missing file, YAML syntax error, unknown key, wrong type or value.
+        MedmatError: missing file, YAML syntax error, unknown key, wrong type or value, a model
+            or loss that is not registered or an option its constructor does not take.
     """
     if isinstance(path_or_name, dict):
         where, loaded = None, copy.deepcopy(path_or_name)
@@ -260,37 +304,30 @@ def apply_override(config: dict, override: str) -> None:
 
 
 def validate_config(config: dict, where=None) -> None:
-    """Check keys, types, choices and bounds; raise a one-line MedmatError on the first problem."""
-    for section in FREE_SECTIONS:
-        name = config[section].get("name")
-        if not isinstance(name, str) or not name:
-            raise MedmatError(f"{section}.name must name a registered {section}", where)
-    for section, default in DEFAULTS.items():
-        if section in FREE_SECTIONS:
-            continue
-        if isinstance(default, dict):
+    """Check sections, keys, types, choices and bounds against :data:`SCHEMA`, and ``model`` and
+    ``loss`` against their registered classes; raise a one-line MedmatError on the first problem."""
+    for section in config:
+        if section not in SCHEMA:
+            raise MedmatError(f"unknown config section {section!r} (known: {', '.join(SCHEMA)})", where)
+    for section, spec in SCHEMA.items():
+        if not isinstance(spec, Option) and not isinstance(config.get(section), dict):
+            raise MedmatError(f"config section {section!r} must be a mapping", where)
+    for section, spec in SCHEMA.items():
+        if isinstance(spec, Registered):
+            options = dict(config[section])
+            name = options.pop("name", None)
+            if not isinstance(name, str) or not name:
+                raise MedmatError(f"{section}.name must name a registered {spec.registry.kind}", where)
+            spec.registry.check_options(name, options, section, where)
+        elif isinstance(spec, dict):
             for key in config[section]:
-                if key not in default:
-                    known = ", ".join(default)
-                    raise MedmatError(f"unknown config key {section}.{key} (known: {known})", where)
-    for key, types in TYPES.items():
-        _coerce_number_strings(config, key, types)
-        value = get_key(config, key)
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise MedmatError(f"{key} must be {expected}, got {value!r}", where)
-        if key in CHOICES and value not in CHOICES[key]:
-            raise MedmatError(f"{key} must be one of {', '.join(map(str, CHOICES[key]))}, got {value!r}", where)
-        if key in MINIMUM and value is not None and value < MINIMUM[key]:
-            raise MedmatError(f"{key} must be >= {MINIMUM[key]:g}, got {value!r}", where)
-    _check_pair(config, "data.pseudo_mask_range", where, low=0.0, high=1.0)
-    _check_pair(config, "optim.betas", where, low=0.0, high=1.0)
+                if key not in spec:
+                    raise MedmatError(f"unknown config key {section}.{key} (known: {', '.join(spec)})", where)
+    for key, option in OPTIONS.items():
+        _check_option(config, key, option, where)
     low, high = config["data"]["pseudo_mask_range"]
     if low > high:
         raise MedmatError(f"data.pseudo_mask_range must be [low, high] with low <= high, got {[low, high]}", where)
-    input_size(config)  # each raises on a malformed size
-    resize_size(config)
-    model_input_size(config)
     if config["data"]["noisy_trimaps"] and config["data"]["train_trimaps"] == "given":
         raise MedmatError("data.noisy_trimaps needs generated training trimaps (data.train_trimaps alpha or annotators)", where)
     if config["split"]["fold"] >= config["split"]["k"]:
@@ -299,24 +336,31 @@ def validate_config(config: dict, where=None) -> None:
         raise MedmatError("optim.warmup_epochs must not exceed optim.epochs", where)
 
 
-def _coerce_number_strings(config: dict, key: str, types: tuple) -> None:
-    # PyYAML reads "1e-4" (no decimal point) as a string; accept it where a float is meant.
-    value = get_key(config, key)
+def _check_option(config: dict, key: str, option: Option, where) -> None:
+    """Check one key's type, choices, bound and own check, in place (number strings become floats)."""
+    try:
+        value = get_key(config, key)
+    except KeyError:
+        raise MedmatError(f"missing config key {key}", where) from None
+    types = option.types
     if float in types and isinstance(value, str):
+        # PyYAML reads "1e-4" (no decimal point) as a string; accept it where a float is meant.
         try:
-            set_key(config, key, float(value))
+            value = float(value)
         except ValueError:
             pass
-
-
-def _check_pair(config: dict, key: str, where, low: float, high: float) -> None:
-    value = get_key(config, key)
-    if (
-        len(value) != 2
-        or not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in value)
-        or not all(low <= v <= high for v in value)
-    ):
-        raise MedmatError(f"{key} must be two numbers in [{low:g}, {high:g}], got {value!r}", where)
+        else:
+            set_key(config, key, value)
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        expected = " or ".join("null" if t is NONE else t.__name__ for t in types)
+        raise MedmatError(f"{key} must be {expected}, got {value!r}", where)
+    if option.choices is not None and value not in option.choices:
+        raise MedmatError(f"{key} must be one of {', '.join(map(str, option.choices))}, got {value!r}", where)
+    if option.minimum is not None and value is not None and value < option.minimum:
+        raise MedmatError(f"{key} must be >= {option.minimum:g}, got {value!r}", where)
+    problem = option.check(key, value) if option.check is not None else None
+    if problem:
+        raise MedmatError(problem, where)
 
 
 def get_key(config: dict, dotted: str):
@@ -354,15 +398,12 @@ def model_input_size(config: dict) -> tuple[int, int] | None:
 def _size_pair(config: dict, key: str) -> tuple[int, int] | None:
     """``data.<key>`` (null, an int or [H, W] of ints >= 2) as ``(H, W)`` or None; MedmatError otherwise."""
     size = config["data"].get(key)
+    problem = _size_problem(f"data.{key}", size)
+    if problem:
+        raise MedmatError(problem)
     if size is None:
         return None
-    pair = [size, size] if isinstance(size, int) and not isinstance(size, bool) else size
-    if (
-        not isinstance(pair, list)
-        or len(pair) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 2 for v in pair)
-    ):
-        raise MedmatError(f"data.{key} must be an int or [H, W] of ints >= 2, got {size!r}")
+    pair = [size, size] if isinstance(size, int) else size
     return int(pair[0]), int(pair[1])
 
 

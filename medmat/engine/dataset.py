@@ -28,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medmat.classical.trimap import trimap_regions
+from medmat.data import transforms
 from medmat.data.sample import Sample
+from medmat.data.trimap import trimap_levels
 from medmat.data.validate import validate_dataset, validate_sample
 from medmat.errors import MedmatError
+from medmat.labels.training_trimaps import RandomTrimapd
 
-#: ``data.train_trimaps`` -> the ground truth :class:`~medmat.data.trimap_generation.RandomTrimapd`
+#: ``data.train_trimaps`` -> the ground truth :class:`~medmat.labels.training_trimaps.RandomTrimapd`
 #: draws training trimaps from ("given" draws none: the cases' own trimaps are used as they are).
 TRAIN_TRIMAP_SOURCES = {"alpha": "alpha", "annotators": "masks"}
 #: Batch key of the TCP's noisy training trimap.
@@ -180,16 +182,6 @@ def common_size(samples: Sequence[Sample], size: tuple[int, int] | None = None) 
     return max(s.shape[0] for s in samples), max(s.shape[1] for s in samples)
 
 
-def trimap_levels(trimap: np.ndarray) -> np.ndarray:
-    """Trimap (H,W), uint8 or float in [0,1] -> float32 (H,W) in {0, 0.5, 1} (background, unknown, foreground).
-
-    Intermediate values of resampled trimaps are read the way every medmat matting method reads
-    them (:func:`medmat.classical.trimap.trimap_regions`).
-    """
-    foreground, _, unknown = trimap_regions(trimap)
-    return (foreground + 0.5 * unknown).astype(np.float32)
-
-
 def item_seed(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator for one item of one epoch; a function of the three numbers only."""
     return np.random.default_rng([int(seed), int(epoch), int(index)])
@@ -197,16 +189,12 @@ def item_seed(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def default_augmentations() -> Callable:
     """The paper's training augmentations (flip, rotation, elastic): ``(data, rng) -> data``."""
-    from medmat.data.transforms import paper_augmentations
-
-    return paper_augmentations()
+    return transforms.paper_augmentations()
 
 
 def default_pseudo_mask() -> Callable:
     """Eq. 3's random-threshold pseudo mask: ``(alpha, rng, low, high) -> bool (H,W)``."""
-    from medmat.data.transforms import pseudo_mask
-
-    return pseudo_mask
+    return transforms.pseudo_mask
 
 
 def training_trimaps(kind: str = "given", noisy: bool = False) -> Callable | None:
@@ -222,8 +210,6 @@ def training_trimaps(kind: str = "given", noisy: bool = False) -> Callable | Non
         return None
     if kind not in TRAIN_TRIMAP_SOURCES:
         raise MedmatError(f"training trimaps must be given, {', '.join(TRAIN_TRIMAP_SOURCES)}; got {kind!r}")
-    from medmat.data.trimap_generation import RandomTrimapd
-
     return RandomTrimapd(source=TRAIN_TRIMAP_SOURCES[kind], noisy_key=NOISY_TRIMAP_KEY if noisy else None)
 
 
@@ -245,8 +231,9 @@ class MattingDataset(Dataset):
             (their masks), see :func:`training_trimaps`. They are drawn after the pseudo mask,
             so the other random draws of an item do not depend on this choice.
         noisy_trimaps: with generated trimaps, also the TCP's ``trimap_noisy``.
-        user_maps: a ``(data, rng) -> data`` transform adding ``data["user_map"]`` (H, W) in
-            {-1, 0, 0.5, 1}, e.g. :class:`~medmat.interaction.user_maps.RandomUserMapd` for
+        model_transform: the model's own ``(data, rng) -> data`` training transform
+            (:meth:`~medmat.models.contract.MattingModel.training_transform`), e.g.
+            :class:`~medmat.data.user_maps.RandomUserMapd` adding ``data["user_map"]`` for
             dugMatting's training maps (App. B.1). Training only; applied last, after the trimaps,
             so that it labels the augmented alpha and leaves the item's other draws unchanged.
         model_input_size: (h, w) the model's inputs are resampled to in training, with the targets
@@ -265,7 +252,7 @@ class MattingDataset(Dataset):
         pseudo_mask: Callable | None = None,
         train_trimaps: str = "given",
         noisy_trimaps: bool = False,
-        user_maps: Callable | None = None,
+        model_transform: Callable | None = None,
         model_input_size: tuple[int, int] | None = None,
     ):
         self.samples = validate_dataset(samples, "training data", require_alpha=True)
@@ -283,7 +270,7 @@ class MattingDataset(Dataset):
             self.augmentations = augmentations or default_augmentations()
         self.pseudo_mask = (pseudo_mask or default_pseudo_mask()) if training else None
         self.trimap_generator = training_trimaps(train_trimaps, noisy_trimaps) if training else None
-        self.user_maps = user_maps if training else None
+        self.model_transform = model_transform if training else None
         self.model_input_size = None if model_input_size is None else tuple(int(v) for v in model_input_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -305,8 +292,8 @@ class MattingDataset(Dataset):
             data["pseudo_mask"] = self.pseudo_mask(data["alpha"], rng, low=self.low, high=self.high)
             if self.trimap_generator is not None:
                 data = self.trimap_generator(data, rng)
-            if self.user_maps is not None:
-                data = self.user_maps(data, rng)
+            if self.model_transform is not None:
+                data = self.model_transform(data, rng)
         item = to_batch_item(data, self.size)
         if self.training and self.model_input_size is not None:
             item = to_model_input(item, self.model_input_size)
@@ -316,7 +303,7 @@ class MattingDataset(Dataset):
 def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Numpy case arrays (``image`` (C,H,W), ``alpha``/``pseudo_mask``/``user_map``/``trimap``/``trimap_noisy``
     (H,W), ``masks`` (K,H,W)) -> float32 tensors of spatial size ``size`` with the contract's channel axes;
-    trimaps become levels 0 / 0.5 / 1 (:func:`trimap_levels`); padding adds 0 ("unknown" in a user map)."""
+    trimaps become levels 0 / 0.5 / 1 (:func:`~medmat.data.trimap.trimap_levels`); padding adds 0 ("unknown" in a user map)."""
     item = {"image": data["image"].astype(np.float32)}
     item["masks"] = data["masks"].astype(np.float32)
     for key in ("alpha", "pseudo_mask", "user_map"):

@@ -116,11 +116,6 @@ def wrap_model(module: nn.Module, context: DistributedContext, find_unused_param
     )
 
 
-def unwrap_model(module: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` wrapper (or ``module`` itself)."""
-    return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module
-
-
 def make_sampler(dataset: Dataset, context: DistributedContext, seed: int, shuffle: bool = True) -> DistributedSampler:
     """Shuffling sampler giving each process its share of every epoch.
 
@@ -150,12 +145,3 @@ def average_across_processes(values: dict[str, float], context: DistributedConte
     dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
     stacked /= context.world_size
     return {key: float(value) for key, value in zip(keys, stacked.tolist())}
-
-
-def broadcast_object(obj, context: DistributedContext):
-    """Rank 0's ``obj`` on every process (a picklable Python object)."""
-    if not context.is_distributed:
-        return obj
-    holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]

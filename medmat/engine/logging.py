@@ -80,6 +80,7 @@ def _cell(value) -> str:
 
 def plot_curves(rows: list[dict], path: str | os.PathLike) -> None:
     """Plot the loss parts (left) and validation metrics (right) against the epoch into ``path`` (PNG)."""
+    # Imported on first use: matplotlib costs a second of start-up in every training process.
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,42 +20,23 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from medmat.data.sample import Sample
 from medmat.errors import MedmatError
-from medmat.interaction.simulate import InteractionRound, mean_round_metrics, predict_nig
+from medmat.models import MattingModel
+from medmat.engine.inference import predict
+from medmat.interaction.simulate import InteractionRound, mean_round_metrics
 from medmat.io.atomic import atomic_write_json, atomic_write_text
 from medmat.metrics.uncertainty import uncertainty_report
 from medmat.reporting.figures import reliability_plot
-from medmat.reporting import summarise, write_tables
+from medmat.metrics.tables import summarise, write_tables
 
 #: Stage name of :func:`~medmat.interaction.simulate.simulate_dataset` for the refined matte.
 REFINED_STAGE = "refined"
 #: Table IV groups of :func:`~medmat.interaction.simulate.round_metrics` and their titles.
 TABLE_GROUPS = {"region": "Table IV region", "whole": "whole image"}
-#: What :func:`uncertainty_maps` keeps of a prediction: the alpha, the uncertainty maps
-#: :func:`~medmat.metrics.uncertainty.uncertainty_report` compares, and the NIG for its calibration.
-REPORT_KEYS = (
-    "alpha",
-    "uncertainty_map",
-    "lesion_uncertainty",
-    "epistemic",
-    "aleatoric",
-    "nig_gamma",
-    "nig_omega",
-    "nig_alpha",
-    "nig_beta",
-)
 #: Region names of :func:`~medmat.interaction.simulate.round_metrics`, as the tables describe them.
 REGION_DESCRIPTIONS = {"unknown": "trimap == 128", "whole": "whole image"}
-
-
-def is_nig_model(model: nn.Module) -> bool:
-    """Whether ``model`` is dugMatting's "nig" wrapper (:class:`~medmat.models.nig.NIGMatting`)."""
-    from medmat.models.nig import NIGMatting
-
-    return isinstance(model, NIGMatting)
 
 
 def require_nig_config(config: Mapping, run: str | os.PathLike) -> None:
@@ -158,29 +139,21 @@ def write_interaction_tables(
     return text
 
 
-def uncertainty_maps(model: nn.Module, sample: Sample, num_samples: int = 8) -> dict[str, np.ndarray]:
+def uncertainty_maps(model: MattingModel, sample: Sample, num_samples: int = 8) -> dict[str, np.ndarray]:
     """The alpha and uncertainty maps of one eval-mode prediction, without interaction.
 
     Args:
-        model: any contract model; a "nig" model is run through
-            :func:`~medmat.interaction.simulate.predict_nig` (empty user map) and also gives its
-            epistemic and aleatoric maps and NIG parameters; others through
-            :func:`~medmat.engine.inference.predict_sample`.
-        sample: the case (its trimap, when present, goes to trimap-based models).
-        num_samples: sampled masks of models with ``predict`` (a "nig" model samples its base's own count).
+        model: any medmat model (its trimap, when the case has one, goes to trimap-based models).
+        sample: the case.
+        num_samples: N, masks drawn by models that sample.
 
     Returns:
-        float32 (H, W) maps, the :data:`REPORT_KEYS` the model gives: "alpha" always;
+        float32 (H, W) maps, every map the model gives but its sampled masks: "alpha" always;
         "uncertainty_map" (Prob. U-Net entropy, nats), "lesion_uncertainty" (alpha entropy,
-        nats), "epistemic", "aleatoric", "nig_*" when present.
+        nats), "epistemic", "aleatoric", "nig_*" when it gives them.
     """
-    from medmat.engine.inference import predict_sample
-
-    if is_nig_model(model):
-        prediction = predict_nig(model, sample.image, None, sample.trimap)
-    else:
-        prediction = predict_sample(model, sample.image, num_samples, sample.trimap)
-    return {key: np.asarray(prediction[key], dtype=np.float32) for key in REPORT_KEYS if key in prediction}
+    prediction = predict(model, sample.image, sample.trimap, num_samples=num_samples)
+    return {key: value for key, value in prediction.items() if key != "sample_masks"}
 
 
 def uncertainty_markdown(report: Mapping) -> str:
@@ -218,7 +191,7 @@ def write_uncertainty_report(report: Mapping, output: str | os.PathLike, extra: 
     return [str(path) for path in paths]
 
 
-def evaluate_uncertainty(model: nn.Module, samples: Sequence[Sample], num_samples: int = 8) -> dict:
+def evaluate_uncertainty(model: MattingModel, samples: Sequence[Sample], num_samples: int = 8) -> dict:
     """:func:`~medmat.metrics.uncertainty.uncertainty_report` of ``model`` on cases with alpha mattes (pixels pooled)."""
     predictions = [uncertainty_maps(model, sample, num_samples) for sample in samples]
     return uncertainty_report(predictions, [s.alpha for s in samples], [s.masks for s in samples])

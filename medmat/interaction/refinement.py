@@ -40,6 +40,8 @@ from skimage.filters import threshold_otsu
 from torch import nn
 
 from medmat.data.sample import Sample
+from medmat.data.user_maps import random_user_map
+from medmat.interaction.step import predict_nig
 from medmat.losses.gradient import sobel_gradients
 from medmat.models.blocks import conv3x3, conv_norm_relu, residual_stage
 
@@ -257,9 +259,6 @@ def train_refiner(
         ``(refiner, losses)``: the trained network (in eval mode, on the first stage's device)
         and the loss of every step.
     """
-    from medmat.interaction.simulate import predict_nig
-    from medmat.interaction.user_maps import random_user_map
-
     if not samples:
         raise ValueError("train_refiner needs at least one training case")
     rng = np.random.default_rng(seed)
@@ -274,7 +273,7 @@ def train_refiner(
     for _ in range(steps):
         sample = samples[int(rng.integers(len(samples)))]
         user_map = random_user_map(sample.alpha, rng) if random_user_maps else None
-        maps = predict_nig(first_stage, sample.image, user_map, sample.trimap)
+        maps, _ = predict_nig(first_stage, sample.image, user_map, sample.trimap)
         coarse = sample_coarse_alpha(maps["alpha"], maps["aleatoric"], rng)
         selected = select_refinement_pixels(maps["aleatoric"], maps["aleatoric_variance"])
         windows = training_windows(selected, rng, patches_per_step, patch_size)

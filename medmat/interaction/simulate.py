@@ -2,7 +2,7 @@
 
 One round: propose the N patches of highest mean epistemic uncertainty (Algorithm 1), let a
 simulated user label each from the ground truth (foreground / background / transition,
-:func:`~medmat.interaction.user_maps.patch_label`), add the labels to the user map, predict
+:func:`~medmat.data.user_maps.patch_label`), add the labels to the user map, predict
 again with the updated map, and fuse the new NIG with the previous one by the NIG summation of
 Eq. 2. Round 0 is the prediction without interaction. A round without proposals (no patch above
 the threshold, or all labelled) changes nothing: no interaction, no new NIG.
@@ -22,97 +22,20 @@ the Table IV metrics of every round (and after the aleatoric refinement when a r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medmat.data.sample import Sample
-from medmat.engine.dataset import trimap_levels
-from medmat.engine.inference import SIZE_MULTIPLE
+from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
 from medmat.errors import MedmatError
-from medmat.interaction.proposals import Patch, propose_patches
-from medmat.interaction.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
-from medmat.metrics import table_iv_metrics
-from medmat.uncertainty.nig import NIG, nig_moments, nig_sum
-
-#: Outputs of a "nig" model that :func:`predict_nig` returns as (H, W) maps (when present).
-MAP_KEYS = (
-    "alpha",
-    "nig_gamma",
-    "nig_omega",
-    "nig_alpha",
-    "nig_beta",
-    "epistemic",
-    "aleatoric",
-    "aleatoric_variance",
-    "uncertainty_map",
-    "lesion_uncertainty",
-)
-
-
-def _padding(size: int, multiple: int) -> tuple[int, int]:
-    extra = math.ceil(size / multiple) * multiple - size
-    return extra // 2, extra - extra // 2
-
-
-@torch.no_grad()
-def predict_nig(
-    model: nn.Module,
-    image: np.ndarray,
-    user_map: np.ndarray | None = None,
-    trimap: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """One eval-mode prediction of a "nig" model with a user map.
-
-    The image is padded to a multiple of 16 (replicated borders, as the engine's prediction
-    does; the user map is padded with 0, "unknown") and the outputs are cropped back.
-
-    Args:
-        model: a "nig" model (its train/eval mode is restored afterwards).
-        image: float32 (C, H, W) in [0, 1].
-        user_map: float (H, W) in {-1, 0, 0.5, 1}; None = no interaction.
-        trimap: (H, W) trimap (uint8 0/128/255 or [0, 1]) for trimap-based bases.
-
-    Returns:
-        float32 numpy maps (H, W) for the :data:`MAP_KEYS` the model outputs, "sample_masks"
-        (N, H, W) when present, and "nig": the :class:`~medmat.uncertainty.nig.NIG` of the four
-        (H, W) parameter maps.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise MedmatError(f"image must have shape (C, H, W), got {image.shape}")
-    height, width = image.shape[-2:]
-    top, bottom = _padding(height, SIZE_MULTIPLE)
-    left, right = _padding(width, SIZE_MULTIPLE)
-    pad = (left, right, top, bottom)
-    device = next(model.parameters()).device
-    planes = {"image": image[None]}
-    planes["user_map"] = np.zeros((1, 1, height, width), np.float32) if user_map is None else user_map[None, None]
-    if trimap is not None:
-        planes["trimap"] = trimap_levels(trimap)[None, None]
-    batch = {}
-    for key, value in planes.items():
-        tensor = torch.as_tensor(np.asarray(value, dtype=np.float32), device=device)
-        mode = "constant" if key == "user_map" else "replicate"
-        batch[key] = F.pad(tensor, pad, mode=mode) if any(pad) else tensor
-    was_training = model.training
-    model.eval()
-    try:
-        outputs = model(batch)
-    finally:
-        model.train(was_training)
-    maps = {}
-    for key in (*MAP_KEYS, "sample_masks"):
-        if key in outputs:
-            value = outputs[key][0, :, top : top + height, left : left + width].float().cpu().numpy()
-            maps[key] = value if key == "sample_masks" else value[0]
-    maps["nig"] = NIG(maps["nig_gamma"], maps["nig_omega"], maps["nig_alpha"], maps["nig_beta"])
-    return maps
+from medmat.interaction.refinement import refine_alpha
+from medmat.interaction.step import interaction_step, predict_nig
+from medmat.metrics import mean_table_iv_metrics, table_iv_metrics
+from medmat.uncertainty.nig import NIG, nig_moments
+from medmat.uncertainty.proposals import Patch, propose_patches
 
 
 def apply_user_labels(alpha: np.ndarray, user_map: np.ndarray) -> np.ndarray:
@@ -139,7 +62,7 @@ def answer_proposals(user_map: np.ndarray, proposals: Sequence[Patch], alpha: np
         alpha: ground-truth alpha (H, W) in [0, 1].
 
     Returns:
-        A new float32 (H, W) map: each patch set to its :func:`~medmat.interaction.user_maps.patch_label`.
+        A new float32 (H, W) map: each patch set to its :func:`~medmat.data.user_maps.patch_label`.
     """
     updated = np.array(user_map, dtype=np.float32, copy=True)
     for patch in proposals:
@@ -228,15 +151,14 @@ def simulate_interactions(
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0, got {rounds}")
     user_map = np.zeros(sample.shape, dtype=np.float32)
-    fused = predict_nig(model, sample.image, user_map, sample.trimap)["nig"]
+    _, fused = predict_nig(model, sample.image, user_map, sample.trimap)
     history = [_round(fused, user_map, [], sample, region)]
     for _ in range(rounds):
         epistemic = history[-1].maps["epistemic"]
         proposals = propose_patches(epistemic, num_proposals, patch_size, threshold, labelled=user_map != 0)
         if proposals:
             user_map = answer_proposals(user_map, proposals, sample.alpha)
-            new = predict_nig(model, sample.image, user_map, sample.trimap)["nig"]
-            fused = nig_sum(fused, new) if fuse else new
+            _, fused = interaction_step(model, sample.image, user_map, fused if fuse else None, sample.trimap)
         history.append(_round(fused, user_map, proposals, sample, region))
     return history
 
@@ -248,21 +170,10 @@ def mean_round_metrics(cases: Sequence[dict]) -> dict:
         cases: ``{stage name: round_metrics dict}`` per case (e.g. "round-0", "round-1", "refined").
 
     Returns:
-        ``{stage: {"region": {metric: mean}, "whole": {...}, "epistemic": mean, ...}}``; a region
-        mean skips cases whose region is empty (None when none has one).
+        ``{stage: {"region": {metric: mean}, "whole": {...}, "epistemic": mean, ...}}``
+        (:func:`~medmat.metrics.mean_table_iv_metrics` of each stage).
     """
-    summary = {}
-    for stage in cases[0]:
-        entries = [case[stage] for case in cases]
-        stage_summary = {}
-        for group in ("region", "whole"):
-            dicts = [entry[group] for entry in entries if entry.get(group) is not None]
-            stage_summary[group] = {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else None
-        for key, value in entries[0].items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                stage_summary[key] = float(np.mean([entry[key] for entry in entries]))
-        summary[stage] = stage_summary
-    return summary
+    return {stage: mean_table_iv_metrics([case[stage] for case in cases]) for stage in cases[0]}
 
 
 def simulate_dataset(
@@ -290,8 +201,6 @@ def simulate_dataset(
         "round-r+oracle" for r = 1..R (see the module), ["refined": metrics]}],
         "mean": mean_round_metrics(...)}``.
     """
-    from medmat.interaction.refinement import refine_alpha
-
     rng = np.random.default_rng(seed)
     cases = []
     for sample in samples:

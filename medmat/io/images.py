@@ -42,9 +42,9 @@ from nibabel.spatialimages import HeaderDataError
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
 
-from medmat.data.validate import binary_masks_from_array, check_unit_range
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_path
+from medmat.io.checks import binary_masks_from_array, check_unit_range
 
 #: File endings medmat reads, and the format each one means.
 FORMATS = {".png": "png", ".nii.gz": "nifti", ".nii": "nifti", ".dcm": "dicom", ".dicom": "dicom"}
@@ -357,7 +357,7 @@ def read_image(path: str | os.PathLike, slice_index: int | None = None) -> tuple
 def read_mask(path: str | os.PathLike, slice_index: int | None = None) -> np.ndarray:
     """Read one annotator's binary mask: stored {0, 1} or {0, 255} -> bool (H, W).
 
-    Any other value is an error (see :func:`medmat.data.validate.binary_masks_from_array`).
+    Any other value is an error (see :func:`medmat.io.checks.binary_masks_from_array`).
     """
     array, _ = read_array(path, slice_index)
     mask = single_channel(array, "mask", path)

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from medmat.classical import estimate_alpha
 from medmat.data.sample import Sample
-from medmat.labels.trimap import DEFAULT_DILATION_RADIUS, UNKNOWN, trimap_from_masks
+from medmat.data.trimap import BACKGROUND, FOREGROUND, UNKNOWN
+from medmat.labels.trimap import DEFAULT_DILATION_RADIUS, trimap_from_masks
 
 
 def matting_image(image: np.ndarray) -> np.ndarray:
@@ -46,7 +47,7 @@ def alpha_label(
     """
     trimap = trimap_from_masks(masks, dilation_radius)
     has_unknown = bool((trimap == UNKNOWN).any())
-    has_both = bool((trimap == 0).any() and (trimap == 255).any())
+    has_both = bool((trimap == BACKGROUND).any() and (trimap == FOREGROUND).any())
     if not (has_unknown and has_both):
         return masks.mean(axis=0, dtype=np.float32), trimap
     alpha = estimate_alpha(method, matting_image(image), trimap, **options)

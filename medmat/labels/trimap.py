@@ -3,6 +3,7 @@
 A pixel is foreground or background only where every annotator gave it the same label; the
 pixels where they disagree are unknown, and the unknown region is then dilated so that the
 blurred border each annotator placed slightly differently is left to the matting solver.
+The trimaps are in medmat's canonical encoding (:mod:`medmat.data.trimap`: uint8 0 / 128 / 255).
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from medmat.data.trimap import BACKGROUND, FOREGROUND, UNKNOWN
 from medmat.errors import MedmatError
-
-#: Trimap values, as in the released Brain-growth trimaps and the Deep Image Matting code.
-BACKGROUND, UNKNOWN, FOREGROUND = 0, 128, 255
 
 #: Default dilation radius in pixels. On the released Brain-growth trimaps a 1-pixel dilation
 #: of the disagreement region (3x3 square element) reproduces the authors' unknown region best

@@ -1,9 +1,7 @@
-"""Training losses. Importing this package registers every criterion with
-:mod:`medmat.losses.registry`; build one with ``build_criterion({"name": ..., ...})``.
+"""Training losses. Importing this package imports every module in it, so that every criterion
+registers with :mod:`medmat.losses.registry`; build one with ``build_criterion({"name": ..., ...})``.
 """
 
-from medmat.losses import medical_matting  # noqa: F401  (registration side effects)
-from medmat.losses import adamatting, nig, textural_compensate  # noqa: F401  (registration side effects)
 from medmat.losses.gradient import sobel_gradients
 from medmat.losses.medical_matting import (
     MedicalMattingLoss,
@@ -19,6 +17,9 @@ from medmat.losses.weighting import (
     UncertaintyWeighting,
     build_weighting,
 )
+from medmat.registry import import_submodules
+
+import_submodules(__name__, __path__)
 
 __all__ = [
     "MedicalMattingLoss",

@@ -1,7 +1,7 @@
 """AdaMatting's multi-task loss (Cai et al. 2019, §3.3 and §5.4).
 
 - trimap adaptation: ``L_T``, cross-entropy of the trimap logits against the optimal trimap
-  T_opt of the ground-truth alpha (Eq. 2, :func:`medmat.data.trimap_generation.optimal_trimap_classes`);
+  T_opt of the ground-truth alpha (Eq. 2, :func:`medmat.data.trimap.optimal_trimap_classes`);
 - alpha estimation: ``L_alpha``, mean absolute error on the unknown pixels of the *adapted*
   trimap (Eq. 4), i.e. where the trimap decoder's arg-max is "unknown";
 - combined by task uncertainty (Eq. 3, learnable sigmas initialised to 4, §4.1)
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmat.data.trimap_generation import UNKNOWN_CLASS, optimal_trimap_classes
+from medmat.data.trimap import UNKNOWN_CLASS, optimal_trimap_classes
 from medmat.errors import MedmatError
 from medmat.losses.registry import register_criterion
 from medmat.losses.weighting import TASKS, UncertaintyWeighting, _check_tasks

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medmat.data.trimap_generation import UNKNOWN_CLASS, trimap_classes
+from medmat.data.trimap import UNKNOWN_CLASS, trimap_classes
 from medmat.errors import MedmatError
 from medmat.losses.adamatting import masked_mean_per_image
 from medmat.losses.registry import register_criterion
@@ -89,14 +89,8 @@ class TexturalCompensateLoss(nn.Module):
         epsilon: of the Charbonnier distance.
     """
 
-    def __init__(
-        self,
-        use_background_loss: bool = True,
-        alpha_weight: float = 0.9,
-        background_weight: float = 0.1,
-        background_threshold: float = 0.1,
-        epsilon: float = DEFAULT_EPSILON,
-    ):
+    def __init__(self, use_background_loss: bool = True, alpha_weight: float = 0.9, background_weight: float = 0.1,
+                 background_threshold: float = 0.1, epsilon: float = DEFAULT_EPSILON):
         super().__init__()
         for name, value in {"alpha_weight": alpha_weight, "background_weight": background_weight}.items():
             if not value >= 0:

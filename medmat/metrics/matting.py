@@ -23,11 +23,13 @@ component of both mattes thresholded at 0.1, 0.2, ..., 1.0 (``bwconncomp(..., 4)
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 from scipy import ndimage
 
-from medmat.data.validate import check_unit_range
 from medmat.errors import MedmatError
+from medmat.io.checks import check_unit_range
 
 GRADIENT_SIGMA = 1.4
 CONNECTIVITY_STEP = 0.1
@@ -214,6 +216,31 @@ def table_iv_metrics(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray | None
         "whole": matting_metrics(pred, gt, region_mask(None, "whole", shape)),
     }
 
+
+
+def mean_table_iv_metrics(records: Sequence[Mapping], scalars: Sequence[str] | None = None) -> dict:
+    """Means over cases of :func:`table_iv_metrics`-style records.
+
+    Args:
+        records: one dict per case with "region" and "whole" (metric dicts, or None) and scalars.
+        scalars: the scalar keys to average; None = every number (not bool) of the first record.
+
+    Returns:
+        ``{"region": {metric: mean}, "whole": {...}, scalar: mean, ...}``: a group's means skip the
+        cases whose group is None (None when every case's is); a scalar's mean skips None values
+        (None when every case's is).
+    """
+    summary = {}
+    for group in ("region", "whole"):
+        dicts = [record[group] for record in records if record.get(group) is not None]
+        summary[group] = {name: float(np.mean([d[name] for d in dicts])) for name in dicts[0]} if dicts else None
+    if scalars is None:
+        scalars = [key for key, value in records[0].items()
+                   if key not in summary and isinstance(value, (int, float)) and not isinstance(value, bool)]
+    for name in scalars:
+        values = [record[name] for record in records if record.get(name) is not None]
+        summary[name] = float(np.mean(values)) if values else None
+    return summary
 
 def _sad(pred: np.ndarray, gt: np.ndarray, region: np.ndarray) -> float:
     return float(np.abs(pred - gt)[region].sum() / 1000)

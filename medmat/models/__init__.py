@@ -1,23 +1,23 @@
-"""Networks. Importing this package registers every model with :mod:`medmat.models.registry`.
+"""Networks: one file per model family, each a :class:`~medmat.models.contract.MattingModel`.
 
-A model is an ``nn.Module`` whose ``forward(batch: dict[str, Tensor]) -> dict[str, Tensor]``
-follows the engine contract (inputs "image", and in training "pseudo_mask", "alpha", "masks";
-outputs always "alpha" (B, 1, H, W) in [0, 1]); it may add ``predict(image, num_samples)``.
-Add new model files to the imports below so that they register.
+Importing this package imports every module in it, so that every ``@register_model`` runs: a
+new model is one new file here (see docs/architecture.md), built by name through
+:func:`~medmat.models.registry.build_model`. What a model takes and gives is its
+:class:`~medmat.models.contract.ModelSpec`.
 """
 
-from medmat.models import medical_matting, prob_unet  # noqa: F401  (registration side effects)
-from medmat.models import adamatting, textural_compensate  # noqa: F401  (registration side effects)
-from medmat.models import nig, region_aware_matting  # noqa: F401  (registration side effects)
-from medmat.models.medical_matting import PRESETS, MattingNetwork, MedicalMatting
-from medmat.models.prob_unet import ProbabilisticUNet
+from medmat.models.contract import INPUTS, MAP_OUTPUTS, OUTPUTS, MattingModel, ModelSpec
 from medmat.models.registry import build_model, list_models, register_model
+from medmat.registry import import_submodules
+
+import_submodules(__name__, __path__)
 
 __all__ = [
-    "PRESETS",
-    "MattingNetwork",
-    "MedicalMatting",
-    "ProbabilisticUNet",
+    "INPUTS",
+    "MAP_OUTPUTS",
+    "OUTPUTS",
+    "MattingModel",
+    "ModelSpec",
     "build_model",
     "list_models",
     "register_model",

@@ -4,7 +4,7 @@ One encoder, two decoders, one propagation unit (§3.2, Fig. 2):
 
 - input: the image concatenated with the one-hot trimap (3 channels; the paper feeds one
   trimap channel, the TCP paper and medmat the one-hot code of
-  :func:`medmat.data.trimap_generation.one_hot_trimap`);
+  :func:`medmat.data.trimap.one_hot_trimap`);
 - shared encoder: ResNet-style (the paper: ResNet-50, not pre-trained, §4.1). medmat uses basic
   residual blocks at five levels, full resolution then four stride-2 stages (1/2 .. 1/16), as
   no pre-trained weights are reachable and medical images are small;
@@ -33,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmat.data.trimap_generation import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap
+from medmat.data.trimap import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap
 from medmat.errors import MedmatError
 from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, positive_ints, residual_stage
+from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import register_model
 
 #: Encoder levels: 0 full resolution, then 1/2, 1/4, 1/8, 1/16 (inference pads to multiples of 16).
@@ -237,7 +238,7 @@ class PropagationUnit(nn.Module):
 
 
 @register_model("adamatting")
-class AdaMatting(nn.Module):
+class AdaMatting(MattingModel):
     """AdaMatting: shared encoder, trimap and alpha decoders, propagation unit.
 
     Args:
@@ -252,8 +253,9 @@ class AdaMatting(nn.Module):
         train_steps: recurrences in training; None draws 1 .. ``propagation_steps`` each forward
             (from torch's global generator, which the engine seeds).
 
-    ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1] and "trimap" (B, 1, H, W) in [0, 1]
-    (0 / 0.5 / 1), in training and evaluation alike, and returns float32 tensors:
+    ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1] and "trimap"
+    (B, 1, H, W) in [0, 1] (0 / 0.5 / 1), in training and evaluation alike (``num_samples`` is
+    ignored: the model does not sample), and returns float32 tensors:
         "alpha" (B, 1, H, W) in [0, 1]: the propagated alpha with the adapted trimap's known
             regions set to 0 and 1;
         "alpha_raw" (B, 1, H, W) in (0, 1): the propagated alpha before that (what Eq. 4 trains);
@@ -289,6 +291,17 @@ class AdaMatting(nn.Module):
         self.propagation: PropagationUnit | None = None
         if use_propagation:
             self.propagation = PropagationUnit(in_channels, propagation_channels)
+        self.spec = ModelSpec(
+            in_channels=in_channels,
+            takes=("image", "trimap"),
+            requires=("image", "trimap"),
+            gives=("alpha", "alpha_raw", "trimap_logits", "adapted_trimap"),
+            size_multiple=2 ** (NUM_LEVELS - 1),
+        )
+
+    def alpha_features_layer(self) -> nn.Module | None:
+        # The last propagation step's readout, or the alpha decoder's head without propagation.
+        return self.alpha_decoder.head if self.propagation is None else self.propagation.readout
 
     def steps(self) -> int:
         """Propagation recurrences for the next forward (see the class docstring)."""
@@ -298,7 +311,7 @@ class AdaMatting(nn.Module):
             return self.train_steps
         return int(torch.randint(1, self.propagation_steps + 1, ()).item())
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         image = batch["image"]
         trimap = batch_trimap(batch, "adamatting")
         features = self.encoder(torch.cat([image, one_hot_trimap(trimap)], dim=1))

@@ -30,9 +30,9 @@ from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.models.blocks import ChannelAttention, conv3x3, positive_ints, residual_stage
-from medmat.models.prob_unet import ProbabilisticUNet, masks_and_uncertainty
+from medmat.models.contract import MattingModel, ModelSpec
+from medmat.models.prob_unet import PROB_UNET_OUTPUTS, ProbabilisticUNet, masks_and_uncertainty, matting_outputs
 from medmat.models.registry import register_model
-from medmat.uncertainty import lesion_uncertainty
 
 #: Constructor presets (kwargs of :class:`MedicalMatting`). ``paper``: the published sizes;
 #: ``lite``: small enough to train Brain-growth folds on a 2-core CPU in minutes.
@@ -88,7 +88,7 @@ class MattingNetwork(nn.Module):
 
 
 @register_model("medical_matting")
-class MedicalMatting(nn.Module):
+class MedicalMatting(MattingModel):
     """Prob. U-Net + uncertainty map + matting network, trained end to end.
 
     Args:
@@ -104,8 +104,9 @@ class MedicalMatting(nn.Module):
         use_uncertainty_map: False = matting network without the uncertainty map.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
 
-    ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
-    (B, 1, H, W) in {0, 1}; it returns float32 tensors:
+    ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1], and in training
+    "pseudo_mask" (B, 1, H, W) in {0, 1}; it draws ``num_samples`` masks (None: the configured N;
+    prior samples in eval mode, posterior samples in training) and returns float32 tensors:
         "alpha" (B, 1, H, W) in [0, 1];
         "alpha_logits" (B, 1, H, W), only with the matting network (the criterion trains alpha
             only when it is present);
@@ -147,43 +148,23 @@ class MedicalMatting(nn.Module):
             self.matting_net = MattingNetwork(
                 in_channels, self.prob_unet.latent_channels, matting_channels, use_uncertainty_map
             )
+        self.spec = ModelSpec(
+            in_channels=in_channels,
+            gives=("alpha", *(("alpha_logits",) if use_matting_net else ()), "lesion_uncertainty", *PROB_UNET_OUTPUTS),
+            size_multiple=self.prob_unet.size_multiple,
+        )
+
+    def alpha_features_layer(self) -> nn.Module | None:
+        # The output block's last convolution: its input are the matting network's final features.
+        return None if self.matting_net is None else self.matting_net.output_block[3]
 
     def _run(self, image: torch.Tensor, pseudo_mask: torch.Tensor | None, num_samples: int) -> dict[str, torch.Tensor]:
         masks = masks_and_uncertainty(self.prob_unet, image, pseudo_mask, num_samples)
-        sample_masks, uncertainty = masks["sample_masks"], masks["uncertainty_map"]
-        outputs = {key: masks[key] for key in ("sample_masks", "uncertainty_map", "mask_logits", "kl") if key in masks}
         if self.matting_net is None:
-            outputs["alpha"] = sample_masks.mean(dim=1, keepdim=True)
-        else:
-            outputs["alpha_logits"] = self.matting_net(image, masks["latent_features"], uncertainty)
-            outputs["alpha"] = torch.sigmoid(outputs["alpha_logits"])
-        outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
-        return outputs
+            return matting_outputs(masks, None)
+        return matting_outputs(masks, self.matting_net(image, masks["latent_features"], masks["uncertainty_map"]))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         if self.training and "pseudo_mask" not in batch:
             raise ValueError("MedicalMatting needs batch['pseudo_mask'] in training mode (posterior net)")
-        return self._run(batch["image"], batch.get("pseudo_mask"), self.num_samples)
-
-    @torch.no_grad()
-    def predict(self, image: torch.Tensor, num_samples: int = 8) -> dict[str, torch.Tensor]:
-        """Inference from the image alone, with ``num_samples`` prior samples.
-
-        Args:
-            image: (B, C, H, W) float32 in [0, 1].
-            num_samples: N >= 1 (the uncertainty map of a single sample only shows its
-                own soft edges).
-
-        Returns:
-            "alpha" (B, 1, H, W) in [0, 1], "uncertainty_map" and "lesion_uncertainty"
-            (B, 1, H, W) in [0, ln 2] nats, "sample_masks" (B, N, H, W) in [0, 1]. The module's
-            train/eval mode is restored afterwards.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            outputs = self._run(image, None, num_samples)
-        finally:
-            self.train(was_training)
-        keys = ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks")
-        return {key: outputs[key] for key in keys}
+        return self._run(batch["image"], batch.get("pseudo_mask"), num_samples or self.num_samples)

@@ -4,7 +4,7 @@
 model (the *base*, built through the registry):
 
 - **user map input**: the user map U (B, 1, H, W) in {-1, 0, 0.5, 1}
-  (:mod:`medmat.interaction.user_maps`) is concatenated to the image, and the base is built with
+  (:mod:`medmat.data.user_maps`) is concatenated to the image, and the base is built with
   ``in_channels + 1``: every medmat model takes ``in_channels``, so no base needs editing, and the
   map reaches the base's first layer as the paper's ``F_θ(x | U)`` does. Without U in the batch the
   map is empty (all 0: "no interaction"); in training mode the wrapper draws random maps from the
@@ -15,10 +15,10 @@ model (the *base*, built through the registry):
 
 The shared features. The paper extends the *last layer* of the matting network; medmat reads
 the input of the base's last alpha layer through a forward pre-hook, so the head sits on the same
-features as the base's own alpha layer without changing the base's code. :data:`FEATURE_LAYERS`
-names that layer for every bundled model (for AdaMatting's recurrent readout the last call wins,
-i.e. the final propagation step). A base not in the table, or a configuration without that layer
-(e.g. Medical Matting's "Prob. U-Net alone" ablation), gets a small convolutional stem over
+features as the base's own alpha layer without changing the base's code. Every model declares
+that layer (:meth:`medmat.models.contract.MattingModel.alpha_features_layer`; for AdaMatting's
+recurrent readout the last call wins, i.e. the final propagation step). A base that declares none
+(e.g. Medical Matting's "Prob. U-Net alone" ablation) gets a small convolutional stem over
 [image, U, base alpha] instead (``features="stem"`` forces it; any module path can be given).
 Next to the features, the head reads one more channel: the base's alpha logit ("alpha_logits"
 when the base outputs it, else the logit of its clamped "alpha"). γ's layer is initialised to copy
@@ -33,9 +33,8 @@ Outputs: the base's outputs (its alpha renamed "base_alpha"; "uncertainty_map", 
     "aleatoric_variance" Var[σ²] = β² / ((α - 1)² (α - 2)) (+inf where α <= 2), all (B, 1, H, W);
     "lesion_uncertainty" (B, 1, H, W): binary entropy of γ in nats, detached.
 
-The wrapper defines no ``predict``: the engine then runs an eval-mode ``forward`` of its batch,
-which keeps the "trimap" of trimap-based bases (a ``predict(image)`` would drop it); the Prob.
-U-Net bases sample their configured ``num_samples``.
+``forward(batch, num_samples)`` hands ``num_samples`` to the base. The wrapper takes what its
+base takes plus "user_map", and declares it in its :class:`~medmat.models.contract.ModelSpec`.
 """
 
 from __future__ import annotations
@@ -47,22 +46,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medmat.data.user_maps import PATCH_COUNT_P, PATCH_SIZE, RandomUserMapd, random_user_maps
 from medmat.errors import MedmatError
-from medmat.interaction.user_maps import PATCH_COUNT_P, PATCH_SIZE, random_user_maps
 from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
+from medmat.models.contract import NIG_OUTPUTS, MattingModel, ModelSpec
 from medmat.models.registry import build_model, register_model
 from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.nig import NIG, nig_moments
 
-#: The base's last alpha layer, whose input are the shared features; candidates in order.
-FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
-    "medical_matting": ("matting_net.output_block.3",),
-    "region_aware_matting": ("matting_net.decoder.output_block.2",),
-    "adamatting": ("propagation.readout", "alpha_decoder.head"),
-    "tcp_matting": ("tcp.refine.1", "semantic.head"),
-}
-#: Output keys of the four NIG parameters, in the order of :class:`~medmat.uncertainty.nig.NIG`.
-NIG_KEYS = ("nig_gamma", "nig_omega", "nig_alpha", "nig_beta")
+#: What the wrapper adds to its base's outputs.
+NIG_MODEL_OUTPUTS = ("base_alpha", *NIG_OUTPUTS, "epistemic", "aleatoric", "aleatoric_variance", "lesion_uncertainty")
 #: Default floor added to ω, α - 1 and β: softplus underflows to exactly 0 in float32 below about
 #: -88, and the NLL and the moments divide by these.
 MIN_EVIDENCE = 1e-6
@@ -108,24 +101,20 @@ class NIGHead(nn.Module):
 
 def nig_from_outputs(outputs: Mapping[str, torch.Tensor]) -> NIG:
     """The :class:`~medmat.uncertainty.nig.NIG` held in a "nig" model's outputs (their "nig_*" keys)."""
-    return NIG(*(outputs[key] for key in NIG_KEYS))
-
-
-def _find_module(model: nn.Module, path: str) -> nn.Module | None:
-    modules = dict(model.named_modules())
-    return modules.get(path)
+    return NIG(*(outputs[key] for key in NIG_OUTPUTS))
 
 
 @register_model("nig")
-class NIGMatting(nn.Module):
+class NIGMatting(MattingModel):
     """A registered model with dugMatting's user-map input and NIG output (module docstring).
 
     Args:
         base: the base model's config section: ``{"name": registered name, **constructor kwargs}``
             without ``in_channels`` (the wrapper sets it).
         in_channels: image channels; the base gets ``in_channels + 1`` (the user map).
-        features: "auto" (the base's last alpha layer from :data:`FEATURE_LAYERS`, else the stem),
-            "stem", or the dotted path of a ``Conv2d``/``Linear`` of the base whose input to use.
+        features: "auto" (the layer the base declares by ``alpha_features_layer()``, else the
+            stem), "stem", or the dotted path of a ``Conv2d``/``Linear`` of the base whose input
+            to use.
         head_channels: width of the stem (used only without hooked features).
         random_user_maps: in training, draw App. B.1 user maps from the batch's "alpha" when the
             batch has no "user_map" (torch's global generator seeds the draw).
@@ -138,8 +127,8 @@ class NIGMatting(nn.Module):
             through the latent features and stops the masks from learning (Brain-growth fold 0:
             Dice 0 after 60 epochs, against 0.73 for the plain model).
 
-    ``forward(batch)`` takes the base's batch plus an optional "user_map" (B, 1, H, W) in
-    {-1, 0, 0.5, 1}; see the module docstring for the outputs.
+    ``forward(batch, num_samples=None)`` takes the base's batch plus an optional "user_map"
+    (B, 1, H, W) in {-1, 0, 0.5, 1}; see the module docstring for the outputs.
     """
 
     def __init__(
@@ -176,7 +165,7 @@ class NIGMatting(nn.Module):
         self._captured: torch.Tensor | None = None
         self._channels_last = False
         layer = self._feature_layer(features)
-        self.feature_layer = layer
+        self.feature_layer = None if layer is None else self._layer_name(layer)
         self.stem: nn.Module | None = None
         if layer is None:
             self.stem = nn.Sequential(
@@ -184,27 +173,42 @@ class NIGMatting(nn.Module):
             )
             feature_channels = head_channels
         else:
-            module = _find_module(self.base, layer)
-            self._channels_last = isinstance(module, nn.Linear)
-            feature_channels = module.in_features if self._channels_last else module.in_channels
-            module.register_forward_pre_hook(self._capture)
+            self._channels_last = isinstance(layer, nn.Linear)
+            feature_channels = layer.in_features if self._channels_last else layer.in_channels
+            layer.register_forward_pre_hook(self._capture)
         # The last input channel of the head is the base's alpha logit.
         self.head = NIGHead(feature_channels + 1, min_evidence)
         self.head.copy_channel_to_gamma(feature_channels)
+        base_spec = self.base.spec
+        self.spec = ModelSpec(
+            in_channels=self.in_channels,
+            takes=(*base_spec.takes, "user_map"),
+            requires=base_spec.requires,
+            gives=tuple(dict.fromkeys((*base_spec.gives, *NIG_MODEL_OUTPUTS))),
+            size_multiple=base_spec.size_multiple,
+        )
 
-    def _feature_layer(self, features: str) -> str | None:
-        """The dotted path of the hooked layer, or None for the stem."""
+    def _feature_layer(self, features: str) -> nn.Module | None:
+        """The hooked layer of the base, or None for the stem."""
         if features == "stem":
             return None
-        candidates = FEATURE_LAYERS.get(self.base_name, ()) if features == "auto" else (features,)
-        for path in candidates:
-            if isinstance(_find_module(self.base, path), (nn.Conv2d, nn.Linear)):
-                return path
-        if features != "auto":
+        if features == "auto":
+            return self.base.alpha_features_layer()
+        layer = dict(self.base.named_modules()).get(features)
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             raise MedmatError(
                 f"model option features: {features!r} is not a Conv2d or Linear layer of {self.base_name!r}"
             )
-        return None
+        return layer
+
+    def _layer_name(self, layer: nn.Module) -> str:
+        return next(name for name, module in self.base.named_modules() if module is layer)
+
+    def training_transform(self):
+        """dugMatting's random training user maps (App. B.1), drawn by the dataset, or None."""
+        if not self.random_user_maps:
+            return None
+        return RandomUserMapd(patch_size=self.user_map_patch_size, p=self.user_map_p)
 
     def _capture(self, module: nn.Module, inputs: tuple) -> None:
         self._captured = inputs[0]
@@ -240,13 +244,13 @@ class NIGMatting(nn.Module):
             features = F.interpolate(features, size=base_alpha.shape[-2:], mode="bilinear", align_corners=False)
         return features
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         image = batch["image"]
         user_map = self.user_map_for(batch)
         base_batch = {key: value for key, value in batch.items() if key != "user_map"}
         base_batch["image"] = torch.cat([image, user_map], dim=1)
         self._captured = None
-        base_outputs = self.base(base_batch)
+        base_outputs = self.base(base_batch, num_samples)
         base_alpha = base_outputs["alpha"]
         logit = base_outputs.get("alpha_logits")
         if logit is None:
@@ -263,7 +267,7 @@ class NIGMatting(nn.Module):
 
         outputs = {key: value for key, value in base_outputs.items() if key != "alpha"}
         outputs["base_alpha"] = base_alpha
-        outputs.update(zip(NIG_KEYS, nig))
+        outputs.update(zip(NIG_OUTPUTS, nig))
         outputs.update(nig_moments(nig))  # "alpha" (= γ), "epistemic", "aleatoric", "aleatoric_variance"
         outputs["lesion_uncertainty"] = lesion_uncertainty(nig.gamma.detach())
         return outputs

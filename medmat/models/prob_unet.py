@@ -32,7 +32,7 @@ from torch.distributions import Independent, Normal, kl_divergence
 
 from medmat.errors import MedmatError
 from medmat.models.blocks import conv1x1, conv_norm_relu
-from medmat.uncertainty.entropy import uncertainty_map
+from medmat.uncertainty.entropy import lesion_uncertainty, uncertainty_map
 
 #: Convolutions per U-Net / encoder level, as in Kohl et al.
 CONVS_PER_LEVEL = 3
@@ -114,6 +114,8 @@ class AxisAlignedGaussianEncoder(nn.Module):
 #: the power: 1 step, as a plain 1x1 head. The packaged configs choose "orthogonal_relu"; the
 #: constructors keep "orthogonal" so that runs whose config predates the option retrain as they did.
 FCOMB_INITS = ("orthogonal", "orthogonal_relu")
+#: Outputs of :func:`masks_and_uncertainty` that a model built on the Prob. U-Net passes on.
+PROB_UNET_OUTPUTS = ("sample_masks", "uncertainty_map", "mask_logits", "kl")
 
 
 class Fcomb(nn.Module):
@@ -186,6 +188,11 @@ class ProbabilisticUNet(nn.Module):
         self.fcomb = Fcomb(filters[0], latent_dim, num_fcomb_convs, fcomb_init)
 
     @property
+    def size_multiple(self) -> int:
+        """Inputs of a multiple of this size pool evenly at every level (others are padded by the engine)."""
+        return 2 ** (len(self.unet.down) - 1)
+
+    @property
     def latent_channels(self) -> int:
         """Channels of the latent features handed to the matting network."""
         return self.fcomb.feature_channels
@@ -250,4 +257,26 @@ def masks_and_uncertainty(
     outputs = prob_unet(image, pseudo_mask, num_samples)
     outputs["sample_masks"] = torch.sigmoid(outputs.pop("sample_logits"))
     outputs["uncertainty_map"] = uncertainty_map(outputs["sample_masks"])
+    return outputs
+
+
+def matting_outputs(masks: dict[str, torch.Tensor], alpha_logits: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """A Prob. U-Net matting model's outputs: the masks' :data:`PROB_UNET_OUTPUTS` and the alpha.
+
+    Args:
+        masks: :func:`masks_and_uncertainty` of the image.
+        alpha_logits: (B, 1, H', W') from the matting network, or None for the "Prob. U-Net
+            alone" ablation (alpha = mean of the sampled score maps).
+
+    Returns:
+        The passed-on mask outputs, "alpha_logits" (when given), "alpha" in [0, 1] and
+        "lesion_uncertainty" (its binary entropy in nats, detached).
+    """
+    outputs = {key: masks[key] for key in PROB_UNET_OUTPUTS if key in masks}
+    if alpha_logits is None:
+        outputs["alpha"] = masks["sample_masks"].mean(dim=1, keepdim=True)
+    else:
+        outputs["alpha_logits"] = alpha_logits
+        outputs["alpha"] = torch.sigmoid(alpha_logits)
+    outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
     return outputs

@@ -14,9 +14,10 @@ decoder is an implicit function (§2.1-2.2):
   bilinear upsampling, for the ablations), concatenated (Eq. 3), and two per-query output layers
   giving the alpha logit.
 
-Because the decoder reads the feature maps at continuous positions, :meth:`predict` can return
-the alpha matte at any size (``output_size``) straight from the implicit function; ``forward``
-always queries the input's own pixel grid.
+Because the decoder reads the feature maps at continuous positions, the model is resolution-free:
+with an "output_size" (H', W') in its batch it reads the alpha matte at H' x W' straight from the
+implicit function (``medmat.engine.predict.predict(..., output_size=...)``); without one it
+queries the input's own pixel grid.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from medmat.models.implicit_decoder import (
     pixels_to_normalized,
     query_grid,
 )
-from medmat.models.prob_unet import ProbabilisticUNet, masks_and_uncertainty
+from medmat.models.contract import MattingModel, ModelSpec
+from medmat.models.prob_unet import PROB_UNET_OUTPUTS, ProbabilisticUNet, masks_and_uncertainty, matting_outputs
 from medmat.models.registry import register_model
 from medmat.uncertainty import lesion_uncertainty
 
@@ -48,8 +50,6 @@ PRESETS: dict[str, dict] = {
     "lite": {"unet_filters": (16, 32, 64, 96), "latent_dim": 2, "widths": (32, 64, 64), "implicit_channels": 16},
 }
 
-#: Outputs of :meth:`RegionAwareMatting.predict`.
-PREDICT_KEYS = ("alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks")
 
 
 class MattingUNet(nn.Module):
@@ -159,27 +159,28 @@ def _output_size(output_size: Sequence[int]) -> tuple[int, int]:
 
 
 @register_model("region_aware_matting")
-class RegionAwareMatting(nn.Module):
+class RegionAwareMatting(MattingModel):
     """Prob. U-Net + uncertainty map + Matting U-Net with a region-aware implicit decoder.
 
     Args:
         in_channels: image channels (1 greyscale, 3 colour).
-        unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init: the Prob. U-Net, as in
-            :class:`~medmat.models.medical_matting.MedicalMatting`.
         widths: channels of the Matting U-Net's propagation units, finest first.
         implicit_channels: width of the implicit MLPs ``f_theta`` and of the output block.
         decoder: "region_aware" (Eq. 2), "local_ensemble" (Eq. 1) or "bilinear" (baseline).
         scales: feature scales fused by Eq. 3 (1, 2 or 3).
         offset_kernel: k, the k x k codes each query decodes (1, 2 or 3; paper 2).
         use_uncertainty_map: False drops the uncertainty map from the Matting U-Net's inputs.
-        num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
         decoder_path: a U-Net decoder path before the implicit decoder (see :class:`MattingUNet`).
+        unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init: the Prob. U-Net, as in
+            :class:`~medmat.models.medical_matting.MedicalMatting`.
+        num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
 
     ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
     (B, 1, H, W) in {0, 1}; it returns the outputs of the core model, at the input size, so the
     "medical_matting" criterion trains it unchanged. An optional "output_size" (B, 2) int64 (the
-    same (H', W') in every row; LIIF-style training, ``data.model_input_size``) reads "alpha",
-    "alpha_logits" and "lesion_uncertainty" at (H', W') instead, as :meth:`predict` does:
+    same (H', W') in every row: LIIF-style training, ``data.model_input_size``, and prediction at
+    any size) reads "alpha", "alpha_logits" and "lesion_uncertainty" at (H', W') instead (the
+    implicit decoders read the H' x W' pixel centres; the "bilinear" baseline resizes its alpha):
         "alpha" (B, 1, H, W) in [0, 1] and "alpha_logits" (B, 1, H, W);
         "uncertainty_map" (B, 1, H, W) in [0, ln 2], nats (Eq. 4 of Medical Matting);
         "lesion_uncertainty" (B, 1, H, W) in [0, ln 2], nats, binary entropy of alpha, detached;
@@ -190,19 +191,20 @@ class RegionAwareMatting(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
-        unet_filters: Sequence[int] = PRESETS["paper"]["unet_filters"],
-        latent_dim: int = PRESETS["paper"]["latent_dim"],
-        num_fcomb_convs: int = 4,
-        batch_norm: bool = True,
-        fcomb_init: str = "orthogonal",
         widths: Sequence[int] = PRESETS["paper"]["widths"],
         implicit_channels: int = PRESETS["paper"]["implicit_channels"],
         decoder: str = "region_aware",
         scales: int = 3,
         offset_kernel: int = 2,
         use_uncertainty_map: bool = True,
-        num_samples: int = 8,
         decoder_path: bool = False,
+        # The Prob. U-Net, as Medical Matting's.
+        unet_filters: Sequence[int] = PRESETS["paper"]["unet_filters"],
+        latent_dim: int = PRESETS["paper"]["latent_dim"],
+        num_fcomb_convs: int = 4,
+        batch_norm: bool = True,
+        fcomb_init: str = "orthogonal",
+        num_samples: int = 8,
     ):
         super().__init__()
         (in_channels,) = positive_ints("in_channels", in_channels, 1)
@@ -232,6 +234,16 @@ class RegionAwareMatting(nn.Module):
             use_uncertainty_map,
             decoder_path=bool(decoder_path),
         )
+        self.spec = ModelSpec(
+            in_channels=in_channels,
+            gives=("alpha", "alpha_logits", "lesion_uncertainty", *PROB_UNET_OUTPUTS),
+            size_multiple=self.prob_unet.size_multiple,
+            resolution_free=True,
+        )
+
+    def alpha_features_layer(self) -> nn.Module | None:
+        # The output block's last convolution: its input are the decoder's per-query features.
+        return self.matting_net.decoder.output_block[2]
 
     @property
     def decoder_kind(self) -> str:
@@ -246,11 +258,8 @@ class RegionAwareMatting(nn.Module):
         queries: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         masks = masks_and_uncertainty(self.prob_unet, image, pseudo_mask, num_samples)
-        outputs = {key: masks[key] for key in ("sample_masks", "uncertainty_map", "mask_logits", "kl") if key in masks}
-        outputs["alpha_logits"] = self.matting_net(image, masks["latent_features"], masks["uncertainty_map"], queries)
-        outputs["alpha"] = torch.sigmoid(outputs["alpha_logits"])
-        outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
-        return outputs
+        alpha_logits = self.matting_net(image, masks["latent_features"], masks["uncertainty_map"], queries)
+        return matting_outputs(masks, alpha_logits)
 
     def _queries(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor | None:
         """The decoder's queries for an output of ``size``: None (the input's grid) for the input's
@@ -267,59 +276,24 @@ class RegionAwareMatting(nn.Module):
                 outputs[key] = F.interpolate(outputs[key], size=size, mode="bilinear", align_corners=False)
             outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         if self.training and "pseudo_mask" not in batch:
             raise ValueError("RegionAwareMatting needs batch['pseudo_mask'] in training mode (posterior net)")
         image = batch["image"]
         size = tuple(image.shape[-2:])
         if "output_size" in batch:
-            # LIIF-style training (data.model_input_size): the alpha is read at the targets' size;
-            # the masks and the uncertainty map stay at the input's.
+            # The alpha is read at the requested size; the masks and the uncertainty map stay at
+            # the input's (the engine's prediction resizes them when it returns them).
             size = _output_size(batch["output_size"].reshape(-1, 2)[0].tolist())
-        outputs = self._run(image, batch.get("pseudo_mask"), self.num_samples, self._queries(image, size))
+        outputs = self._run(image, batch.get("pseudo_mask"), num_samples or self.num_samples, self._queries(image, size))
         self._read_alpha_at(outputs, size)
         return outputs
-
-    @torch.no_grad()
-    def predict(
-        self, image: torch.Tensor, num_samples: int = 8, output_size: Sequence[int] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Inference from the image alone, with ``num_samples`` prior samples, at any output size.
-
-        Args:
-            image: (B, C, H, W) float32 in [0, 1]; any H, W (no padding needed).
-            num_samples: N >= 1.
-            output_size: (H', W') of the outputs; None = (H, W). The implicit decoders read the
-                alpha matte at the H' x W' pixel centres directly (at (H, W) this is exactly
-                ``forward``'s alpha); the "bilinear" decoder, the baseline, resizes its H x W
-                alpha bilinearly.
-
-        Returns:
-            "alpha" (B, 1, H', W') in [0, 1]; "lesion_uncertainty" (B, 1, H', W') in [0, ln 2]
-            nats, the binary entropy of that alpha; "uncertainty_map" (B, 1, H', W') in
-            [0, ln 2] nats and "sample_masks" (B, N, H', W') in [0, 1], which come from the
-            Prob. U-Net at H x W and are bilinearly resized to H' x W' when the sizes differ.
-            The module's train/eval mode is restored afterwards.
-        """
-        size = tuple(image.shape[-2:]) if output_size is None else _output_size(output_size)
-        was_training = self.training
-        self.eval()
-        try:
-            outputs = self._run(image, None, num_samples, self._queries(image, size))
-        finally:
-            self.train(was_training)
-        self._read_alpha_at(outputs, size)
-        predicted = {key: outputs[key] for key in PREDICT_KEYS}
-        for key in ("uncertainty_map", "sample_masks"):
-            if tuple(predicted[key].shape[-2:]) != size:
-                predicted[key] = F.interpolate(predicted[key], size=size, mode="bilinear", align_corners=False)
-        return predicted
 
     @torch.no_grad()
     def code_positions(self, image: torch.Tensor, points: torch.Tensor) -> list[torch.Tensor]:
         """Where the implicit decoder reads its codes for a few query points (Table 2, middle).
 
-        Uses the prior's first latent sample, as :meth:`predict` does for the alpha matte.
+        Uses the prior's first latent sample, as an eval-mode forward does for the alpha matte.
 
         Args:
             image: (B, C, H, W) float32 in [0, 1].

@@ -17,7 +17,7 @@ Details for Image Matting", WACV 2021).
   only see the trimap's unknown region, takes 0 and 1 from the trimap's known regions.
 
 Training trimaps (§3.3): the semantic path reads "trimap" and the TCP reads "trimap_noisy" when
-the batch has it (:class:`medmat.data.trimap_generation.RandomTrimapd` makes both); at
+the batch has it (:class:`medmat.labels.training_trimaps.RandomTrimapd` makes both); at
 inference the given "trimap" feeds both paths. ``use_tcp=False`` is the paper's baseline, the
 semantic path alone.
 """
@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmat.data.trimap_generation import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap, trimap_classes
+from medmat.data.trimap import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap, trimap_classes
 from medmat.models.adamatting import NUM_LEVELS, ResidualEncoder, SubPixelUpsample, batch_trimap
 from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, positive_ints, residual_stage
+from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import register_model
 
 #: The semantic encoder level the feature fusion unit borrows: "the second layer in the U-Net".
@@ -107,7 +108,7 @@ class TexturalCompensatePath(nn.Module):
 
 
 @register_model("tcp_matting")
-class TexturalCompensateMatting(nn.Module):
+class TexturalCompensateMatting(MattingModel):
     """Semantic path, optionally with the Textural Compensate Path.
 
     Args:
@@ -118,8 +119,9 @@ class TexturalCompensateMatting(nn.Module):
         use_tcp: False = the semantic path alone (the paper's baseline).
         fusion_weight_init: initial w_c of the feature fusion unit.
 
-    ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1] and "trimap" (B, 1, H, W) in [0, 1],
-    and in training optionally "trimap_noisy" (B, 1, H, W), the TCP's input trimap. Returns:
+    ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1] and "trimap"
+    (B, 1, H, W) in [0, 1], and in training optionally "trimap_noisy" (B, 1, H, W), the TCP's
+    input trimap (``num_samples`` is ignored). Returns:
         "alpha" (B, 1, H, W) in [0, 1]: the output clipped to [0, 1], 0 and 1 on the trimap's
             background and foreground;
         "alpha_raw" (B, 1, H, W) in (-1, 1): ``tanh(semantic + TCP)``, what the loss trains.
@@ -142,8 +144,19 @@ class TexturalCompensateMatting(nn.Module):
         self.tcp: TexturalCompensatePath | None = None
         if use_tcp:
             self.tcp = TexturalCompensatePath(network_input, channels[FUSED_LEVEL], fusion_weight_init)
+        self.spec = ModelSpec(
+            in_channels=in_channels,
+            takes=("image", "trimap"),
+            requires=("image", "trimap"),
+            gives=("alpha", "alpha_raw"),
+            size_multiple=2 ** (NUM_LEVELS - 1),
+        )
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def alpha_features_layer(self) -> nn.Module | None:
+        # The TCP's output convolution, or the semantic path's head without the TCP.
+        return self.semantic.head if self.tcp is None else self.tcp.refine[1]
+
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         image = batch["image"]
         trimap = batch_trimap(batch, "tcp_matting")
         logits, features = self.semantic(torch.cat([image, one_hot_trimap(trimap)], dim=1))

@@ -1,6 +1,8 @@
-"""Result tables (Markdown, CSV, JSON) and example figures."""
+"""Figures of results: example grids, reliability plots, the region-aware decoder's code positions.
+
+(Metric tables live with the metrics: :mod:`medmat.metrics.tables`.)
+"""
 
 from medmat.reporting.figures import example_grid, reliability_plot, save_figure
-from medmat.reporting.tables import MATTING_METRICS, summarise, table_csv, table_markdown, write_tables
 
-__all__ = ["MATTING_METRICS", "example_grid", "reliability_plot", "save_figure", "summarise", "table_csv", "table_markdown", "write_tables"]
+__all__ = ["example_grid", "reliability_plot", "save_figure"]

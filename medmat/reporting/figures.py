@@ -12,11 +12,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from medmat.io.atomic import atomic_path
+from medmat.metrics.uncertainty import expected_calibration_error
 
 #: Colour of the outlined boxes: visible on grey pictures and on magma uncertainty maps.
 BOX_COLOUR = "cyan"
 def pyplot():
     """``matplotlib.pyplot`` on the Agg backend, so figures render without a screen."""
+    # Imported on first use: matplotlib costs a second of start-up that most commands never need.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -121,8 +123,6 @@ def reliability_plot(
     Returns:
         ``path`` as a string.
     """
-    from medmat.metrics.uncertainty import expected_calibration_error
-
     plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(3.6, 3.6))

@@ -5,19 +5,18 @@ included) are drawn as red points over the image, one panel per scale, with a li
 query to each of its codes. Matplotlib's Agg backend renders without a screen; files are
 written atomically, as :mod:`medmat.reporting.figures` does.
 
-    python -m medmat.reporting.offsets --run runs/ra-lite/fold-0 --case case01 --output offsets.png
+    medmat offsets --run runs/ra-lite/fold-0 --case case01 --output offsets.png
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
-from medmat.errors import MedmatError
+from medmat.engine.inference import predict
 from medmat.reporting.figures import _displayable, pyplot, save_figure
 
 #: One colour per query point (its marker and its lines); codes are always red, as in the paper.
@@ -121,12 +120,10 @@ def learned_offsets_figure(
     Returns:
         ``path`` as a string.
     """
-    import torch
-
     device = next(model.parameters()).device
     batch = torch.as_tensor(np.asarray(image, dtype=np.float32), device=device)[None]
     if query_points is None:
-        alpha = model.predict(batch, num_samples=model.num_samples)["alpha"][0, 0].cpu().numpy()
+        alpha = predict(model, image)["alpha"]
         query_points = boundary_query_points(alpha, count, min_distance=max(alpha.shape) / 8)
     query_points = np.asarray(query_points, dtype=np.float64).reshape(-1, 2)
     scales = model.code_positions(batch, torch.as_tensor(query_points, dtype=torch.float32))
@@ -134,50 +131,3 @@ def learned_offsets_figure(
         f"scale {level + 1} (1/{2 ** level} resolution)": codes[0].cpu().numpy() for level, codes in enumerate(scales)
     }
     return draw_offsets(path, image, query_points, panels, title)
-
-
-def _parse_points(texts: Sequence[str]) -> np.ndarray | None:
-    if not texts:
-        return None
-    try:
-        return np.array([[float(v) for v in text.split(",")] for text in texts], dtype=np.float64).reshape(-1, 2)
-    except ValueError:
-        raise MedmatError(f"query points must be ROW,COL pairs, got {list(texts)}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m medmat.reporting.offsets``: the offsets figure of one case of a trained run."""
-    parser = argparse.ArgumentParser(prog="python -m medmat.reporting.offsets", description=main.__doc__)
-    parser.add_argument("--run", required=True, help="run folder (or checkpoint) of a region_aware_matting model")
-    parser.add_argument("--case", required=True, help="case id in the run's dataset (or --data)")
-    parser.add_argument("--output", required=True, help="output PNG")
-    parser.add_argument("--data", default=None, help="dataset (default: the run's data.dataset)")
-    parser.add_argument("--point", action="append", default=[], metavar="ROW,COL", help="query point (repeatable)")
-    parser.add_argument("--count", type=int, default=4, help="rim points when no --point is given")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the Prob. U-Net's latent samples")
-    args = parser.parse_args(argv)
-    try:
-        import torch
-
-        from medmat.data.load import load_dataset
-        from medmat.engine import load_run
-
-        model, config = load_run(args.run)
-        if getattr(model, "decoder_kind", "bilinear") == "bilinear":
-            raise MedmatError(f"model {config['model']['name']!r} reads no codes at learned positions", args.run)
-        samples = {s.id: s for s in load_dataset(args.data or config["data"]["dataset"])}
-        if args.case not in samples:
-            raise MedmatError(f"no case {args.case!r} in the dataset")
-        torch.manual_seed(args.seed)
-        points = _parse_points(args.point)
-        image = samples[args.case].image
-        learned_offsets_figure(args.output, model, image, points, args.count, f"{args.case}: {args.run}")
-    except MedmatError as error:
-        print(f"medmat: error: {error}", file=sys.stderr)
-        return 1
-    print(f"offsets of {args.case} written to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

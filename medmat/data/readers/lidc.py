@@ -18,8 +18,9 @@ import numpy as np
 
 from medmat.data.readers import natural_key
 from medmat.data.sample import Sample
-from medmat.data.validate import binary_masks_from_array, validate_dataset
+from medmat.data.validate import validate_dataset
 from medmat.errors import MedmatError
+from medmat.io.checks import binary_masks_from_array
 from medmat.io.images import channels_first, read_png_array, scale_to_unit
 
 PATIENT_PREFIX = "LIDC-IDRI-"

@@ -23,8 +23,9 @@ from medmat.data.readers import natural_key
 from medmat.data.readers.trimaps import read_trimaps
 from medmat.data.safe_pickle import safe_load
 from medmat.data.sample import Sample
-from medmat.data.validate import binary_masks_from_array, validate_dataset
+from medmat.data.validate import validate_dataset
 from medmat.errors import MedmatError
+from medmat.io.checks import binary_masks_from_array
 from medmat.io.images import channels_first, scale_to_unit
 
 

@@ -1,21 +1,17 @@
-"""Trimaps for trimap-guided deep matting: encodings for the networks and training trimaps.
+"""Random training trimaps for trimap-guided deep matting, and the coarse trimaps of robustness tests.
 
 Shared by AdaMatting (Cai et al., ICCV 2019) and the Textural Compensate Path model (Liu et al.,
-2021), and usable by any other trimap-based network:
+2021), and usable by any other trimap-based network. Every trimap here is numpy uint8
+0 / 128 / 255, medmat's canonical encoding (:mod:`medmat.data.trimap`, which also holds the
+converters to the networks' encodings and Eq. 2 of a ground-truth alpha,
+:func:`~medmat.data.trimap.alpha_trimap`):
 
-- tensors: :func:`trimap_classes` and :func:`one_hot_trimap` read a batch trimap (B, 1, H, W)
-  (the engine's 0 / 0.5 / 1 levels, or any value in [0, 1]) the way every medmat method reads
-  trimaps (:func:`medmat.classical.trimap.trimap_regions`: <= 0.1 background, >= 0.9
-  foreground, unknown between); :func:`optimal_trimap_classes` is AdaMatting's optimal trimap
-  T_opt (Eq. 2) of a ground-truth alpha, the target of its trimap decoder;
-- numpy training trimaps, uint8 0 / 128 / 255 like the released trimaps:
-  :func:`alpha_trimap` (Eq. 2 of both papers), :func:`widen_unknown` (random erosion of the
-  foreground and the background, the "random erode and dilate" of Deep Image Matting that both
-  papers train with), :func:`noisy_trimap` (the TCP paper's n extra random morphological steps on
-  the unknown region, §3.3), and the dict transform :class:`RandomTrimapd` in the style of
-  :mod:`medmat.data.transforms`.
-- numpy test trimaps: :func:`dilate_unknown` grows the unknown band by a fixed number of
-  pixels, the coarse trimaps of AdaMatting's robustness test (Table 4).
+- training trimaps: :func:`widen_unknown` (random erosion of the foreground and the background,
+  the "random erode and dilate" of Deep Image Matting that both papers train with),
+  :func:`noisy_trimap` (the TCP paper's n extra random morphological steps on the unknown region,
+  §3.3), and the dict transform :class:`RandomTrimapd` in the style of :mod:`medmat.data.transforms`;
+- test trimaps: :func:`dilate_unknown` grows the unknown band by a fixed number of pixels, the
+  coarse trimaps of AdaMatting's robustness test (Table 4).
 
 Kernel sizes of the transform are fractions of the image width, as the elastic deformation's
 are: the papers' pixel sizes (erosion kernels up to 30x30, noise erosion up to 10x10) were set
@@ -26,16 +22,11 @@ i.e. 12 and 4 pixels on the 128-pixel Brain-growth and LIDC images.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from scipy import ndimage
 
-from medmat.classical.trimap import BACKGROUND_THRESHOLD, FOREGROUND_THRESHOLD, trimap_regions
+from medmat.data.trimap import BACKGROUND, FOREGROUND, UNKNOWN, alpha_trimap, standard_trimap
 from medmat.errors import MedmatError
-from medmat.labels.trimap import BACKGROUND, FOREGROUND, UNKNOWN, trimap_from_masks
-
-#: Class indices of a trimap, in the order of its levels 0, 0.5, 1 (channel order of the one-hot code).
-BACKGROUND_CLASS, UNKNOWN_CLASS, FOREGROUND_CLASS = 0, 1, 2
-NUM_TRIMAP_CLASSES = 3
+from medmat.labels.trimap import trimap_from_masks
 
 #: The papers' kernel sizes in pixels, over the 320-pixel training crops they were set for.
 PAPER_CROP_SIZE = 320
@@ -45,105 +36,6 @@ DEFAULT_MAX_NOISE_EROSION = 10 / PAPER_CROP_SIZE
 
 #: Where :class:`RandomTrimapd` takes the trimap it widens from.
 TRIMAP_SOURCES = ("alpha", "masks", "trimap")
-
-
-# --- tensors -------------------------------------------------------------------------------------
-
-
-def trimap_classes(trimap: torch.Tensor) -> torch.Tensor:
-    """Class index of every pixel of a batch trimap.
-
-    Args:
-        trimap: float (B, 1, H, W) in [0, 1]; the engine's levels are 0 / 0.5 / 1.
-
-    Returns:
-        int64 (B, H, W): 0 background (t <= 0.1), 2 foreground (t >= 0.9), 1 unknown otherwise.
-    """
-    if trimap.dim() != 4 or trimap.shape[1] != 1:
-        raise ValueError(f"trimap must be (B, 1, H, W), got {tuple(trimap.shape)}")
-    levels = trimap[:, 0]
-    classes = torch.full_like(levels, UNKNOWN_CLASS, dtype=torch.long)
-    classes[levels <= BACKGROUND_THRESHOLD] = BACKGROUND_CLASS
-    classes[levels >= FOREGROUND_THRESHOLD] = FOREGROUND_CLASS
-    return classes
-
-
-def one_hot_trimap(trimap: torch.Tensor) -> torch.Tensor:
-    """One-hot code of a batch trimap, the network input of both papers.
-
-    Args:
-        trimap: float (B, 1, H, W) in [0, 1].
-
-    Returns:
-        float (B, 3, H, W) in {0, 1}, channels (background, unknown, foreground), one 1 per pixel.
-    """
-    one_hot = torch.nn.functional.one_hot(trimap_classes(trimap), NUM_TRIMAP_CLASSES)
-    return one_hot.permute(0, 3, 1, 2).to(trimap.dtype)
-
-
-def optimal_trimap_classes(alpha: torch.Tensor) -> torch.Tensor:
-    """AdaMatting's optimal trimap T_opt of a ground-truth alpha (Eq. 2), as class indices.
-
-    Args:
-        alpha: float (B, 1, H, W) in [0, 1].
-
-    Returns:
-        int64 (B, H, W): 0 where alpha == 0, 2 where alpha == 1, 1 (unknown) where 0 < alpha < 1.
-        Exact comparisons: alphas stored as 8-bit (k / 255) hit 0 and 1 exactly.
-    """
-    if alpha.dim() != 4 or alpha.shape[1] != 1:
-        raise ValueError(f"alpha must be (B, 1, H, W), got {tuple(alpha.shape)}")
-    levels = alpha[:, 0]
-    classes = torch.full_like(levels, UNKNOWN_CLASS, dtype=torch.long)
-    classes[levels <= 0] = BACKGROUND_CLASS
-    classes[levels >= 1] = FOREGROUND_CLASS
-    return classes
-
-
-
-def fill_known_regions(alpha: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """Set alpha to 1 on a trimap's foreground and to 0 on its background.
-
-    Both papers predict alpha for the unknown pixels only and take the known ones from the
-    (input or adapted) trimap.
-
-    Args:
-        alpha: float (B, 1, H, W) in [0, 1].
-        classes: int64 (B, H, W) trimap classes (:func:`trimap_classes`).
-
-    Returns:
-        float (B, 1, H, W) in [0, 1]; differentiable in ``alpha`` on the unknown pixels.
-    """
-    classes = classes[:, None]
-    filled = torch.where(classes == FOREGROUND_CLASS, torch.ones_like(alpha), alpha)
-    return torch.where(classes == BACKGROUND_CLASS, torch.zeros_like(alpha), filled)
-
-# --- numpy training trimaps ----------------------------------------------------------------------
-
-
-def alpha_trimap(alpha: np.ndarray) -> np.ndarray:
-    """Eq. 2 of both papers on a numpy alpha: the trimap the training trimaps start from.
-
-    Args:
-        alpha: float (H, W) in [0, 1].
-
-    Returns:
-        uint8 (H, W): 0 where alpha == 0, 255 where alpha == 1, 128 where 0 < alpha < 1.
-    """
-    alpha = np.asarray(alpha)
-    trimap = np.full(alpha.shape, UNKNOWN, dtype=np.uint8)
-    trimap[alpha <= 0] = BACKGROUND
-    trimap[alpha >= 1] = FOREGROUND
-    return trimap
-
-
-def standard_trimap(trimap: np.ndarray) -> np.ndarray:
-    """Any trimap (uint8 0..255 or float in [0, 1], resampled grey levels allowed) as uint8 0/128/255."""
-    foreground, background, _ = trimap_regions(trimap)
-    out = np.full(foreground.shape, UNKNOWN, dtype=np.uint8)
-    out[background] = BACKGROUND
-    out[foreground] = FOREGROUND
-    return out
 
 
 def erode(mask: np.ndarray, kernel: int) -> np.ndarray:
@@ -176,8 +68,9 @@ def dilate_unknown(trimap: np.ndarray, pixels: int) -> np.ndarray:
 
     Args:
         trimap: (H, W) trimap, uint8 0..255 or float in [0, 1] (resampled grey levels allowed,
-            read by :func:`standard_trimap`).
-        pixels: how far the band grows, >= 0; 0 returns :func:`standard_trimap` of the input.
+            read by :func:`~medmat.data.trimap.standard_trimap`).
+        pixels: how far the band grows, >= 0; 0 returns
+            :func:`~medmat.data.trimap.standard_trimap` of the input.
 
     Returns:
         A new uint8 (H, W) 0 / 128 / 255 trimap whose foreground and background are subsets of
@@ -290,7 +183,8 @@ class RandomTrimapd:
     ``data[noisy_key]`` gets that trimap after :func:`noisy_trimap`, the TCP input of §3.3.
 
     Sources:
-        "alpha": Eq. 2 of the ground-truth ``alpha`` (foreground only where alpha == 1);
+        "alpha": Eq. 2 of the ground-truth ``alpha`` (:func:`~medmat.data.trimap.alpha_trimap`:
+            foreground only where alpha == 1);
         "masks": the annotators' ``masks`` (:func:`medmat.labels.trimap.trimap_from_masks`
             without dilation: foreground where all agree, unknown where they disagree);
         "trimap": the case's own ``trimap`` (e.g. given trimaps), made 0 / 128 / 255 first.

@@ -16,7 +16,7 @@ Where the patches go is not in the paper. By default (``centres="class_balanced"
 centre is a random pixel of a random class among those present (alpha == 1, alpha == 0,
 transition), as the authors' release samples one class at a time: uniform centres would put
 nearly every patch in the background of a small lesion, while the proposals the model will get
-at interaction time (:mod:`medmat.interaction.proposals`) sit on its uncertain borders.
+at interaction time (:mod:`medmat.uncertainty.proposals`) sit on its uncertain borders.
 ``centres="uniform"`` draws them uniformly over the image. (The release also differs in size and
 count: 10 x 10 squares, three counts, one per class, each Geom(1/6) with probability 1/2 and 0
 otherwise; medmat follows the paper.)
@@ -148,7 +148,7 @@ class RandomUserMapd:
     """Dict transform adding a random training user map drawn from ``data[alpha_key]``.
 
     ``transform(data, rng) -> data`` like :mod:`medmat.data.transforms` and
-    :class:`~medmat.data.trimap_generation.RandomTrimapd`: the input dict is not modified; the
+    :class:`~medmat.labels.training_trimaps.RandomTrimapd`: the input dict is not modified; the
     returned one holds ``data[output_key]`` float32 (H, W) in {-1, 0, 0.5, 1}. Apply it after the
     geometric augmentations, so that the map labels the augmented alpha.
 

@@ -1,0 +1,216 @@
+"""The training loop: one optimiser step per batch, one epoch after another, handlers on its hooks.
+
+:func:`build_training` seeds and builds what a fold trains with (model, criterion, optimiser,
+schedule, data loader); :func:`run_epoch` trains one epoch and hands the epoch's record to every
+handler; :func:`train_one_epoch` is its inner loop. Everything else a run does around the loop
+(validation, logging, checkpoints, a progress bar, a user's callback) is a *handler*: a callable
+``handler(event, info)`` called on every process with
+
+- ``"step_end"``, info ``{"epoch", "step", "loss"}`` after each optimiser step;
+- ``"epoch_end"``, info ``{"epoch", "row", "model", "criterion", "training", "started"}`` after each
+  epoch; ``row`` is the epoch's ``log.csv`` record, which handlers may extend (validation metrics)
+  and later handlers see (see :mod:`medmat.engine.handlers`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medmat.data.sample import Sample
+from medmat.engine import distributed
+from medmat.engine.checkpoint import restore_rng_states, rng_states
+from medmat.engine.config import model_input_size
+from medmat.engine.dataset import MattingDataset
+from medmat.engine.inference import build_model_from_config, require_output_size
+from medmat.engine.optim import build_optimizer
+from medmat.engine.schedule import make_scheduler
+from medmat.engine.seeding import derived_seed, seed_everything
+from medmat.errors import MedmatError
+from medmat.losses import build_criterion
+from medmat.models import MattingModel
+
+#: ``handler(event, info)``: see the module docstring.
+Handler = Callable[[str, dict], None]
+
+
+class TrainingStep(nn.Module):
+    """The model and its criterion as one module: DDP then averages the gradients of both
+    (a criterion may own parameters, e.g. the UWS sigmas).
+
+    ``forward(batch, epoch, num_epochs) -> (total loss, parts)``.
+    """
+
+    def __init__(self, model: MattingModel, criterion: nn.Module):
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int, num_epochs: int):
+        outputs = self.model(batch)
+        return self.criterion(outputs, batch, epoch, num_epochs)
+
+
+@dataclass
+class Training:
+    """Everything one fold's training loop works with."""
+
+    model: MattingModel
+    criterion: nn.Module
+    step_module: nn.Module  # TrainingStep, inside DDP under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    dataset: MattingDataset
+    sampler: torch.utils.data.DistributedSampler
+    loader: DataLoader
+
+    def state(self) -> dict:
+        """The resumable state: model, criterion, optimiser, scheduler and RNG states."""
+        return {
+            "model": self.model.state_dict(),
+            "criterion": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Inverse of :meth:`state` (``state`` may hold more keys)."""
+        self.model.load_state_dict(state["model"])
+        self.criterion.load_state_dict(state["criterion"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"])
+
+
+def build_criterion_from_config(config: dict) -> nn.Module:
+    """The criterion named by ``config["loss"]["name"]``, built with the section's other keys."""
+    return build_criterion(dict(config["loss"]))
+
+
+def build_training(
+    config: dict, train_samples: Sequence[Sample], size: tuple[int, int], context: distributed.DistributedContext
+) -> Training:
+    """Seed, then build the model, criterion, optimiser, the warm-up + cosine schedule and the data loader.
+
+    The dataset applies the model's own training transform last
+    (:meth:`~medmat.models.contract.MattingModel.training_transform`, e.g. dugMatting's user maps).
+    """
+    seed_everything(config["seed"])
+    model = build_model_from_config(config)
+    if model_input_size(config) is not None:
+        require_output_size(model, config["model"]["name"])
+    criterion = build_criterion_from_config(config)
+    step_module = distributed.wrap_model(
+        TrainingStep(model, criterion), context, config["train"]["find_unused_parameters"]
+    )
+    optim = config["optim"]
+    optimizer = build_optimizer(step_module.parameters(), optim)
+    dataset = MattingDataset(
+        train_samples,
+        training=True,
+        seed=config["seed"],
+        augment=config["data"]["augment"],
+        pseudo_mask_range=tuple(config["data"]["pseudo_mask_range"]),
+        size=size,
+        train_trimaps=config["data"]["train_trimaps"],
+        noisy_trimaps=config["data"]["noisy_trimaps"],
+        model_transform=model.training_transform(),
+        model_input_size=model_input_size(config),
+    )
+    sampler = distributed.make_sampler(dataset, context, seed=config["seed"])
+    loader = DataLoader(
+        dataset,
+        batch_size=distributed.per_process_batch_size(optim["batch_size"], context),
+        sampler=sampler,
+        num_workers=config["train"]["num_workers"],
+    )
+    scheduler = make_scheduler(optimizer, optim, len(loader))
+    return Training(model, criterion, step_module, optimizer, scheduler, dataset, sampler, loader)
+
+
+def train_one_epoch(
+    step_module: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    epoch: int,
+    num_epochs: int,
+    context: distributed.DistributedContext,
+    grad_clip: float | None = None,
+    handlers: Sequence[Handler] = (),
+) -> dict[str, float]:
+    """One pass over ``loader``, one optimiser and scheduler step per batch, "step_end" after each.
+
+    Returns:
+        The epoch's mean ``loss`` and mean loss parts (the criterion's floats), averaged over
+        the torchrun processes, so every process gets the same numbers.
+    """
+    step_module.train()
+    sums: dict[str, float] = {}
+    steps = 0
+    for step, batch in enumerate(loader):
+        batch = {key: value.to(context.device, non_blocking=True) for key, value in batch.items()}
+        optimizer.zero_grad(set_to_none=True)
+        total, parts = step_module(batch, epoch, num_epochs)
+        if not torch.isfinite(total):
+            raise MedmatError(f"training diverged: the loss is {total.item()} at epoch {epoch + 1}, step {step + 1}; try a lower optim.lr")
+        total.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(step_module.parameters(), grad_clip)
+        optimizer.step()
+        scheduler.step()
+        # The criterion's own "total" is the "loss" column.
+        values = {"loss": total.item(), **{key: float(v) for key, v in parts.items() if key != "total"}}
+        for key, value in values.items():
+            sums[key] = sums.get(key, 0.0) + value
+        steps += 1
+        for handler in handlers:
+            handler("step_end", {"epoch": epoch, "step": step, "loss": values["loss"]})
+    means = {key: value / max(steps, 1) for key, value in sums.items()}
+    return distributed.average_across_processes(means, context)
+
+
+def run_epoch(
+    training: Training,
+    epoch: int,
+    config: dict,
+    context: distributed.DistributedContext,
+    handlers: Sequence[Handler] = (),
+) -> dict:
+    """Train one epoch (0-based ``epoch``), let the criterion see its mean losses, then "epoch_end".
+
+    Returns:
+        The ``log.csv`` row: ``epoch`` (1-based), ``lr`` (after the epoch), ``loss`` and the loss
+        parts, and whatever the handlers added (``val_*`` metrics, ``seconds``).
+    """
+    started = time.perf_counter()
+    training.dataset.set_epoch(epoch)
+    training.sampler.set_epoch(epoch)
+    # Model-side randomness (latent samples, dropout) is a function of the epoch too, so that a
+    # resumed run draws what an uninterrupted one would have drawn.
+    torch.manual_seed(derived_seed(config["seed"], epoch, context.rank))
+    means = train_one_epoch(
+        training.step_module,
+        training.loader,
+        training.optimizer,
+        training.scheduler,
+        epoch,
+        config["optim"]["epochs"],
+        context,
+        grad_clip=config["optim"]["grad_clip"],
+        handlers=handlers,
+    )
+    if hasattr(training.criterion, "end_epoch"):
+        training.criterion.end_epoch(means)
+    row = {"epoch": epoch + 1, "lr": training.optimizer.param_groups[0]["lr"], **means}
+    info = {"epoch": epoch, "row": row, "model": training.model, "criterion": training.criterion,
+            "training": training, "started": started}
+    for handler in handlers:
+        handler("epoch_end", info)
+    return row
