@@ -21,6 +21,7 @@ in seconds; the lite numbers are ``--size 128 --repeats 5``.
 
     python benchmarks/model_cost.py [--configs lite adamatting_lite ...] [--set KEY=VALUE]
         [--size 128 --repeats 5] [--batch-size B] [--samples 8] [--threads 1] [--json PATH]
+        [--arithmetic fp32 bf16 bf16+cl]    # every config's step in each training arithmetic
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from machine import finish_report
 from medmat.data.trimap import alpha_trimap, trimap_levels
 from medmat.engine.config import ALIASES, load_config, packaged_configs
 from medmat.engine.inference import build_model_from_config, predict
-from medmat.engine.loop import build_criterion_from_config
+from medmat.engine.loop import TrainingStep, build_criterion_from_config
+from medmat.engine.precision import PRECISIONS, arithmetic_for, prepare_model
 
 #: Training cases of one Brain-growth fold (39 cases, 4 folds; the brain-growth split).
 FOLD_TRAINING_CASES = 29
@@ -99,16 +101,27 @@ def training_batch(batch_size: int, size: int, seed: int = 0) -> dict[str, torch
     }
 
 
-def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int) -> float:
-    """Median seconds of one training step (forward, loss, backward, Adam) of the config's model."""
+def arithmetic_settings(name: str) -> dict:
+    """The ``train`` settings of an arithmetic name: "fp32", "bf16", "bf16+cl" (channels-last)..."""
+    precision, _, layout = name.partition("+")
+    if precision not in PRECISIONS or layout not in ("", "cl"):
+        raise SystemExit(f"unknown arithmetic {name!r}: a precision ({', '.join(PRECISIONS)}), optionally +cl")
+    return {"precision": precision, "channels_last": layout == "cl"}
+
+
+def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, arithmetic: str = "fp32") -> float:
+    """Median seconds of one training step (forward, loss, backward, Adam) of the config's model,
+    through the engine's :class:`~medmat.engine.loop.TrainingStep` in the given arithmetic."""
     torch.manual_seed(config["seed"])
     model = build_model_from_config(config).train()
     criterion = build_criterion_from_config(config)
-    optimizer = torch.optim.Adam(list(model.parameters()) + list(criterion.parameters()), lr=config["optim"]["lr"])
+    settings = arithmetic_for(arithmetic_settings(arithmetic), torch.device("cpu"))
+    training_step = TrainingStep(prepare_model(model, settings), criterion, settings)
+    optimizer = torch.optim.Adam(training_step.parameters(), lr=config["optim"]["lr"])
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        total, _ = criterion(model(batch), batch, 0, config["optim"]["epochs"])
+        total, _ = training_step(batch, 0, config["optim"]["epochs"])
         total.backward()
         optimizer.step()
 
@@ -133,7 +146,8 @@ def predict_rate(
     return images.shape[0] / seconds
 
 
-def measure(config: dict, label: str, batch: dict[str, torch.Tensor], args: argparse.Namespace) -> dict:
+def measure(config: dict, label: str, batch: dict[str, torch.Tensor], args: argparse.Namespace,
+            arithmetic: str = "fp32") -> dict:
     """One table row: parameters, step and epoch seconds, prediction rates of one config's model.
 
     Returns:
@@ -145,7 +159,7 @@ def measure(config: dict, label: str, batch: dict[str, torch.Tensor], args: argp
     matting = matting_network(model)
     images = batch["image"].numpy()
     trimaps = alpha_trimaps(batch["alpha"])
-    step = step_seconds(config, batch, args.repeats)
+    step = step_seconds(config, batch, args.repeats, arithmetic)
     row = {
         "model": label,
         "name": config["model"]["name"],
@@ -215,6 +229,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats after one warm-up")
     parser.add_argument("--samples", type=int, default=8, help="sampled masks N at prediction")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--arithmetic", nargs="+", default=["fp32"], metavar="NAME",
+                        help="training arithmetics to time each config in: fp32, bf16, bf16+cl (channels-last), "
+                             "auto ...; rows after the first are named 'config [name]'")
     parser.add_argument("--json", default=None, help="also write the report to this JSON file (atomically)")
     return parser.parse_args(argv)
 
@@ -227,9 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size is None:
         args.batch_size = configs[0]["optim"]["batch_size"]
     batch = training_batch(args.batch_size, args.size)
-    rows = [measure(config, config_label(name), batch, args) for name, config in zip(names, configs)]
+    rows = []
+    for name, config in zip(names, configs):
+        for index, arithmetic in enumerate(args.arithmetic):
+            label = config_label(name) if index == 0 else f"{config_label(name)}[{arithmetic}]"
+            rows.append(measure(config, label, batch, args, arithmetic))
     report = {
-        "configs": list(names), "overrides": list(args.overrides), "size": args.size,
+        "configs": list(names), "overrides": list(args.overrides), "arithmetic": list(args.arithmetic), "size": args.size,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads, "repeats": args.repeats,
         "epoch_steps": math.ceil(FOLD_TRAINING_CASES / args.batch_size),
         "rows": rows, "ratios": ratios(rows),

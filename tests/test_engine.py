@@ -697,3 +697,36 @@ def test_output_size_is_passed_to_resolution_free_models_without_padding():
     np.testing.assert_allclose(predicted[1]["alpha"], direct["alpha"][1, 0].numpy(), atol=1e-6)
     with pytest.raises(MedmatError, match="model 'TinyMattingModel' predicts at its input's size only"):
         predict(TinyMattingModel().eval(), image, output_size=(30, 26))
+
+
+def test_moving_average_weights_are_validated_saved_as_final_and_resume(tmp_path):
+    samples = disc_samples()
+    config = tiny_config("optim.ema_decay=0.5")
+    straight = train(config, tmp_path / "straight", samples=samples)
+    final = load_checkpoint(tmp_path / "straight" / "final.pt")["model"]
+    last = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    # final.pt holds the average, not the last step's weights, and the checkpoint keeps both.
+    assert not torch.equal(final["alpha_head.weight"], last["model"]["alpha_head.weight"])
+    assert torch.equal(final["alpha_head.weight"], last["ema"]["module.alpha_head.weight"])
+    model, _ = load_run(tmp_path / "straight")
+    assert torch.equal(model.state_dict()["alpha_head.weight"], final["alpha_head.weight"])
+
+    with pytest.raises(Interrupted):
+        train(config, tmp_path / "resumed", samples=samples, callbacks=[interrupt_in_third_epoch])
+    resumed = train(config, tmp_path / "resumed", samples=samples, resume=True)
+    assert resumed["mean"] == straight["mean"]
+    resumed_final = load_checkpoint(tmp_path / "resumed" / "final.pt")["model"]
+    assert all(torch.equal(resumed_final[key], value) for key, value in final.items())
+
+
+def test_flip_averages_the_alpha_with_the_mirror_images():
+    torch.manual_seed(0)
+    model = TinyMattingModel().eval()
+    image = disc_samples(1, size=20)[0].image
+    image[:, :, :6] = 0.0  # not symmetric
+    plain = predict(model, image, num_samples=3)
+    mirrored = predict(model, image[..., ::-1].copy(), num_samples=3)
+    flipped = predict(model, image, num_samples=3, flip=True)
+    np.testing.assert_allclose(flipped["alpha"], (plain["alpha"] + mirrored["alpha"][..., ::-1]) / 2, atol=1e-6)
+    assert not np.allclose(flipped["alpha"], plain["alpha"])
+    assert flipped["sample_masks"].shape == plain["sample_masks"].shape

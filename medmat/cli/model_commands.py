@@ -152,6 +152,45 @@ def _resized_geometry(geometry: dict, shape: tuple[int, int], size: tuple[int, i
     return {**geometry, "affine": resized_affine(geometry_affine(geometry), shape, size), "spacing": spacing}
 
 
+def _volume_inputs(path: str) -> tuple[list[str], list[str]]:
+    """(volumes, 2-D image files) of a --input: a DICOM series folder or a 3-D NIfTI is a volume;
+    a folder of images holds 2-D images (and 3-D NIfTI volumes, each predicted as a volume)."""
+    from medmat.io.volumes import is_dicom_series_folder, read_volume
+
+    if is_dicom_series_folder(path):
+        return [path], []
+    volumes, images = [], []
+    for file in _image_files(path):
+        if file.lower().endswith((".nii", ".nii.gz")):
+            with read_volume(file) as volume:  # the header only; a 4-D file is refused here
+                is_volume = volume.shape[0] > 1
+            (volumes if is_volume else images).append(file)
+        else:
+            images.append(file)
+    if volumes and images:
+        raise MedmatError("the folder mixes volumes and 2-D images; predict them from separate folders", path)
+    return volumes, images
+
+
+def _predict_volume(path, model, config, output, run, num_samples, seed, window, rois, roi_slices) -> dict:
+    """``medmat predict`` of one volume: its lesions (--roi, else the coarse pass), then the volumes and
+    <name>_lesions.json in ``output`` (medmat.engine.volumes.predict_volume)."""
+    from medmat.engine.volumes import detect_lesions, lesions_from_rois, predict_volume, training_window
+    from medmat.io.volumes import parse_window, read_volume
+
+    intensity = parse_window(window)
+    name = os.path.basename(os.path.normpath(path)) if os.path.isdir(path) else _stem(path)
+    with read_volume(path) as volume:
+        if rois:
+            lesions = lesions_from_rois(rois, volume, training_window(config), roi_slices)
+        else:
+            lesions = detect_lesions(model, config, volume, intensity, num_samples, seed)
+        extra = {"model": str(run), "roi": list(rois) or "coarse pass (a heuristic)", "command": command_line(),
+                 "machine": machine_description()}
+        return predict_volume(model, config, volume, os.path.join(output, name), lesions, intensity, num_samples,
+                              seed, extra=extra)
+
+
 @click.command("predict")
 @click.option("--input", "-i", "input_path", required=True, help="An image (PNG, NIfTI, DICOM) or a folder of them.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -165,8 +204,25 @@ def _resized_geometry(geometry: dict, shape: tuple[int, int], size: tuple[int, i
               help="Predict every image at H x W (resolution-free models, e.g. region_aware_matting).")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None, metavar="FACTOR",
               help="Predict every image at its size times FACTOR, rounded (resolution-free models).")
-def predict_command(input_path, output, run, num_samples, file_format, trimaps, seed, output_size, scale):
-    """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images."""
+@click.option("--window", default=None, metavar="PRESET|LEVEL/WIDTH",
+              help="Volumes: intensity window mapping scanner values to [0, 1]: lung (-600/1500), soft-tissue "
+                   "(40/400), mediastinum, brain, liver, bone, or LEVEL/WIDTH. Default: every slice min-max "
+                   "normalised on its own, as a single NIfTI/DICOM image is read.")
+@click.option("--roi", "rois", multiple=True, metavar="ROI",
+              help="Volumes: a lesion to predict (repeatable): a label volume on the same grid (every 3-D "
+                   "connected lesion), box:z0,z1,y0,y1,x0,x1 (voxels, half-open) or seed:z,y,x (a box of the "
+                   "run's training size). Without --roi a coarse pass looks for lesions: a heuristic that "
+                   "slides the run's window over every slice and keeps windows predicting alpha > 0.5.")
+@click.option("--roi-slices", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Slices a seed:z,y,x box spans, centred on the seed's slice.")
+def predict_command(input_path, output, run, num_samples, file_format, trimaps, seed, output_size, scale,
+                    window, rois, roi_slices):
+    """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images.
+
+    A 3-D NIfTI or a DICOM series folder is a volume: its lesions are predicted at the run's training
+    size and written as float32 NIfTI volumes on the input's grid, with <name>_lesions.json
+    (docs/volumes.md).
+    """
     import torch
 
     from medmat.engine import load_run, predict
@@ -178,14 +234,27 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     model, config = load_run(run)
     if output_size or scale is not None:
         require_output_size(model, config["model"]["name"])
-    files = _image_files(input_path)
+    volumes, files = _volume_inputs(input_path)
+    volume_options = {"window": window, "rois": rois, "roi_slices": roi_slices}
+    if volumes:
+        if output_size or scale is not None or trimaps or file_format == "png":
+            raise MedmatError("volumes are predicted at the run's training size into NIfTI, without trimaps: "
+                              "--output-size, --scale, --trimaps and --format png do not apply", input_path)
+        if rois and len(volumes) > 1:
+            raise MedmatError(f"--roi names voxels of one volume, but {len(volumes)} volumes were given", input_path)
+        for volume_path in volumes:
+            _predict_volume(volume_path, model, config, output, run, num_samples, seed, **volume_options)
+        click.echo(f"{len(volumes)} volume prediction{'s' if len(volumes) != 1 else ''} written to {output}")
+        return
+    if window or rois:
+        raise MedmatError("--window and --roi apply to volumes (a 3-D NIfTI, a DICOM series folder)", input_path)
     torch.manual_seed(seed)
     for path in tqdm(files, desc="predict", unit="image"):
         image, geometry = read_image(path)
         image = fit_channels(image, model.spec.in_channels, path)
         trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None
         size = _prediction_size(image.shape[-2:], output_size, scale, path)
-        prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples)
+        prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples, flip=config["eval"]["flip"])
         if size is not None:
             geometry = _resized_geometry(geometry, image.shape[-2:], size)
         write_prediction(os.path.join(output, _stem(path)), prediction, geometry, file_format)
@@ -241,7 +310,8 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
 
     Table IV: SAD/MSE/Grad/Conn on trimap == 128 (whole image without trimaps), mean over all test
     predictions. Table V: whole image, GED and Dice against 8 masks thresholding the GT alpha,
-    mean ± std over folds. With --uncertainty, the pixels of every fold's held-out cases are
+    mean ± std over folds. On a dataset of volumes (a folder dataset of 3-D NIfTI cases) also
+    volumes.md: per lesion, 3-D SAD/MSE and GED/Dice of the thresholded mattes. With --uncertainty, the pixels of every fold's held-out cases are
     pooled into one uncertainty report (each pixel scored by the model that did not train on it).
     """
     import torch
@@ -255,9 +325,12 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     from medmat.metrics.uncertainty import uncertainty_report
     from medmat.reporting import example_grid
 
+    from medmat.engine.volumes import evaluate_volumes, write_volume_tables
+
     config = run_config(run, data, trimaps)
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
+    volume_records = []  # per-lesion 3-D scores of a dataset of volumes
     for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
         model, fold_config = load_run(model_dir)
         size = input_size(fold_config)  # score as training did: at data.input_size when it is set
@@ -265,9 +338,11 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
         torch.manual_seed(seed)
         # A LIIF-style run (data.model_input_size) is scored as it was trained: small inputs, full-size alpha.
         evaluated = evaluate_samples(
-            model, cases, num_samples, fold_config["eval"].get("region", "unknown"), size,
-            model_input_size=small_input,
+            model, cases, num_samples, fold_config["eval"]["region"], size,
+            model_input_size=small_input, flip=fold_config["eval"]["flip"],
         )
+        torch.manual_seed(seed)
+        volume_records += [{"fold": fold, **r} for r in evaluate_volumes(model, cases, num_samples, size, small_input)]
         cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
         records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
                         "mean": mean_case_metrics(evaluated)})
@@ -276,9 +351,12 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
             uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
             uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
-            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, small_input)
+            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, small_input,
+                                            fold_config["eval"]["flip"])
+            context = sample.meta.get("context_slices", 0)  # a 2.5-D stack shows its middle slice
             figure_rows.append({
-                "image": sample.image, "ground truth": sample.alpha, "alpha": prediction["alpha"],
+                "image": sample.image[context : context + 1] if context else sample.image,
+                "ground truth": sample.alpha, "alpha": prediction["alpha"],
                 "uncertainty map": prediction.get("uncertainty_map", np.zeros_like(prediction["alpha"])),
                 "lesion uncertainty": prediction.get("lesion_uncertainty", np.zeros_like(prediction["alpha"])),
                 "|error|": np.abs(prediction["alpha"] - sample.alpha),
@@ -289,6 +367,9 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     if figure_rows:
         example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {run}")
     click.echo(Path(output, "summary.md").read_text(encoding="utf-8"))
+    if volume_records:
+        write_volume_tables(volume_records, output, {"evaluated_by": command_line(), "machine": machine_description()})
+        click.echo(Path(output, "volumes.md").read_text(encoding="utf-8"))
     if uncertainty and uncertainty_cases:
         report = uncertainty_report(
             uncertainty_predictions, [s.alpha for s in uncertainty_cases], [s.masks for s in uncertainty_cases]

@@ -31,8 +31,10 @@ def validate_sample(sample: Sample, require_masks: bool = True, require_alpha: b
     image = sample.image
     if not isinstance(image, np.ndarray) or image.ndim != 3:
         raise MedmatError(f"image must be an array of shape (C, H, W), got {getattr(image, 'shape', type(image))}", where)
-    if image.shape[0] not in (1, 3):
-        raise MedmatError(f"image must have 1 or 3 channels, got {image.shape[0]}", where)
+    # A 2.5-D stack (medmat.engine.volumes) holds a grey slice and its k neighbours on each side.
+    context = sample.meta.get("context_slices", 0)
+    if image.shape[0] not in ((1 + 2 * context,) if context else (1, 3)):
+        raise MedmatError(f"image must have {1 + 2 * context if context else '1 or 3'} channels, got {image.shape[0]}", where)
     if min(image.shape[1:]) < 2:
         raise MedmatError(f"image is too small: {image.shape[1]}x{image.shape[2]}", where)
     check_unit_range(image, "image", where)

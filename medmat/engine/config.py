@@ -26,6 +26,7 @@ import yaml
 
 from medmat.data.splits import SCHEMES
 from medmat.engine.optim import OPTIMIZERS
+from medmat.engine.precision import PRECISIONS
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_text
 
@@ -93,6 +94,12 @@ def _unit_pair(key: str, value) -> str | None:
     return None
 
 
+def _decay_problem(key: str, value) -> str | None:
+    if value is not None and not 0.0 < value < 1.0:
+        return f"{key} must be in (0, 1) or null, got {value!r}"
+    return None
+
+
 def _size_problem(key: str, size) -> str | None:
     """The problem of a size (null, an int or [H, W] of ints >= 2), or None."""
     if size is None:
@@ -136,6 +143,9 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
             "drawn anew every epoch from the ground truth by random erosion, as AdaMatting and the TCP "
             'paper train: "alpha" (Eq. 2 of the alpha matte) or "annotators" (unknown where the '
             "annotators' masks disagree); evaluation always reads the cases' given trimaps")),
+        "context_slices": Option(0, (int,), minimum=0, doc=(
+            "2.5-D: the k slices on each side of a slice as extra image channels (model.in_channels = 1 + 2k "
+            "for grey); read from LIDC nodule folders and volume cases (medmat.engine.volumes); 0 = 2-D")),
         "noisy_trimaps": Option(False, (bool,), doc=(
             'with generated trimaps, also a "trimap_noisy" (the TCP paper\'s random steps, §3.3)')),
     },
@@ -161,11 +171,15 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "schedule_unit": Option("step", (str,), choices=("step", "epoch"), doc="the schedule's step"),
         "min_lr": Option(0.0, NUMBER, minimum=0.0, doc="the cosine's end"),
         "grad_clip": Option(None, (int, float, NONE), doc="gradient-norm clipping; null = none"),
+        "ema_decay": Option(None, (float, NONE), check=_decay_problem, doc=(
+            "exponential moving average of the weights, updated every step; validation, the final "
+            "weights and metrics use the average; null = none")),
     },
     "eval": {
         "num_samples": Option(8, (int,), minimum=1, doc="N sampled masks"),
         "region": Option("unknown", (str,), choices=("unknown", "whole"), doc="Table IV's region"),
         "every": Option(1, (int,), minimum=0, doc="validate every n epochs; 0 = only at the end"),
+        "flip": Option(False, (bool,), doc="test-time flip: average the alpha of the image and its mirror image"),
     },
     "train": {
         "device": Option("auto", (str,), doc="auto, cpu, cuda"),
@@ -176,6 +190,11 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "progress": Option("auto", (str, bool), choices=("auto", True, False), doc="progress bar"),
         "find_unused_parameters": Option(False, (bool,), doc=(
             "DDP only: for models whose loss leaves some parameters unused")),
+        "precision": Option("fp32", (str,), choices=PRECISIONS, doc=(
+            "autocast dtype of the model's forward (losses, metrics, weights stay float32); "
+            "auto = bf16 where the hardware has it (medmat.engine.precision)")),
+        "channels_last": Option(False, (bool,), doc="NHWC weights and inputs (oneDNN / cuDNN fast convolutions)"),
+        "compile": Option(False, (bool,), doc="torch.compile the model (needs a C++ compiler; eager on failure)"),
     },
 }
 

@@ -63,13 +63,15 @@ def evaluate_samples(
     size: tuple[int, int] | None = None,
     with_region: bool = True,
     model_input_size: tuple[int, int] | None = None,
+    flip: bool = False,
 ) -> list[dict]:
     """Score a model on cases with ground-truth alpha mattes, as the paper does.
 
     Each case is fitted to ``size`` (the training size), predicted, and the prediction put back
     at the case's own size. With ``model_input_size`` (h, w) (``data.model_input_size``) the fitted
     image is first resampled to (h, w) and a resolution-free model reads its alpha at ``size``
-    (``output_size``), as it was trained. Then:
+    (``output_size``), as it was trained; ``flip`` (``eval.flip``) averages the alpha with the
+    mirror image's (:func:`~medmat.engine.inference.predict`). Then:
 
     - ``region``: SAD/MSE/Grad/Conn on the trimap's unknown pixels (Table IV); on the whole image
       when ``region="whole"`` or the case has no trimap (``region_name`` says which);
@@ -86,7 +88,7 @@ def evaluate_samples(
     model.eval()
     try:
         return [
-            _evaluate_case(model, sample, num_samples, region, size, with_region, model_input_size)
+            _evaluate_case(model, sample, num_samples, region, size, with_region, model_input_size, flip)
             for sample in samples
         ]
     finally:
@@ -94,13 +96,14 @@ def evaluate_samples(
 
 
 def _evaluate_case(
-    model: MattingModel, sample: Sample, num_samples: int, region: str, size, with_region: bool, model_input_size=None
+    model: MattingModel, sample: Sample, num_samples: int, region: str, size, with_region: bool, model_input_size=None,
+    flip: bool = False,
 ) -> dict:
     """One case of :func:`evaluate_samples`."""
     if sample.alpha is None:
         raise MedmatError("cannot evaluate a case without an alpha matte", sample.source or sample.id)
     trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
-    prediction = predict_as_trained(model, fit_to_size(sample.image, size), num_samples, trimap, model_input_size)
+    prediction = predict_as_trained(model, fit_to_size(sample.image, size), num_samples, trimap, model_input_size, flip)
     alpha = np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
     if with_region:
         case = {"id": sample.id, **table_iv_metrics(alpha, sample.alpha, sample.trimap, region)}
@@ -133,7 +136,7 @@ def validation_metrics(model: MattingModel, samples: Sequence[Sample], config: d
     with seeded_rng(config["seed"], model):
         cases = evaluate_samples(
             model, samples, config["eval"]["num_samples"], "whole", size, with_region=False,
-            model_input_size=model_input_size(config),
+            model_input_size=model_input_size(config), flip=config["eval"]["flip"],
         )
     mean = mean_case_metrics(cases)
     row = {f"val_{name}": value for name, value in (mean["whole"] or {}).items()}
@@ -149,7 +152,7 @@ def final_metrics(
     with seeded_rng(config["seed"], model):
         cases = evaluate_samples(
             model, test_samples, config["eval"]["num_samples"], config["eval"]["region"], size,
-            model_input_size=model_input_size(config),
+            model_input_size=model_input_size(config), flip=config["eval"]["flip"],
         )
     record = {
         "fold": config["split"]["fold"],

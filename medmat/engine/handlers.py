@@ -1,7 +1,8 @@
 """What a training run does around its loop, as handlers on the loop's hooks (:mod:`medmat.engine.loop`).
 
 The trainer installs them in this order, so that each sees what the one before added to the
-epoch's row: :class:`ProgressHandler`, :class:`ValidationHandler` (``val_*`` metrics),
+epoch's row: :class:`ProgressHandler`, :class:`MovingAverageHandler` (``optim.ema_decay``),
+:class:`ValidationHandler` (``val_*`` metrics, of the moving average when there is one),
 :class:`LoggingHandler` (``seconds``, ``log.csv``, ``curves.png``, the log line),
 :class:`CheckpointHandler` (``checkpoint.pt``); a user's callbacks come last.
 """
@@ -58,6 +59,17 @@ class ProgressHandler:
 
     def close(self) -> None:
         self.bar.close()
+
+
+class MovingAverageHandler:
+    """After every optimiser step, the weights' exponential moving average (``optim.ema_decay``) takes a step."""
+
+    def __init__(self, training):
+        self.training = training
+
+    def __call__(self, event: str, info: dict) -> None:
+        if event == "step_end" and self.training.ema is not None:
+            self.training.ema.update_parameters(self.training.model)
 
 
 class ValidationHandler:

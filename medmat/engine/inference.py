@@ -25,6 +25,7 @@ from medmat.engine.config import load_config
 from medmat.engine.dataset import resize_planes
 from medmat.errors import MedmatError
 from medmat.models import MattingModel, build_model
+from medmat.uncertainty import lesion_uncertainty
 
 
 def build_model_from_config(config: dict) -> MattingModel:
@@ -118,7 +119,8 @@ def predict(
     trimap: np.ndarray | None = None,
     user_map: np.ndarray | None = None,
     output_size: Sequence[int] | None = None,
-    num_samples: int = 8,
+    num_samples: int | None = None,
+    flip: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predict one image or a batch of same-size images with any medmat model.
 
@@ -134,7 +136,11 @@ def predict(
         user_map: (H, W) or (B, H, W) float in {-1, 0, 0.5, 1}; None = no interaction.
         output_size: (H', W') of the outputs, for resolution-free models; the image is then not
             padded. None = (H, W).
-        num_samples: N, masks drawn by models that sample.
+        num_samples: N, masks drawn by models that sample (None: the model's configured N).
+        flip: test-time flip (``eval.flip``): the image and its mirror image (left-right) are both
+            predicted, and the alpha and the uncertainty map are their mean (the lesion
+            uncertainty is the entropy of that mean); the other maps and the sampled masks are
+            the unflipped prediction's.
 
     Returns:
         float32 numpy arrays, one per map the model gives (``model.spec.map_outputs``: "alpha"
@@ -147,22 +153,40 @@ def predict(
         MedmatError: a required input missing, ``output_size`` for a model that is not
             resolution-free, or arrays of the wrong rank.
     """
-    spec = model.spec
     single = np.ndim(image) == 3
     images = _batched(np.asarray(image, dtype=np.float32), 3, "image")
-    planes = {"trimap": trimap, "user_map": user_map}
+    planes = {
+        name: None if plane is None else _batched(plane, 2, name) for name, plane in (("trimap", trimap), ("user_map", user_map))
+    }
+    predictions = _predict_batch(model, images, planes, output_size, num_samples)
+    if flip:
+        mirrored = {name: None if plane is None else plane[..., ::-1] for name, plane in planes.items()}
+        other = _predict_batch(model, images[..., ::-1], mirrored, output_size, num_samples)
+        for name in ("alpha", "uncertainty_map"):
+            if name in predictions:
+                predictions[name] = (predictions[name] + other[name][..., ::-1]) / 2
+        if "lesion_uncertainty" in predictions:
+            predictions["lesion_uncertainty"] = lesion_uncertainty(predictions["alpha"]).astype(np.float32)
+    return {name: value[0] if single else value for name, value in predictions.items()}
+
+
+def _predict_batch(
+    model: MattingModel, images: np.ndarray, planes: dict, output_size, num_samples: int | None
+) -> dict[str, np.ndarray]:
+    """:func:`predict` of a (B, C, H, W) batch with (B, H, W) ``planes`` ("trimap", "user_map"; None absent)."""
+    spec = model.spec
+    trimap = planes["trimap"]
     if "trimap" in spec.requires and trimap is None:
         raise MedmatError(
             f"model {type(model).__name__} needs a trimap for every image: give data.trimaps (training, "
             "evaluation) or --trimaps (prediction)"
         )
     device = next(model.parameters()).device
-    batch = {"image": torch.as_tensor(images, device=device)}
+    batch = {"image": torch.as_tensor(np.ascontiguousarray(images), device=device)}
     for name, plane in planes.items():
         if plane is not None and name in spec.takes:
-            plane = _batched(plane, 2, name)
             values = np.stack([trimap_levels(t) for t in plane]) if name == "trimap" else plane.astype(np.float32)
-            batch[name] = torch.as_tensor(values[:, None], device=device)
+            batch[name] = torch.as_tensor(np.ascontiguousarray(values[:, None]), device=device)
     height, width = images.shape[-2:]
     if output_size is not None:
         require_output_size(model)
@@ -192,17 +216,17 @@ def predict(
         if tuple(value.shape[-2:]) != size:
             value = F.interpolate(value, size=size, mode="bilinear", align_corners=False)
         value = value.detach().float().cpu().numpy()
-        value = value if name == "sample_masks" else value[:, 0]
-        predictions[name] = value[0] if single else value
+        predictions[name] = value if name == "sample_masks" else value[:, 0]
     return predictions
 
 
 def predict_as_trained(
     model: MattingModel,
     image: np.ndarray,
-    num_samples: int = 8,
+    num_samples: int | None = None,
     trimap: np.ndarray | None = None,
     model_input_size: Sequence[int] | None = None,
+    flip: bool = False,
 ) -> dict[str, np.ndarray]:
     """:func:`predict` of a (C, H, W) image as the model was trained to see it.
 
@@ -211,9 +235,9 @@ def predict_as_trained(
     at (H, W); resolution-free models take no trimap. Otherwise the image is predicted as it is.
     """
     if model_input_size is None:
-        return predict(model, image, trimap, num_samples=num_samples)
+        return predict(model, image, trimap, num_samples=num_samples, flip=flip)
     small = np.clip(resize_planes(image, tuple(model_input_size)), 0.0, 1.0)
-    return predict(model, small, output_size=tuple(np.shape(image)[-2:]), num_samples=num_samples)
+    return predict(model, small, output_size=tuple(np.shape(image)[-2:]), num_samples=num_samples, flip=flip)
 
 
 def predict_samples(

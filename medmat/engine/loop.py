@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from medmat.data.sample import Sample
@@ -29,6 +30,7 @@ from medmat.engine.config import model_input_size
 from medmat.engine.dataset import MattingDataset
 from medmat.engine.inference import build_model_from_config, require_output_size
 from medmat.engine.optim import build_optimizer
+from medmat.engine.precision import Arithmetic, ModelRunner, arithmetic_for, float32_outputs, prepare_model
 from medmat.engine.schedule import make_scheduler
 from medmat.engine.seeding import derived_seed, seed_everything
 from medmat.errors import MedmatError
@@ -43,16 +45,25 @@ class TrainingStep(nn.Module):
     """The model and its criterion as one module: DDP then averages the gradients of both
     (a criterion may own parameters, e.g. the UWS sigmas).
 
-    ``forward(batch, epoch, num_epochs) -> (total loss, parts)``.
+    ``forward(batch, epoch, num_epochs) -> (total loss, parts)``. The model's forward runs in the
+    run's :class:`~medmat.engine.precision.Arithmetic` (autocast dtype, memory format, compiled or
+    not); the criterion always sees float32 outputs.
     """
 
-    def __init__(self, model: MattingModel, criterion: nn.Module):
+    def __init__(self, model: MattingModel, criterion: nn.Module, arithmetic: Arithmetic | None = None,
+                 compile_model: bool = False):
         super().__init__()
         self.model = model
         self.criterion = criterion
+        self.arithmetic = arithmetic or Arithmetic()
+        self.runner = ModelRunner(model, compile_model)
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int, num_epochs: int):
-        outputs = self.model(batch)
+        batch = self.arithmetic.inputs(batch)
+        with self.arithmetic.autocast():
+            outputs = self.runner(batch)
+        if self.arithmetic.dtype is not None:
+            outputs = float32_outputs(outputs)
         return self.criterion(outputs, batch, epoch, num_epochs)
 
 
@@ -68,16 +79,30 @@ class Training:
     dataset: MattingDataset
     sampler: torch.utils.data.DistributedSampler
     loader: DataLoader
+    # float16 training scales its losses; disabled (a pass-through) in every other precision.
+    scaler: torch.amp.GradScaler
+    # The exponential moving average of the weights (optim.ema_decay), or None.
+    ema: AveragedModel | None = None
+
+    @property
+    def evaluation_model(self) -> MattingModel:
+        """The weights a run validates, saves as final and scores: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
     def state(self) -> dict:
-        """The resumable state: model, criterion, optimiser, scheduler and RNG states."""
-        return {
+        """The resumable state: model, criterion, optimiser, scheduler, gradient scaler and RNG states."""
+        state = {
             "model": self.model.state_dict(),
             "criterion": self.criterion.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": rng_states(),
         }
+        if self.scaler.is_enabled():
+            state["scaler"] = self.scaler.state_dict()
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_state(self, state: dict) -> None:
         """Inverse of :meth:`state` (``state`` may hold more keys)."""
@@ -85,6 +110,10 @@ class Training:
         self.criterion.load_state_dict(state["criterion"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        if "ema" in state and self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         restore_rng_states(state["rng"])
 
 
@@ -106,8 +135,11 @@ def build_training(
     if model_input_size(config) is not None:
         require_output_size(model, config["model"]["name"])
     criterion = build_criterion_from_config(config)
+    arithmetic = arithmetic_for(config["train"], context.device)
+    prepare_model(model.to(context.device), arithmetic)
     step_module = distributed.wrap_model(
-        TrainingStep(model, criterion), context, config["train"]["find_unused_parameters"]
+        TrainingStep(model, criterion, arithmetic, config["train"]["compile"]), context,
+        config["train"]["find_unused_parameters"],
     )
     optim = config["optim"]
     optimizer = build_optimizer(step_module.parameters(), optim)
@@ -131,7 +163,11 @@ def build_training(
         num_workers=config["train"]["num_workers"],
     )
     scheduler = make_scheduler(optimizer, optim, len(loader))
-    return Training(model, criterion, step_module, optimizer, scheduler, dataset, sampler, loader)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=arithmetic.scales_gradients)
+    ema = None
+    if optim["ema_decay"] is not None:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(optim["ema_decay"]), use_buffers=True)
+    return Training(model, criterion, step_module, optimizer, scheduler, dataset, sampler, loader, scaler, ema)
 
 
 def train_one_epoch(
@@ -144,6 +180,7 @@ def train_one_epoch(
     context: distributed.DistributedContext,
     grad_clip: float | None = None,
     handlers: Sequence[Handler] = (),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``, one optimiser and scheduler step per batch, "step_end" after each.
 
@@ -160,10 +197,18 @@ def train_one_epoch(
         total, parts = step_module(batch, epoch, num_epochs)
         if not torch.isfinite(total):
             raise MedmatError(f"training diverged: the loss is {total.item()} at epoch {epoch + 1}, step {step + 1}; try a lower optim.lr")
-        total.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(step_module.parameters(), grad_clip)
-        optimizer.step()
+        if scaler is None or not scaler.is_enabled():
+            total.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(step_module.parameters(), grad_clip)
+            optimizer.step()
+        else:
+            scaler.scale(total).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(step_module.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
         scheduler.step()
         # The criterion's own "total" is the "loss" column.
         values = {"loss": total.item(), **{key: float(v) for key, v in parts.items() if key != "total"}}
@@ -205,11 +250,12 @@ def run_epoch(
         context,
         grad_clip=config["optim"]["grad_clip"],
         handlers=handlers,
+        scaler=training.scaler,
     )
     if hasattr(training.criterion, "end_epoch"):
         training.criterion.end_epoch(means)
     row = {"epoch": epoch + 1, "lr": training.optimizer.param_groups[0]["lr"], **means}
-    info = {"epoch": epoch, "row": row, "model": training.model, "criterion": training.criterion,
+    info = {"epoch": epoch, "row": row, "model": training.evaluation_model, "criterion": training.criterion,
             "training": training, "started": started}
     for handler in handlers:
         handler("epoch_end", info)

@@ -34,8 +34,15 @@ from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoin
 from medmat.engine.config import DEFAULTS, input_size, load_config, merge, resize_size, save_config, without_runtime
 from medmat.engine.dataset import common_size, resize_samples
 from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics
-from medmat.engine.handlers import CheckpointHandler, LoggingHandler, ProgressHandler, ValidationHandler
+from medmat.engine.handlers import (
+    CheckpointHandler,
+    LoggingHandler,
+    MovingAverageHandler,
+    ProgressHandler,
+    ValidationHandler,
+)
 from medmat.engine.loop import Handler, build_training, run_epoch
+from medmat.engine.volumes import check_image_channels, context_slices
 from medmat.errors import MedmatError
 
 CONFIG_NAME = "config.yaml"
@@ -43,9 +50,12 @@ SPLIT_NAME = "split.json"
 
 
 def load_samples(config: dict) -> list[Sample]:
-    """The dataset of ``config["data"]`` (with ``data.trimaps`` attached when given), every case
-    resampled to ``data.resize`` when set (:func:`medmat.engine.dataset.resize_sample`)."""
-    samples = load_dataset(config["data"]["dataset"], trimaps=config["data"]["trimaps"])
+    """The dataset of ``config["data"]`` (with ``data.trimaps`` attached when given, and the
+    ``data.context_slices`` stacks of a 2.5-D run), every case resampled to ``data.resize`` when set
+    (:func:`medmat.engine.dataset.resize_sample`)."""
+    # context_slices 0 passes nothing: a 2-D run reads its data exactly as before.
+    context = context_slices(config) or None
+    samples = load_dataset(config["data"]["dataset"], trimaps=config["data"]["trimaps"], context_slices=context)
     return resize_samples(samples, resize_size(config))
 
 
@@ -171,6 +181,7 @@ def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> 
     train_samples, test_samples = fold_cases(samples, split, fold)
     size = input_size(config) or common_size(samples)
     training = build_training(config, train_samples, size, context)
+    check_image_channels(training.model, train_samples[0].image.shape[0], context_slices(config), config["data"]["dataset"])
 
     start_epoch = 0
     if state is not None:
@@ -184,6 +195,7 @@ def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> 
     logging_handler = LoggingHandler(run_dir, config, context, fold, start_epoch)
     handlers = [
         progress,
+        MovingAverageHandler(training),
         ValidationHandler(config, context, test_samples, size),
         logging_handler,
         CheckpointHandler(run_dir, config, context, split, fold),
@@ -197,8 +209,9 @@ def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> 
 
     result = {"fold": fold, "epochs": config["optim"]["epochs"]}
     if context.is_main:
-        final = {"model": training.model.state_dict(), "criterion": training.criterion.state_dict()}
+        # The final weights are the moving average when the run keeps one.
+        final = {"model": training.evaluation_model.state_dict(), "criterion": training.criterion.state_dict()}
         save_checkpoint(run_dir / FINAL_NAME, **final, config=config, fold=fold)
-        result = final_metrics(training.model, train_samples, test_samples, config, size, run_dir)
+        result = final_metrics(training.evaluation_model, train_samples, test_samples, config, size, run_dir)
     distributed.barrier(context)
     return {**result, "run_dir": str(run_dir)}

@@ -348,10 +348,19 @@ def read_image(path: str | os.PathLike, slice_index: int | None = None) -> tuple
     if geometry["format"] == "png" or array.ndim == 3:
         # PNG and colour DICOM hold display values with a fixed scale.
         return scale_to_unit(channels_first(array, path), "image", path), geometry
-    image, geometry["intensity_range"] = min_max_normalise(array, "image", path)
-    if geometry["format"] == "dicom" and geometry["header"]["PhotometricInterpretation"] == "MONOCHROME1":
-        image = 1.0 - image  # MONOCHROME1 shows high values dark
+    monochrome1 = geometry["format"] == "dicom" and geometry["header"]["PhotometricInterpretation"] == "MONOCHROME1"
+    image, geometry["intensity_range"] = grey_to_unit(array, path, monochrome1)
     return image[None], geometry
+
+
+def grey_to_unit(values: np.ndarray, where, monochrome1: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
+    """One grey image's scanner units (H, W) to float32 (H, W) in [0, 1], as :func:`read_image` maps them.
+
+    Min-max normalised on its own (:func:`min_max_normalise`), then inverted for a DICOM
+    MONOCHROME1 image, which shows high values dark. Returns ``(image, (minimum, maximum))``.
+    """
+    image, value_range = min_max_normalise(values, "image", where)
+    return (1.0 - image if monochrome1 else image), value_range
 
 
 def read_mask(path: str | os.PathLike, slice_index: int | None = None) -> np.ndarray:

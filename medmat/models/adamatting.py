@@ -319,7 +319,7 @@ class AdaMatting(MattingModel):
         alpha_logits = self.alpha_decoder(features)
         if self.propagation is not None:
             alpha_logits = self.propagation(image, F.softmax(trimap_logits, dim=1), alpha_logits, self.steps())
-        alpha_raw = torch.sigmoid(alpha_logits)
+        alpha_raw = torch.sigmoid(alpha_logits.float())  # float32 even under autocast
         adapted = trimap_logits.detach().argmax(dim=1)
         return {
             "alpha": fill_known_regions(alpha_raw, adapted),

@@ -91,11 +91,13 @@ class NIGHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> NIG:
         eps = self.min_evidence
+        # The activations run in float32 even under autocast: eps is below bfloat16's resolution at 1.
+        raw = {name: layer(features).float() for name, layer in self.layers.items()}
         return NIG(
-            gamma=torch.sigmoid(self.layers["gamma"](features)),
-            omega=F.softplus(self.layers["omega"](features)) + eps,
-            alpha=F.softplus(self.layers["alpha"](features)) + 1.0 + eps,
-            beta=F.softplus(self.layers["beta"](features)) + eps,
+            gamma=torch.sigmoid(raw["gamma"]),
+            omega=F.softplus(raw["omega"]) + eps,
+            alpha=F.softplus(raw["alpha"]) + 1.0 + eps,
+            beta=F.softplus(raw["beta"]) + eps,
         )
 
 

@@ -255,7 +255,8 @@ def masks_and_uncertainty(
     of the mean score map (Eq. 4 of Medical Matting), in nats.
     """
     outputs = prob_unet(image, pseudo_mask, num_samples)
-    outputs["sample_masks"] = torch.sigmoid(outputs.pop("sample_logits"))
+    # float32 even under autocast: the uncertainty map and the losses read these probabilities.
+    outputs["sample_masks"] = torch.sigmoid(outputs.pop("sample_logits").float())
     outputs["uncertainty_map"] = uncertainty_map(outputs["sample_masks"])
     return outputs
 
@@ -276,7 +277,7 @@ def matting_outputs(masks: dict[str, torch.Tensor], alpha_logits: torch.Tensor |
     if alpha_logits is None:
         outputs["alpha"] = masks["sample_masks"].mean(dim=1, keepdim=True)
     else:
-        outputs["alpha_logits"] = alpha_logits
-        outputs["alpha"] = torch.sigmoid(alpha_logits)
+        outputs["alpha_logits"] = alpha_logits.float()  # float32 even under autocast
+        outputs["alpha"] = torch.sigmoid(outputs["alpha_logits"])
     outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
     return outputs

@@ -164,6 +164,6 @@ class TexturalCompensateMatting(MattingModel):
             tcp_trimap = batch.get("trimap_noisy", trimap) if self.training else trimap
             tcp_input = torch.cat([image, one_hot_trimap(tcp_trimap)], dim=1)
             logits = logits + self.tcp(tcp_input, features[FUSED_LEVEL])
-        alpha_raw = torch.tanh(logits)
+        alpha_raw = torch.tanh(logits.float())  # float32 even under autocast
         alpha = fill_known_regions(alpha_raw.clamp(0.0, 1.0), trimap_classes(trimap))
         return {"alpha": alpha, "alpha_raw": alpha_raw}

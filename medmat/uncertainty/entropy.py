@@ -43,6 +43,9 @@ def _like_input(result: torch.Tensor, values: torch.Tensor | np.ndarray) -> torc
 
 
 def _binary_entropy(probability: torch.Tensor, eps: float) -> torch.Tensor:
+    # Entropies are computed in float32 at least, also under bfloat16 / float16 autocast.
+    if probability.dtype in (torch.bfloat16, torch.float16):
+        probability = probability.float()
     p = probability.clamp(eps, 1.0 - eps)
     return -(p * torch.log(p) + (1.0 - p) * torch.log1p(-p))
 

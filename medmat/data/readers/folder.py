@@ -9,6 +9,12 @@
 
 A case name may contain ``/``: the case then lives in subfolders of every folder above, which is
 how LIDC ids (``LIDC-IDRI-0001/nodule-0/slice-3``) are written.
+
+A case may be a *volume*: a 3-D NIfTI image (one channel) with 3-D masks, alpha and trimap on the
+same grid. Its slices become samples ``<case>/slice-<z>`` (group: the case's, so a split keeps a
+volume together), each read as :class:`medmat.io.volumes.Volume` reads a slice; with
+``context_slices`` k > 0 a slice's image holds slices z - k .. z + k (2.5-D), the nearest slice
+repeated past the volume's ends. :func:`write_volume_folder` writes such a dataset.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from medmat.data.sample import Sample
 from medmat.data.validate import validate_dataset
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_json
+from medmat.io.checks import binary_masks_from_array
 from medmat.io.images import (
     geometry_affine,
     read_alpha,
@@ -33,9 +40,12 @@ from medmat.io.images import (
     read_mask,
     read_trimap,
     sample_geometry,
+    scale_to_unit,
+    trimap_from_array,
     write_nifti,
     write_png,
 )
+from medmat.io.volumes import context_indices, read_volume, read_volume_array, write_nifti_volume
 
 #: File endings a folder dataset may use (one per dataset). DICOM is read but not written.
 FILE_ENDINGS = (".png", ".nii.gz", ".nii", ".dcm")
@@ -96,13 +106,15 @@ def _checked_config(config: dict, root: Path, path: Path) -> dict:
 # --------------------------------------------------------------------------------------------
 
 
-def read_folder(root: str | os.PathLike, subset: str = "train") -> list[Sample]:
+def read_folder(root: str | os.PathLike, subset: str = "train", context_slices: int = 0) -> list[Sample]:
     """Read a medmat folder dataset.
 
     Args:
         root: the folder holding ``dataset.json``.
         subset: ``"train"`` reads ``imagesTr`` with its masks, alphas and trimaps; ``"test"``
             reads ``imagesTs`` (images only, K = 0 masks).
+        context_slices: k > 0: 2.5-D stacks of 1 + 2k slices from volume cases (see the module
+            docstring); a 2-D case is then an error. 0 reads every case as before.
 
     Returns:
         Validated samples in natural order of case name: image float32 (C, H, W) in [0, 1]
@@ -114,9 +126,75 @@ def read_folder(root: str | os.PathLike, subset: str = "train") -> list[Sample]:
         raise MedmatError(f"subset must be 'train' or 'test', got {subset!r}", root)
     root = Path(root)
     config = read_dataset_json(root)
+    if context_slices < 0:
+        raise MedmatError(f"context_slices must be >= 0, got {context_slices}", root)
     cases = channel_files(root / _SUBSET_FOLDERS[subset], config["file_ending"])
-    samples = [_case_sample(root, case, files, config, labelled=subset == "train") for case, files in cases.items()]
+    samples = []
+    for case, files in cases.items():
+        if _is_volume(files[0]):
+            samples += _volume_samples(root, case, files, config, subset == "train", context_slices)
+        elif context_slices:
+            raise MedmatError("context_slices needs volume cases (3-D NIfTI); this case is a 2-D image", files[0])
+        else:
+            samples.append(_case_sample(root, case, files, config, labelled=subset == "train"))
     return validate_dataset(samples, str(root), require_masks=subset == "train")
+
+
+def _is_volume(path: Path) -> bool:
+    """A NIfTI file of more than one slice (its header alone is read)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    with read_volume(path) as volume:
+        return volume.shape[0] > 1
+
+
+def _volume_samples(root: Path, case: str, files: list[Path], config: dict, labelled: bool, k: int) -> list[Sample]:
+    """The slices of a volume case as samples (see the module docstring)."""
+    if len(files) > 1:
+        raise MedmatError(f"a volume case has one channel (grey), this one has {len(files)} files", files[0])
+    with read_volume(files[0]) as volume:
+        planes = [volume.unit_slice(z) for z in range(volume.shape[0])]
+    ending = config["file_ending"]
+    masks = np.zeros((0, *volume.shape), dtype=bool)
+    alpha = trimap = None
+    if labelled:
+        found = [_volume_file(root / "labelsTr" / f"{case}_r{a}{ending}", volume.shape) for a in range(config["annotators"])]
+        masks = np.stack([binary_masks_from_array(array, str(path)) for path, array in found]) if found else masks
+        alpha_file, trimap_file = root / "alphasTr" / f"{case}{ending}", root / "trimapsTr" / f"{case}{ending}"
+        if alpha_file.is_file():
+            alpha = scale_to_unit(_volume_file(alpha_file, volume.shape)[1], "alpha", alpha_file)
+        if trimap_file.is_file():
+            stored = _volume_file(trimap_file, volume.shape)[1]
+            trimap = np.stack([trimap_from_array(plane, trimap_file) for plane in stored])
+    meta = {"format": "nifti", "modality": config["modality"], "dataset": config["name"], "volume": case,
+            "slices": volume.shape[0]}
+    if k:
+        meta["context_slices"] = k
+    return [
+        Sample(
+            id=f"{case}/slice-{z}",
+            image=np.stack([planes[i] for i in context_indices(z, k, len(planes))]),
+            masks=masks[:, z],
+            alpha=None if alpha is None else alpha[z],
+            trimap=None if trimap is None else trimap[z],
+            group=config["groups"].get(case, case),
+            spacing=volume.spacing[:2],
+            affine=volume.slice_affine(z),
+            source=str(files[0]),
+            meta={**meta, "slice": z},
+        )
+        for z in range(volume.shape[0])
+    ]
+
+
+def _volume_file(path: Path, shape: tuple[int, int, int]) -> tuple[Path, np.ndarray]:
+    """``(path, stored values (Z, Y, X))`` of a label, alpha or trimap volume on a ``shape`` grid."""
+    if not path.is_file():
+        raise MedmatError("missing file of a volume case (masks: one per annotator of dataset.json)", path)
+    array = read_volume_array(path)[0]
+    if array.shape != tuple(shape):
+        raise MedmatError(f"volume of {array.shape} (z, y, x) voxels but the image's is {tuple(shape)}", path)
+    return path, array
 
 
 def channel_files(folder: Path, ending: str) -> dict[str, list[Path]]:
@@ -279,3 +357,49 @@ def _write_plane(path: Path, plane: np.ndarray, affine: np.ndarray) -> None:
         write_png(path, plane)
     else:
         write_nifti(path, plane, affine)
+
+
+def write_volume_folder(
+    cases: Iterable[dict],
+    root: str | os.PathLike,
+    name: str | None = None,
+    modality: str = "unknown",
+    file_ending: str = ".nii.gz",
+) -> Path:
+    """Write volume cases in the folder layout (every file atomically), and ``dataset.json``.
+
+    Args:
+        cases: dicts with ``case`` (name), ``image`` (Z, Y, X) stored values (uint8, int16 and
+            uint16 kept, else float32), ``masks`` bool (K, Z, Y, X) (the same K for every case),
+            optionally ``alpha`` float (Z, Y, X) in [0, 1], ``affine`` (4, 4) and ``group``.
+        root: destination folder.
+        name, modality: for dataset.json (name defaults to the folder's).
+        file_ending: ``.nii.gz`` or ``.nii``.
+
+    Returns:
+        ``root``; :func:`read_folder` reads it back slice by slice.
+    """
+    if file_ending not in (".nii.gz", ".nii"):
+        raise MedmatError(f"volume cases are NIfTI (.nii.gz, .nii), not {file_ending}", root)
+    root = Path(root)
+    annotators, groups = set(), {}
+    for entry in cases:
+        case = entry["case"]
+        _check_case_name(case, root)
+        affine = entry.get("affine")
+        write_nifti_volume(root / "imagesTr" / f"{case}_0000{file_ending}", entry["image"], affine)
+        for k, mask in enumerate(entry["masks"]):
+            write_nifti_volume(root / "labelsTr" / f"{case}_r{k}{file_ending}", np.asarray(mask, dtype=bool), affine)
+        if entry.get("alpha") is not None:
+            write_nifti_volume(root / "alphasTr" / f"{case}{file_ending}", entry["alpha"], affine)
+        annotators.add(len(entry["masks"]))
+        if entry.get("group", case) != case:
+            groups[case] = entry["group"]
+    if len(annotators) > 1:
+        raise ValueError(f"cases differ in their number of annotators: {sorted(annotators)}")
+    config = {"name": name or root.name, "modality": modality, "file_ending": file_ending,
+              "annotators": annotators.pop() if annotators else 0}
+    if groups:
+        config["groups"] = groups
+    atomic_write_json(root / "dataset.json", config)
+    return root
