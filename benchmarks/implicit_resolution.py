@@ -46,6 +46,7 @@ from medmat.engine.evaluation import mean_case_metrics
 from medmat.engine.inference import predict
 from medmat.errors import MedmatError
 from medmat.metrics import table_iv_metrics
+from options import add_run_options  # benchmarks/ is the script's folder, first on sys.path
 
 #: Side of the downsampled inputs, and of the ground truth they are scored against (Brain-growth).
 LOW_SIZE, HIGH_SIZE = 64, 128
@@ -260,12 +261,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     train_parser.add_argument("--resume", action="store_true")
     train_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     score_parser = commands.add_parser("score", help="score implicit vs bilinear upsampled predictions")
-    score_parser.add_argument("--run", default=None, help="train run or crossval folder trained by `train`")
-    score_parser.add_argument("--data", default=None, help="full-resolution dataset (default: the run's)")
-    score_parser.add_argument("--trimaps", default=None, help="trimaps of --data")
-    score_parser.add_argument("--samples", type=int, default=8, help="sampled masks N")
-    score_parser.add_argument("--seed", type=int, default=0)
-    score_parser.add_argument("--output", default=None, help="JSON of per-case and mean metrics")
+    add_run_options(score_parser, "train run or crossval folder trained by `train`", "JSON of per-case and mean metrics")
     score_parser.add_argument("--smoke", action="store_true", help="tiny random model on phantoms (no run needed)")
     floor_parser = commands.add_parser("floor", help="score the ground truth downsampled and upsampled bilinearly")
     floor_parser.add_argument("--config", default="region_aware_matting_lite", help="config naming the dataset")

@@ -2,7 +2,8 @@
 
 Every ``LIDC-IDRI-XXXX/nodule-N`` folder becomes one volume case: its consecutive ``slice-K.png``
 as a uint8 NIfTI volume, the four radiologists' masks as mask volumes and, from a label folder
-that ``medmat label`` wrote for every slice (``--min-annotators 1``), the alpha volume. The
+that ``medmat label`` wrote for every slice (``--min-annotators 1``; a slice that no radiologist
+marked, which ``medmat label`` skips, has alpha 0), the alpha volume. The
 PNG crops carry no spacing, so the volumes have 1 mm voxels (an identity affine). Cases are
 grouped by patient, so a split keeps a patient's nodules together.
 
@@ -32,11 +33,16 @@ def nodule_cases(lidc: str, labels: dict[str, np.ndarray], limit: int | None = N
             case = f"{patient}/{nodule}"
             images, masks = read_lidc_nodule(os.path.join(lidc, case))
             ids = [f"{case}/slice-{z}" for z in range(len(images))]
-            missing = [i for i in ids if i not in labels]
-            if missing:
-                raise MedmatError(f"no alpha label for {missing[0]} (label every slice: --min-annotators 1)")
-            yield {"case": case, "image": images, "masks": masks, "alpha": np.stack([labels[i] for i in ids]),
-                   "group": patient}
+            alphas = []
+            for z, slice_id in enumerate(ids):
+                if slice_id in labels:
+                    alphas.append(labels[slice_id])
+                elif not masks[:, z].any():
+                    # No radiologist marked the nodule on this slice: every annotator says background.
+                    alphas.append(np.zeros(images.shape[1:], dtype=np.float32))
+                else:
+                    raise MedmatError(f"no alpha label for {slice_id} (label every slice: --min-annotators 1)")
+            yield {"case": case, "image": images, "masks": masks, "alpha": np.stack(alphas), "group": patient}
 
 
 def main() -> None:

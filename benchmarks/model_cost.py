@@ -102,11 +102,12 @@ def training_batch(batch_size: int, size: int, seed: int = 0) -> dict[str, torch
 
 
 def arithmetic_settings(name: str) -> dict:
-    """The ``train`` settings of an arithmetic name: "fp32", "bf16", "bf16+cl" (channels-last)..."""
-    precision, _, layout = name.partition("+")
-    if precision not in PRECISIONS or layout not in ("", "cl"):
-        raise SystemExit(f"unknown arithmetic {name!r}: a precision ({', '.join(PRECISIONS)}), optionally +cl")
-    return {"precision": precision, "channels_last": layout == "cl"}
+    """The ``train`` settings of an arithmetic name: a precision, then "+cl" (channels-last) and / or
+    "+compile" (torch.compile): "fp32", "bf16", "bf16+cl", "bf16+cl+compile"..."""
+    precision, *options = name.split("+")
+    if precision not in PRECISIONS or not set(options) <= {"cl", "compile"}:
+        raise SystemExit(f"unknown arithmetic {name!r}: a precision ({', '.join(PRECISIONS)}), then +cl, +compile")
+    return {"precision": precision, "channels_last": "cl" in options, "compile": "compile" in options}
 
 
 def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, arithmetic: str = "fp32") -> float:
@@ -116,7 +117,8 @@ def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, ari
     model = build_model_from_config(config).train()
     criterion = build_criterion_from_config(config)
     settings = arithmetic_for(arithmetic_settings(arithmetic), torch.device("cpu"))
-    training_step = TrainingStep(prepare_model(model, settings), criterion, settings)
+    compile_model = arithmetic_settings(arithmetic)["compile"]
+    training_step = TrainingStep(prepare_model(model, settings), criterion, settings, compile_model)
     optimizer = torch.optim.Adam(training_step.parameters(), lr=config["optim"]["lr"])
 
     def step() -> None:
@@ -125,6 +127,8 @@ def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, ari
         total.backward()
         optimizer.step()
 
+    if compile_model:
+        step()  # compiling happens at the first call: not what a step costs afterwards
     return median_seconds(step, repeats)
 
 

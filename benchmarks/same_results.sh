@@ -6,8 +6,10 @@
 #
 # Jobs: the `make demo` training and evaluation (metrics.json, summary.md), a tiny "nig" run on the
 # phantoms and its `medmat interact` tables, and with --lite-fold fold 0 of the `lite` config on
-# Brain-growth (metrics.json, log.csv; about 20 minutes of one core). Every job runs with one torch
-# thread, so that the two codes do the same arithmetic in the same order.
+# Brain-growth (metrics.json, log.csv; about 20 minutes of one core). Training runs with one torch
+# thread and prediction with torch's default (the core count) on both sides, so that the two codes
+# do the same arithmetic in the same order (OMP_NUM_THREADS is left unset: the old code imported
+# numba, which raised torch's thread count to the core count anyway).
 set -euo pipefail
 base_ref=${1:?usage: benchmarks/same_results.sh BASE_REF [--lite-fold]}
 lite_fold=${2:-}
@@ -20,7 +22,7 @@ git -C "$repo" worktree add --detach "$work/base" "$base_ref" >/dev/null
 
 run_jobs() {  # $1: source tree, $2: output folder
     local tree=$1 out=$2
-    local medmat=(env PYTHONPATH="$tree" OMP_NUM_THREADS=1 "$python" -m medmat)
+    local medmat=(env -u OMP_NUM_THREADS PYTHONPATH="$tree" "$python" -m medmat)
     local one=(--set train.num_threads=1 --set train.progress=false)
     (cd "$tree" &&
         "${medmat[@]}" train --config demo --run-dir "$out/demo" "${one[@]}" &&

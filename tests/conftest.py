@@ -61,3 +61,11 @@ def wired_nig_run(tmp_path_factory) -> Path:
     from tiny_configs import user_map_following_run
 
     return user_map_following_run(tmp_path_factory.mktemp("wired-nig") / "run")
+
+
+@pytest.fixture(scope="session")
+def image_following_run(tmp_path_factory) -> Path:
+    """A run of tiny_configs' ImageFollowingMatting: sure of a phantom's background and lesion, unsure on its border."""
+    from tiny_configs import image_following_run
+
+    return image_following_run(tmp_path_factory.mktemp("image-following") / "run")

@@ -3,7 +3,10 @@
 The steps a user takes: open a 256 x 256 phantom PNG, see the matte, click a proposed patch,
 label it, see the matte change (and measure the time from the click to the new matte drawn, in
 the browser), undo, paint a brush stroke, save and check the files, upload a broken file and read
-the message, and move the slice slider of a NIfTI volume. The model is the wired tiny "nig" run (conftest's ``wired_nig_run``), or any run named by
+the message, and move the slice slider of a NIfTI volume. A second test clicks a probe on a model
+that is sure of the phantom's background and lesion (conftest's ``image_following_run``), answers
+its alpha with a key, and checks that the matte changes near the click and not where the model
+is sure, then undoes it. The model is the wired tiny "nig" run (conftest's ``wired_nig_run``), or any run named by
 ``MEDMAT_APP_RUN`` (and, with it, an image of that run's kind named by ``MEDMAT_APP_IMAGE``). With ``MEDMAT_APP_SCREENSHOTS=1`` each step's screenshot is written to
 ``docs/figures/app-*.png``.
 
@@ -30,6 +33,7 @@ from PIL import Image
 from medmat.app.server import serve_in_thread
 from medmat.app.session import MattingSession
 from medmat.data.phantom import make_phantom
+from medmat.interaction.fusion import fusion_uncertainty
 from test_app_session import phantom_png
 
 pytestmark = pytest.mark.e2e
@@ -130,7 +134,8 @@ def test_open_label_undo_paint_save_and_a_bad_upload_in_the_browser(app, browser
     first_alpha = page.get_attribute("#map-alpha", "src")
     _screenshot(page, "1-opened")
 
-    # 2. Click the most uncertain patch: it is selected and the label buttons come on.
+    # 2. Choose the patch tool, click the most uncertain patch: it is selected and the label buttons come on.
+    page.check("input[name=tool][value=patch]")
     patch = page.evaluate("window.medmatApp.payload.state.proposals[0]")
     _click_patch(page, patch)
     page.wait_for_selector("#proposals li.selected")
@@ -207,3 +212,47 @@ def test_open_label_undo_paint_save_and_a_bad_upload_in_the_browser(app, browser
           f"prediction and NIG sum median {1000 * statistics.median(server_seconds):.0f} ms")
     assert statistics.median(browser_times) < 5000
     page.close()
+
+
+def test_a_probe_moves_the_matte_near_the_click_and_not_where_the_model_is_sure(browser, image_following_run,
+                                                                               tmp_path):
+    session = MattingSession.from_run(image_following_run)
+    image = phantom_png(tmp_path / "phantom-256.png", size=256)
+    with serve_in_thread(session, str(tmp_path / "saved")) as server:
+        page = browser.new_page(viewport={"width": 1360, "height": 980})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+        page.wait_for_selector("body[data-ready=true]")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#map-alpha[src^='data:image/png']", timeout=TIMEOUT_MS)
+        assert page.is_checked("input[name=tool][value=probe]")  # the probe is the first tool
+        first_alpha = page.get_attribute("#map-alpha", "src")
+        first = session.current
+        # The most uncertain pixel: on the lesion's border.
+        row, col = np.unravel_index(int(np.argmax(first.maps["lesion_uncertainty"])), (256, 256))
+        box = page.locator("#marks").bounding_box()
+        page.mouse.click(box["x"] + (col + 0.5) / 256 * box["width"], box["y"] + (row + 0.5) / 256 * box["height"])
+        assert page.is_enabled("button.level[data-level='4']")
+        assert page.evaluate("window.medmatApp.probe") == [int(row), int(col)]
+        updates = page.evaluate("window.medmatApp.updates")
+        page.keyboard.press("4")  # alpha 1 at the point
+        page.wait_for_function(f"() => window.medmatApp.updates === {updates + 1}", timeout=TIMEOUT_MS)
+        assert page.locator("#counter").inner_text() == "1"
+        assert page.evaluate("window.medmatApp.payload.state.probes") == [
+            {"kind": "probe", "row": int(row), "col": int(col), "value": 1.0}]
+        _screenshot(page, "7-probe")
+        before, after = _pixels(first_alpha).astype(int), _pixels(page.get_attribute("#map-alpha", "src")).astype(int)
+        changed = np.abs(after - before).sum(axis=-1) > 0
+        distance = np.hypot(*np.mgrid[:256, :256] - np.array([row, col])[:, None, None])
+        assert changed[distance <= 3].mean() > 0.5  # the matte moved near the click
+        # The pixels the model is sure of lie outside the band the fusion solves, and keep their matte.
+        sure = fusion_uncertainty(first.maps) < session.fusion_params.band_uncertainty
+        kept = ~session.current.fusion.domain
+        assert sure.mean() > 0.5 and (sure & kept).sum() > 0.5 * sure.sum()
+        assert not changed[kept].any()
+        page.click("#undo")
+        page.wait_for_function("() => document.getElementById('counter').textContent === '0'")
+        assert page.get_attribute("#map-alpha", "src") == first_alpha
+        assert errors == []
+        page.close()

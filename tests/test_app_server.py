@@ -147,14 +147,35 @@ def test_bad_requests_answer_400_and_the_server_keeps_working(server, tmp_path):
     assert status == 200 and after["state"] == before["state"] and after["layers"] == before["layers"]
 
 
-def test_a_run_without_nig_is_served_without_interaction(server, tmp_path):
+def test_a_run_without_nig_takes_probes_and_strokes_through_the_fusion(server, tmp_path):
     run = save_run(tmp_path / "medical", MEDICAL_TINY)
     status, payload = api(server, "/api/run", json_body={"path": str(run)})
     assert status == 200 and payload["state"]["model"] == "medical_matting"
-    assert not payload["state"]["interactive"] and "needs a 'nig'" in payload["state"]["interaction_message"]
+    assert payload["state"]["interactive"] and not payload["state"]["nig"]
     png = phantom_png(tmp_path / "case.png", size=32).read_bytes()
     status, opened = api(server, "/api/open?name=case.png", data=png)
     assert status == 200 and [entry["key"] for entry in opened["layers"]] == [
         "image", "alpha", "uncertainty_map", "lesion_uncertainty"]
-    status, payload = api(server, "/api/label", json_body={"patch": 0, "label": "foreground"})
-    assert status == 400 and "interaction needs a 'nig'" in payload["error"]
+    assert opened["state"]["probe_levels"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    status, probed = api(server, "/api/probe", json_body={"row": 10, "col": 12, "value": 0.75})
+    assert status == 200 and probed["state"]["num_interactions"] == 1
+    assert probed["state"]["probes"] == [{"kind": "probe", "row": 10, "col": 12, "value": 0.75}]
+    assert abs(server.session.current.maps["alpha"][10, 12] - 0.75) < 0.01
+    assert layer(probed, "alpha")["url"] != layer(opened, "alpha")["url"]
+    stroke = {"stroke": [[20, 20], [20, 25]], "radius": 2, "label": "background"}
+    status, stroked = api(server, "/api/label", json_body=stroke)
+    assert status == 200 and stroked["state"]["num_actions"] == 2
+    # Bad probes answer 400 with one line and change nothing.
+    for body, message in (({"row": 10, "col": 12, "value": 0.3}, "not one of the levels"),
+                          ({"row": 99, "col": 12, "value": 0.5}, "lies outside the 32 x 32 image"),
+                          ({"row": 10, "value": 0.5}, "a probe needs col")):
+        status, payload = api(server, "/api/probe", json_body=body)
+        assert status == 400 and message in payload["error"] and "\n" not in payload["error"]
+    status, after = api(server, "/api/state")
+    assert after["state"] == stroked["state"]
+    # Saved actions replay as one interaction.
+    saved = api(server, "/api/save", data=b"")[1]["saved"]
+    status, replayed = api(server, "/api/replay", json_body={"actions": saved["actions"]})
+    assert status == 200 and replayed["state"]["num_actions"] == 4
+    status, payload = api(server, "/api/replay", json_body={"actions": "all of them"})
+    assert status == 400 and payload["error"] == "actions are a JSON list"

@@ -23,6 +23,8 @@ import torch
 from PIL import Image
 
 from medmat.app.session import LABELS, MattingSession, stroke_mask
+from medmat.interaction.actions import PatchAnswer, Probe
+from medmat.interaction.fusion import fusion_uncertainty
 from medmat.data.phantom import make_phantom
 from medmat.errors import MedmatError
 from medmat.uncertainty.proposals import propose_patches
@@ -130,7 +132,7 @@ def test_a_brush_stroke_labels_the_pixels_within_its_radius(session):
     step = session.paint_stroke(points, radius, "background")
     assert np.array_equal(step.user_map == LABELS["background"], expected)
     assert session.interactions[0]["pixels"] == int(expected.sum())
-    with pytest.raises(MedmatError, match="outside the image"):
+    with pytest.raises(MedmatError, match="the stroke lies outside the 64 x 64 image"):
         session.paint_stroke([(-50, -50)], 3, "foreground")
     with pytest.raises(MedmatError, match="brush radius"):
         session.paint_stroke(points, 0, "foreground")
@@ -231,20 +233,114 @@ def test_a_dicom_of_another_modality_than_the_training_data_is_refused(wired_nig
     session.close()
 
 
-def test_runs_without_nig_show_their_maps_and_refuse_interaction(tmp_path):
+def test_runs_without_nig_show_their_maps_and_take_answers_through_the_fusion(tmp_path):
     with pytest.raises(MedmatError, match="not a medmat run"):
         MattingSession.from_run(tmp_path)
     run = save_run(tmp_path / "medical", MEDICAL_TINY)
     session = MattingSession.from_run(run, num_samples=3)
     session.open_image(phantom_png(tmp_path / "case.png", size=32).read_bytes(), "case.png")
-    assert not session.interactive and "needs a 'nig'" in session.interaction_message
+    assert session.interactive and not session.nig
     assert set(session.current.maps) == {"alpha", "uncertainty_map", "lesion_uncertainty", "sample_masks"}
-    assert session.current.maps["sample_masks"].shape == (3, 32, 32) and session.current.proposals == ()
-    with pytest.raises(MedmatError, match="interaction needs a 'nig'"):
-        session.label_patch(0, "foreground")
+    assert session.current.maps["sample_masks"].shape == (3, 32, 32) and session.current.proposals
+    # A patch answer is an action fused into the alpha (no user map, no second prediction).
+    first = session.current
+    step = session.label_patch(0, "foreground")
+    patch = first.proposals[0]
+    assert step.actions == (PatchAnswer(patch.top, patch.left, patch.height, patch.width, "foreground"),)
+    assert not step.user_map.any() and step.prior is first.prior
+    assert np.all(step.maps["alpha"][patch.window] > first.maps["alpha"][patch.window])
+    assert patch not in step.proposals
+    with pytest.raises(MedmatError, match="transition stroke .* needs a 'nig' model"):
+        session.paint_stroke([(3, 3)], 2, "transition")
     record = session.save(tmp_path / "out")
-    assert record["num_interactions"] == 0 and "epistemic" not in record["files"]
+    assert record["num_interactions"] == 1 and "epistemic" not in record["files"]
+    assert record["actions"] == [step.actions[0].to_json()]
     session.close()
+
+
+@pytest.fixture()
+def following(image_following_run, tmp_path):
+    """A session on the image-following model (sure of background and lesion, unsure on the border), 64 x 64."""
+    session = MattingSession.from_run(image_following_run)
+    session.open_image(phantom_png(tmp_path / "case.png").read_bytes(), "case.png")
+    yield session
+    session.close()
+
+
+def _border_pixel(step):
+    """The most uncertain pixel of a step (a pixel of the lesion's border)."""
+    return np.unravel_index(int(np.argmax(step.maps["lesion_uncertainty"])), step.maps["alpha"].shape)
+
+
+def test_a_probe_moves_the_matte_near_the_click_and_not_where_the_model_is_sure(following):
+    first = following.current
+    row, col = _border_pixel(first)
+    step = following.probe(row, col, 1.0)
+    alpha, before = step.maps["alpha"], first.maps["alpha"]
+    assert alpha[row, col] > 0.99 > before[row, col]
+    # The pixels the model is sure of: those the fusion leaves out of its band (and far from the click).
+    sure = fusion_uncertainty(first.maps) < following.fusion_params.band_uncertainty
+    far = sure & ~step.fusion.domain
+    assert sure.mean() > 0.5 and far.mean() > 0.3 and np.array_equal(alpha[far], before[far])
+    distance = np.hypot(*np.mgrid[:64, :64] - np.array([row, col])[:, None, None])
+    # Inside the band's margin a sure pixel (alpha below 0.006 or above 0.994) moves by at most
+    # the clipped offset that spreads (2 logit units), beyond the clicked disc.
+    assert np.abs(alpha - before)[sure & (distance > 3)].max() < 0.05
+    near = distance <= 4
+    assert (alpha - before)[near & ~sure].mean() > 0.05
+    # The uncertainty falls where the answer settled the matte; the record says what was done.
+    assert step.maps["lesion_uncertainty"][row, col] < 0.1 * first.maps["lesion_uncertainty"][row, col]
+    assert following.interactions[0] == {**following.interactions[0], "kind": "probe", "row": row, "col": col,
+                                         "value": 1.0}
+    assert following.summary()["probes"] == [{"kind": "probe", "row": row, "col": col, "value": 1.0}]
+    # Undo restores the first step itself.
+    assert following.undo() is first
+
+
+@pytest.mark.parametrize("row, col, value, message", [
+    (3, 3, 0.3, "not one of the levels"),
+    (3, 3, -0.25, "lies outside \\[0, 1\\]"),
+    (3, 3, float("nan"), "finite number"),
+    (64, 3, 0.5, "probe at row 64, column 3 lies outside the 64 x 64 image"),
+    ("3", 3, 0.5, "probe row must be a number"),
+])
+def test_bad_probes_are_one_line_errors_and_change_nothing(following, row, col, value, message):
+    following.probe(*_border_pixel(following.current), 0.5)
+    before, summary = list(following.history), following.summary()
+    with pytest.raises(MedmatError, match=message) as refused:
+        following.probe(row, col, value)
+    assert "\n" not in str(refused.value)
+    assert following.history == before and following.summary() == summary
+
+
+def test_saved_actions_replay_to_the_same_matte(following, image_following_run, tmp_path):
+    row, col = _border_pixel(following.current)
+    following.probe(row, col, 0.75)
+    following.paint_stroke([(5, 5), (5, 20)], 2, "foreground")
+    record = following.save(tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "case_interactions.json").read_text())
+    assert written["actions"] == record["actions"] and [a["kind"] for a in written["actions"]] == ["probe", "stroke"]
+    assert written["fusion"]["smoothness"] == following.fusion_params.smoothness
+    again = MattingSession.from_run(image_following_run)
+    again.open_image((tmp_path / "case.png").read_bytes(), "case.png")
+    step = again.replay(written["actions"])
+    np.testing.assert_allclose(step.maps["alpha"], following.current.maps["alpha"], atol=1e-5)
+    with pytest.raises(MedmatError, match="action 1: a stroke needs at least one point"):
+        again.replay([written["actions"][0], {**written["actions"][1], "points": []}])
+    assert len(again.history) == 2
+    again.close()
+
+
+def test_a_probe_on_a_nig_model_is_fused_into_its_nig_prediction(session):
+    labelled = session.label_patch(0, "foreground")
+    row, col = _border_pixel(labelled)
+    step = session.probe(row, col, 0.0)
+    assert step.prior is labelled.prior and step.nig is labelled.nig and step.actions == (Probe(row, col, 0.0),)
+    assert step.maps["alpha"][row, col] < 0.01 < labelled.maps["alpha"][row, col]
+    # A later patch label predicts again with the user map and fuses the probe into the new prediction.
+    after = session.label_patch(0, "background")
+    assert after.prior is not step.prior and after.actions == step.actions
+    assert after.maps["alpha"][row, col] < 0.01
 
 
 def test_switching_runs_predicts_the_open_image_again_or_changes_nothing(session, tmp_path):

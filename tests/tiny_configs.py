@@ -17,6 +17,9 @@ from medmat.engine import load_config
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.inference import build_model_from_config
 from medmat.models import build_model
+from medmat.models.contract import MattingModel, ModelSpec
+from medmat.models.registry import register_model
+from medmat.uncertainty import lesion_uncertainty
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -138,6 +141,41 @@ def user_map_following_run(folder: Path) -> Path:
     """An untrained tiny "nig" run whose NIG head reads a two-layer stem wired to follow its user map."""
     model = {**NIG_TINY, "features": "stem", "head_channels": 4}
     return save_run(folder, model, wired=True)
+
+
+@register_model("image_following_matting")
+class ImageFollowingMatting(MattingModel):
+    """alpha = sigmoid(gain (mean image - level)), with its binary entropy as "lesion_uncertainty".
+
+    Untrained tiny networks are unsure everywhere (alpha near 0.5); this one is sure where a
+    phantom is dark (background, about 0.17) or bright (lesion, about 0.79) and unsure on the
+    lesion's border, like a trained model: what the fusion of user actions is tested on.
+    """
+
+    def __init__(self, in_channels: int = 1, gain: float = 20.0, level: float = 0.48):
+        super().__init__()
+        self.head = torch.nn.Conv2d(in_channels, 1, 1)
+        with torch.no_grad():
+            self.head.weight.fill_(gain / in_channels)
+            self.head.bias.fill_(-gain * level)
+        self.spec = ModelSpec(in_channels, gives=("alpha", "alpha_logits", "lesion_uncertainty"))
+
+    def alpha_features_layer(self):
+        return self.head
+
+    def forward(self, batch, num_samples=None):
+        logits = self.head(batch["image"])
+        alpha = logits.sigmoid()
+        return {"alpha_logits": logits, "alpha": alpha, "lesion_uncertainty": lesion_uncertainty(alpha)}
+
+
+#: The model section of :class:`ImageFollowingMatting`.
+IMAGE_FOLLOWING = {"name": "image_following_matting"}
+
+
+def image_following_run(folder: Path) -> Path:
+    """A run folder holding :class:`ImageFollowingMatting` (nothing to train: its weights are set)."""
+    return save_run(folder, IMAGE_FOLLOWING, loss={"name": "alpha_l1"})
 
 
 def load_benchmark(name: str) -> ModuleType:

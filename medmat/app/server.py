@@ -12,6 +12,8 @@ talks to:
 ``POST /api/run``      ``{"path": "<run folder or checkpoint>"}``: another model
 ``POST /api/label``    ``{"label": "foreground"|"background"|"transition", "patch": rank}`` or
                        ``{"label": ..., "stroke": [[row, col], ...], "radius": r}``
+``POST /api/probe``    ``{"row": r, "col": c, "value": 0|0.25|0.5|0.75|1}``: the alpha at a pixel
+``POST /api/replay``   ``{"actions": [...]}``: saved actions applied again (one interaction)
 ``POST /api/undo``     drop the last interaction
 ``POST /api/save``     write the outputs into the server's output folder; adds ``"saved"``
 =====================  ==========================================================================
@@ -20,7 +22,7 @@ Every answer is JSON. A state is ``{"version", "state": MattingSession.summary()
 [{"key", "title", "url", "range"}], "masks": [url]}``: pictures travel as PNG data URLs,
 rendered here with matplotlib colour maps (alpha: viridis on [0, 1]; entropies: magma on [0, 1]
 bit; epistemic and aleatoric: magma on [0, the maximum of the prediction without interaction],
-so labelling shows the uncertainty falling). A problem caused by the request (a bad upload, a run
+so answering shows the uncertainty falling). A problem caused by the request (a bad upload, a run
 that is not a medmat run, a patch that is not proposed, malformed JSON) answers 400 with
 ``{"error": "<one line>"}``; anything else 500 with the error's name; the server keeps running.
 POST requests must carry the header ``X-Medmat: 1``, which a page of another site cannot send
@@ -135,7 +137,7 @@ def state_payload(session: MattingSession, version: int) -> dict:
         top = 1.0 if key == "alpha" or key in ENTROPY_OUTPUTS else float(np.max(first.maps[key]))
         layers.append({"key": key, "title": title, "url": png_data_url(coloured_pixels(values, colour_map, top)),
                        "range": [0.0, top]})
-    if session.interactive:
+    if session.nig:
         layers.append({"key": "user_map", "title": "User map", "url": png_data_url(user_map_pixels(step.user_map)),
                        "range": None})
     payload["layers"] = layers
@@ -223,6 +225,8 @@ class AppHandler(BaseHTTPRequestHandler):
         "/api/slice": "select_slice",
         "/api/run": "load_run",
         "/api/label": "label",
+        "/api/probe": "probe",
+        "/api/replay": "replay",
         "/api/undo": "undo",
         "/api/save": "save",
     }
@@ -358,6 +362,18 @@ class AppHandler(BaseHTTPRequestHandler):
             session.paint_stroke(request["stroke"], request.get("radius", 4), label)
         else:
             raise MedmatError("a label needs a proposed 'patch' (its rank) or a brush 'stroke'")
+        return {}
+
+    def probe(self, session: MattingSession, body: bytes) -> dict:
+        request = json_object(body)
+        missing = [key for key in ("row", "col", "value") if key not in request]
+        if missing:
+            raise MedmatError(f"a probe needs {', '.join(missing)}")
+        session.probe(request["row"], request["col"], request["value"])
+        return {}
+
+    def replay(self, session: MattingSession, body: bytes) -> dict:
+        session.replay(json_object(body).get("actions"))
         return {}
 
     def undo(self, session: MattingSession, body: bytes) -> dict:

@@ -1,28 +1,37 @@
 """One image's interactive matting state for the browser app: pure logic, no HTTP.
 
 A :class:`MattingSession` holds a trained run's model and, once an image is opened (a PNG, a NIfTI
-or a DICOM; one slice of a volume), the history of its predictions as a stack of :class:`Step` s:
+or a DICOM; one slice of a volume), the history of its states as a stack of :class:`Step` s:
 
 - step 0 is the prediction without interaction;
-- with a "nig" (dugMatting) model, the user labels one of the proposed patches (Algorithm 1: the
-  patches of highest mean epistemic uncertainty, :func:`~medmat.uncertainty.proposals.propose_patches`)
-  as foreground, background or transition, or paints a brush stroke; the label goes into the user
-  map, the model predicts again with it, and the new NIG is fused with the previous one by the
-  NIG summation of Eq. 2 (:func:`~medmat.uncertainty.nig.nig_sum`), as the simulated user of
-  :mod:`medmat.interaction.simulate` does; each interaction pushes a step;
-- undo pops the last step, which restores the previous state exactly (it is kept, not recomputed).
+- with **any model**, the user clicks a pixel and answers its alpha with one of five levels
+  (0, ¼, ½, ¾, 1), paints a foreground or background brush stroke, or answers a proposed patch
+  (the patches of highest mean uncertainty, :func:`~medmat.uncertainty.proposals.propose_patches`)
+  foreground, background or transition. Each answer is an action
+  (:mod:`medmat.interaction.actions`); the step's matte is the prediction with every action so far
+  fused in (:func:`~medmat.interaction.fusion.fuse`: an uncertainty-weighted, edge-aware solve that
+  moves the uncertain band near an answer and leaves confident pixels exactly as predicted), and
+  the uncertainty maps fall where the actions settle the matte (:func:`~medmat.interaction.fusion.fused_maps`);
+- with a "nig" (dugMatting) model, a patch answer and a stroke also go into the user map as
+  dugMatting does: the model predicts again with it and the new NIG is fused with the previous one
+  by the NIG summation of Eq. 2 (:func:`~medmat.uncertainty.nig.nig_sum`); the actions are then
+  fused into that prediction. The patches are proposed from its epistemic map;
+- each interaction pushes a step; undo pops the last one, which restores the previous state exactly
+  (it is kept, not recomputed).
 
-Other models show their alpha, uncertainty maps and sampled masks; interaction is refused with a
-message. :meth:`MattingSession.save` writes alpha and uncertainty maps as PNG and float NIfTI (the
-input's geometry kept), the user map, and a JSON record of the interactions, every file atomically.
+:meth:`MattingSession.save` writes alpha and uncertainty maps as PNG and float NIfTI (the input's
+geometry kept), the user map, and a JSON record of the interactions with the list of actions (which
+:meth:`MattingSession.replay` applies again), every file atomically.
 
 Every problem caused by the user's input (an unreadable upload, a run that is not a medmat run,
-an image whose channels or modality the model was not trained on, a patch that is not proposed)
-is a :class:`~medmat.errors.MedmatError` with a one-line message.
+an image whose channels or modality the model was not trained on, a patch that is not proposed, a
+probe outside the image or at a value that is not a level) is a :class:`~medmat.errors.MedmatError`
+with a one-line message, raised before the session changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import os
@@ -42,6 +51,18 @@ from medmat.data.readers.lidc import is_lidc_folder
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION
 from medmat.engine.inference import fit_channels, load_run, predict
 from medmat.errors import MedmatError
+from medmat.interaction.actions import (
+    PROBE_LEVELS,
+    Action,
+    PatchAnswer,
+    Probe,
+    Stroke,
+    actions_from_json,
+    actions_to_json,
+    check_action,
+    stroke_mask,
+)
+from medmat.interaction.fusion import DEFAULT_PARAMS, Fusion, FusionParams, fuse, fused_maps, fusion_uncertainty
 from medmat.interaction.step import interaction_step, predict_nig
 from medmat.models.contract import ENTROPY_FILES, VARIANCE_OUTPUTS
 from medmat.uncertainty.proposals import Patch, propose_patches
@@ -55,10 +76,6 @@ LABELS = {"foreground": FOREGROUND, "background": BACKGROUND, "transition": TRAN
 #: Algorithm 1's N (patches proposed at a time) and the side of the proposal grid's patches.
 DEFAULT_PROPOSALS = 4
 DEFAULT_PATCH_SIZE = 16
-#: Brush radii accepted for a stroke, in pixels.
-BRUSH_RADIUS_RANGE = (0.5, 64.0)
-#: Most points in one stroke (a long drag at 60 events a second for about three minutes).
-MAX_STROKE_POINTS = 10_000
 #: Largest image the app predicts: the models are fully convolutional, but a photo of tens of
 #: megapixels would take minutes on a CPU and gigabytes of activations.
 MAX_PIXELS = 2048 * 2048
@@ -71,24 +88,31 @@ class Step:
     """One state of an image's prediction: step 0 without interaction, then one per interaction.
 
     Attributes:
-        user_map: float32 (H, W) in {-1, 0, 0.5, 1}, every label given so far.
-        maps: float32 numpy maps of the fused prediction: "alpha" (H, W) in [0, 1] (= fused γ for
-            "nig" models), and when the model gives them "uncertainty_map" (Prob. U-Net entropy,
-            nats) and "sample_masks" (N, H, W) in [0, 1] of the newest prediction,
-            "lesion_uncertainty" (binary entropy of the alpha, nats), "epistemic" Var[μ] and
-            "aleatoric" E[σ²] of the fused NIG.
+        user_map: float32 (H, W) in {-1, 0, 0.5, 1}, every dugMatting label given so far ("nig" models).
+        maps: float32 numpy maps shown: "alpha" (H, W) in [0, 1], the prediction with every action
+            fused in, and the uncertainty maps the model gives, lowered where the actions settle the
+            matte: "uncertainty_map" (Prob. U-Net entropy, nats), "lesion_uncertainty" (binary
+            entropy of the alpha, nats), "epistemic" Var[μ] and "aleatoric" E[σ²] of the fused NIG;
+            "sample_masks" (N, H, W) in [0, 1] of the newest prediction.
+        prior: the maps before the actions: the model's prediction (for "nig" models with the
+            user map, its NIGs fused by Eq. 2).
         nig: the fused NIG of "nig" models (four (H, W) arrays), else None.
         proposals: the patches proposed for the next interaction, highest uncertainty first.
         interaction: the record of the interaction that led here (None for step 0).
-        seconds: time of the prediction (and fusion) that made this step.
+        seconds: time of the prediction and fusion that made this step.
+        actions: every action so far, oldest first (:mod:`medmat.interaction.actions`).
+        fusion: the fusion of ``actions`` into ``prior`` (None without actions).
     """
 
     user_map: np.ndarray
     maps: dict[str, np.ndarray]
+    prior: dict[str, np.ndarray] = field(default_factory=dict)
     nig: NIG | None = None
     proposals: tuple[Patch, ...] = ()
     interaction: dict | None = None
     seconds: float = 0.0
+    actions: tuple[Action, ...] = ()
+    fusion: Fusion | None = None
 
 
 @dataclass
@@ -176,69 +200,10 @@ def check_modality(geometry: dict, expected: str | None, where: str) -> None:
         raise MedmatError(f"the image is {found} but the model was trained on {expected} images", where)
 
 
-def stroke_mask(shape: tuple[int, int], points, radius: float) -> np.ndarray:
-    """Pixels covered by a brush stroke: those whose centre lies within ``radius`` of the polyline.
-
-    Args:
-        shape: (H, W) of the image.
-        points: sequence of (row, col) in pixel coordinates (pixel (i, j) has its centre at
-            (i, j)); one point paints a disc. Points may lie outside the image.
-        radius: brush radius in pixels (> 0).
-
-    Returns:
-        bool (H, W).
-    """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    height, width = shape
-    mask = np.zeros((height, width), dtype=bool)
-    segments = zip(points, points[1:]) if len(points) > 1 else [(points[0], points[0])]
-    for start, end in segments:
-        low = np.floor(np.minimum(start, end) - radius).astype(int)
-        high = np.ceil(np.maximum(start, end) + radius).astype(int) + 1
-        top, left = max(low[0], 0), max(low[1], 0)
-        bottom, right = min(high[0], height), min(high[1], width)
-        if top >= bottom or left >= right:
-            continue
-        rows, cols = np.mgrid[top:bottom, left:right].astype(np.float64)
-        mask[top:bottom, left:right] |= squared_segment_distance(rows, cols, start, end) <= radius**2
-    return mask
-
-
-def squared_segment_distance(rows: np.ndarray, cols: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Squared distance of the points (``rows``, ``cols``), float arrays of one shape, to the
-    segment from ``start`` to ``end`` ((row, col) each); same shape as ``rows``."""
-    direction = end - start
-    length2 = float(direction @ direction)
-    # The projection of each point on the segment's line, clamped to the segment's ends.
-    along = (rows - start[0]) * direction[0] + (cols - start[1]) * direction[1]
-    t = np.clip(along / length2, 0.0, 1.0) if length2 > 0 else 0.0
-    return (rows - start[0] - t * direction[0]) ** 2 + (cols - start[1] - t * direction[1]) ** 2
-
-
 def _label_value(label: str) -> float:
     if label not in LABELS:
         raise MedmatError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
     return LABELS[label]
-
-
-def _brush_radius(radius) -> float:
-    low, high = BRUSH_RADIUS_RANGE
-    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not low <= radius <= high:
-        raise MedmatError(f"brush radius must be a number in [{low}, {high}] pixels, got {radius!r}")
-    return float(radius)
-
-
-def _stroke_points(points) -> np.ndarray:
-    """(P, 2) float64 of a stroke's (row, col) points, or a MedmatError saying what is wrong."""
-    try:
-        array = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise MedmatError("a stroke is a list of [row, column] points") from None
-    if array.ndim != 2 or array.shape[1] != 2 or not 1 <= len(array) <= MAX_STROKE_POINTS:
-        raise MedmatError(f"a stroke is a list of 1 to {MAX_STROKE_POINTS} [row, column] points")
-    if not np.all(np.isfinite(array)):
-        raise MedmatError("a stroke's points must be finite numbers")
-    return array
 
 
 class MattingSession:
@@ -253,6 +218,7 @@ class MattingSession:
         patch_size: side of the proposal grid's patches in pixels.
         seed: torch's seed before every prediction, so the Prob. U-Net's sampled latents (and the
             maps) are the same each time the same image and user map are predicted.
+        fusion: the fusion's parameters (:class:`~medmat.interaction.fusion.FusionParams`).
     """
 
     def __init__(
@@ -264,11 +230,13 @@ class MattingSession:
         num_proposals: int = DEFAULT_PROPOSALS,
         patch_size: int = DEFAULT_PATCH_SIZE,
         seed: int = 0,
+        fusion: FusionParams = DEFAULT_PARAMS,
     ):
         if num_samples < 1 or num_proposals < 1 or patch_size < 1:
             raise MedmatError("samples, proposals and patch size must be at least 1")
         self.model, self.config, self.run = model, config, str(run)
         self.num_samples, self.num_proposals, self.patch_size, self.seed = num_samples, num_proposals, patch_size, seed
+        self.fusion_params = fusion
         self.opened: OpenedImage | None = None
         self.history: list[Step] = []
 
@@ -289,16 +257,14 @@ class MattingSession:
 
     @property
     def interactive(self) -> bool:
-        """Whether the model takes a user map and gives a NIG (dugMatting's "nig" wrapper)."""
-        return self.model.spec.gives_nig
+        """Whether the user can interact: always, every model's alpha takes the fused actions."""
+        return True
 
     @property
-    def interaction_message(self) -> str | None:
-        """Why interaction is off (a model without NIG outputs), or None."""
-        if self.interactive:
-            return None
-        return (f"interaction needs a 'nig' (dugMatting) run; this run trains {self.model_name!r}, "
-                "so its alpha, uncertainty maps and sampled masks are shown without interaction")
+    def nig(self) -> bool:
+        """Whether the model gives a NIG and takes a user map (dugMatting's "nig" wrapper): patch
+        labels and strokes then also re-predict with the user map."""
+        return self.model.spec.gives_nig
 
     @property
     def current(self) -> Step:
@@ -318,7 +284,8 @@ class MattingSession:
             "run": self.run,
             "model": self.model_name,
             "interactive": self.interactive,
-            "interaction_message": self.interaction_message,
+            "nig": self.nig,
+            "probe_levels": list(PROBE_LEVELS),
             "settings": {"samples": self.num_samples, "proposals": self.num_proposals,
                          "patch_size": self.patch_size, "seed": self.seed},
             "image": None,
@@ -339,6 +306,8 @@ class MattingSession:
              "uncertainty": p.uncertainty}
             for rank, p in enumerate(step.proposals)
         ]
+        state["probes"] = [action.to_json() for action in step.actions if isinstance(action, Probe)]
+        state["num_actions"] = len(step.actions)
         state["num_interactions"] = len(self.history) - 1
         state["can_undo"] = len(self.history) > 1
         state["seconds"] = step.seconds
@@ -445,81 +414,135 @@ class MattingSession:
     def _predict(self, image: np.ndarray, user_map: np.ndarray) -> tuple[dict[str, np.ndarray], NIG | None]:
         """One prediction: the model's maps and, for "nig" models, its NIG."""
         torch.manual_seed(self.seed)
-        if self.interactive:
+        if self.nig:
             return predict_nig(self.model, image, user_map, num_samples=self.num_samples)
         return predict(self.model, image, num_samples=self.num_samples), None
 
-    def _step(self, prediction: dict, nig: NIG | None, user_map: np.ndarray, interaction: dict | None,
-              seconds: float) -> Step:
-        """A step from the newest prediction and the fused NIG (None for models without one)."""
+    @staticmethod
+    def _prior(prediction: dict, nig: NIG | None) -> dict[str, np.ndarray]:
+        """The maps of a prediction before any action: for "nig" models the fused NIG's alpha (γ),
+        its alpha entropy, epistemic and aleatoric maps."""
         maps = {key: np.asarray(value, dtype=np.float32) for key, value in prediction.items()}
-        proposals: tuple[Patch, ...] = ()
         if nig is not None:
             moments = nig_moments(nig)
             maps["alpha"] = np.asarray(moments["alpha"], dtype=np.float32)
             maps["lesion_uncertainty"] = np.asarray(lesion_uncertainty(maps["alpha"]), dtype=np.float32)
             for key in VARIANCE_OUTPUTS:
                 maps[key] = np.asarray(moments[key], dtype=np.float32)
-            proposals = tuple(propose_patches(maps["epistemic"], self.num_proposals, self.patch_size,
-                                              labelled=user_map != 0))
-        return Step(user_map, maps, nig, proposals, interaction, seconds)
+        return maps
+
+    def _step(self, image: np.ndarray, prior: dict, nig: NIG | None, user_map: np.ndarray,
+              actions: tuple[Action, ...], started: float) -> Step:
+        """A step: the actions fused into the prior, and the patches to propose next.
+
+        The patches are proposed from the epistemic map ("nig" models) or the fusion's uncertainty,
+        as lowered by the actions; patches the user answered (in the user map or as actions) are
+        not proposed again.
+        """
+        fusion, maps = None, prior
+        if actions:
+            fusion = fuse(image, prior["alpha"], fusion_uncertainty(prior), actions, self.fusion_params,
+                          with_influence=True)
+            maps = fused_maps(prior, fusion)
+        answered = user_map != 0
+        for action in actions:
+            if isinstance(action, PatchAnswer):
+                answered[action.window] = True
+        source = maps["epistemic"] if nig is not None else fusion_uncertainty(maps)
+        proposals = tuple(propose_patches(source, self.num_proposals, self.patch_size, labelled=answered))
+        return Step(user_map, maps, prior, nig, proposals, None, time.perf_counter() - started, actions, fusion)
 
     def _first_step(self, image: np.ndarray) -> Step:
         start = time.perf_counter()
         user_map = np.zeros(image.shape[-2:], dtype=np.float32)
         prediction, nig = self._predict(image, user_map)
-        return self._step(prediction, nig, user_map, None, time.perf_counter() - start)
-
-    def _require_interaction(self) -> Step:
-        step = self.current
-        if not self.interactive:
-            raise MedmatError(self.interaction_message)
-        return step
+        return self._step(image, self._prior(prediction, nig), nig, user_map, (), start)
 
     def label_patch(self, rank: int, label: str) -> Step:
-        """Label the proposed patch of rank ``rank`` (0 = most uncertain) and predict again.
+        """Answer the proposed patch of rank ``rank`` (0 = most uncertain) foreground, background or transition.
 
-        Every pixel of the patch gets ``LABELS[label]`` in the user map; the new NIG is fused with
-        the current one (Eq. 2). Returns the new current step.
+        A "nig" model gets the answer in its user map (every pixel of the patch ``LABELS[label]``),
+        predicts again and fuses the new NIG with the current one (Eq. 2); any other model gets it
+        as a :class:`~medmat.interaction.actions.PatchAnswer` fused into its alpha ("transition"
+        carries no value: the matte stays, the patch is not proposed again). Returns the new step.
         """
-        step = self._require_interaction()
+        step = self.current
         value = _label_value(label)
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < len(step.proposals):
             raise MedmatError(f"patch {rank!r} is not proposed; the proposals are ranked 0..{len(step.proposals) - 1}")
         patch = step.proposals[rank]
-        user_map = step.user_map.copy()
-        user_map[patch.window] = value
         record = {"kind": "patch", "label": label, "value": value, "rank": rank,
                   "box": [patch.top, patch.left, patch.height, patch.width], "uncertainty": patch.uncertainty,
                   "pixels": int(patch.height * patch.width)}
-        return self._interact(user_map, record)
+        if self.nig:
+            user_map = step.user_map.copy()
+            user_map[patch.window] = value
+            return self._interact(record, user_map=user_map)
+        return self._interact(record, new=(PatchAnswer(patch.top, patch.left, patch.height, patch.width, label),))
 
     def paint_stroke(self, points, radius: float, label: str) -> Step:
-        """Paint a brush stroke of ``label`` along (row, col) ``points`` with ``radius`` pixels, and predict again."""
-        step = self._require_interaction()
-        value = _label_value(label)
-        points = _stroke_points(points)
-        radius = _brush_radius(radius)
-        covered = stroke_mask(step.user_map.shape, points, radius)
-        if not covered.any():
-            raise MedmatError("the stroke lies outside the image")
-        user_map = step.user_map.copy()
-        user_map[covered] = value
-        record = {"kind": "stroke", "label": label, "value": value, "radius": radius,
-                  "points": np.round(points, 2).tolist(), "pixels": int(covered.sum())}
-        return self._interact(user_map, record)
+        """Paint a brush stroke of ``label`` along (row, col) ``points`` with ``radius`` pixels.
 
-    def _interact(self, user_map: np.ndarray, record: dict) -> Step:
+        "foreground" and "background" strokes are fused into the alpha (a
+        :class:`~medmat.interaction.actions.Stroke`); a "nig" model also gets every label, "transition"
+        too, in its user map and predicts again. Returns the new step.
+        """
+        step = self.current
+        value = _label_value(label)
+        if label == "transition" and not self.nig:
+            raise MedmatError("a transition stroke says nothing about the alpha; it needs a 'nig' model's user map")
+        # Every stroke is checked as the fused ones are (points, radius, inside the image); a
+        # transition stroke has no alpha to fuse and only goes into the user map.
+        stroke = check_action(Stroke(points, radius, "foreground" if label == "transition" else label),
+                              step.user_map.shape)
+        new = () if label == "transition" else (stroke,)
+        covered = stroke_mask(step.user_map.shape, stroke.points, stroke.radius)
+        record = {"kind": "stroke", "label": label, "value": value, "radius": stroke.radius,
+                  "points": np.round(stroke.points, 2).tolist(), "pixels": int(covered.sum())}
+        user_map = None
+        if self.nig:
+            user_map = step.user_map.copy()
+            user_map[covered] = value
+        return self._interact(record, new=new, user_map=user_map)
+
+    def probe(self, row, col, value) -> Step:
+        """Answer the alpha at pixel (``row``, ``col``) with ``value``, one of the five levels
+        (:data:`~medmat.interaction.actions.PROBE_LEVELS`), fused into the alpha. Returns the new step."""
+        step = self.current
+        probe = check_action(Probe(row, col, value), step.user_map.shape)
+        record = {"kind": "probe", "row": probe.row, "col": probe.col, "value": probe.value,
+                  "alpha_before": float(step.maps["alpha"][probe.row, probe.col])}
+        return self._interact(record, new=(probe,))
+
+    def replay(self, records) -> Step:
+        """Apply saved actions (the "actions" of a saved record, :func:`~medmat.interaction.actions.actions_to_json`)
+        to the open image as one interaction, fused into the current prediction (a "nig" model's
+        user map is not part of them). Every record is checked before anything changes."""
+        step = self.current
+        actions = actions_from_json(records, step.user_map.shape)
+        if not actions:
+            raise MedmatError("no action to replay")
+        return self._interact({"kind": "replay", "actions": len(actions)}, new=actions)
+
+    def _interact(self, record: dict, new: tuple[Action, ...] = (), user_map: np.ndarray | None = None) -> Step:
+        """Push the step of one interaction: ``new`` actions, and for "nig" models a changed user map
+        (the model predicts again with it and the NIGs are summed); then every action is fused."""
         start = time.perf_counter()
-        torch.manual_seed(self.seed)
-        prediction, fused = interaction_step(self.model, self.opened.image, user_map, self.current.nig,
-                                             num_samples=self.num_samples)
-        seconds = time.perf_counter() - start
-        record = {"index": len(self.history), **record, "seconds": round(seconds, 4),
+        step = self.current
+        prior, nig = step.prior, step.nig
+        if user_map is not None:
+            torch.manual_seed(self.seed)
+            prediction, nig = interaction_step(self.model, self.opened.image, user_map, step.nig,
+                                               num_samples=self.num_samples)
+            prior = self._prior(prediction, nig)
+        else:
+            user_map = step.user_map
+        new_step = self._step(self.opened.image, prior, nig, user_map, step.actions + tuple(new), start)
+        record = {"index": len(self.history), **record, "seconds": round(new_step.seconds, 4),
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        step = self._step(prediction, fused, user_map, record, seconds)
-        self.history.append(step)
-        return step
+        new_step = dataclasses.replace(new_step, interaction=record)
+        self.history.append(new_step)
+        return new_step
 
     def undo(self) -> Step:
         """Drop the last interaction; the previous step is current again, exactly as it was."""
@@ -553,7 +576,9 @@ class MattingSession:
           they are; PNG divided by the record's ``png_scale`` (the map's maximum);
         - ``<stem>_user_map.nii.gz`` (float32 -1 / 0 / 0.5 / 1) and ``<stem>_user_map.png``
           (round(255 (U + 1) / 2): 0 background, 128 unknown, 191 transition, 255 foreground);
-        - ``<stem>_interactions.json``, last: run, image, settings, every interaction, the files.
+        - ``<stem>_interactions.json``, last: run, image, settings, every interaction, the actions
+          (:func:`~medmat.interaction.actions.actions_to_json`; :meth:`replay` applies them again),
+          the fusion's parameters, the files.
 
         NIfTI files carry the input's affine (its spacing, or the identity for a PNG).
         """
@@ -600,6 +625,8 @@ class MattingSession:
             "user_map_values": {**LABELS, "unknown": 0.0},
             "num_interactions": len(self.history) - 1,
             "interactions": self.interactions,
+            "actions": actions_to_json(self.current.actions),
+            "fusion": dataclasses.asdict(self.fusion_params),
             "files": files,
             "png_scale": scales,
             "entropy_unit": "bits (clipped to [0, 1])",

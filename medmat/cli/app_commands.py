@@ -2,8 +2,9 @@
 
 ``medmat serve --run RUN`` loads a trained run and serves a single page on this machine
 (127.0.0.1 by default) where a user opens an image, sees its alpha matte, uncertainty maps and
-sampled masks, corrects a "nig" model's prediction by labelling the proposed patches or painting
-brush strokes, and saves the result (:mod:`medmat.app`).
+sampled masks, corrects any model's matte with probe clicks (the alpha at a point), brush strokes
+or proposed-patch labels (a "nig" model also predicts again with them), and saves the result
+(:mod:`medmat.app`).
 """
 
 from __future__ import annotations

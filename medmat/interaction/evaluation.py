@@ -25,7 +25,8 @@ from medmat.data.sample import Sample
 from medmat.errors import MedmatError
 from medmat.models import MattingModel
 from medmat.engine.inference import predict
-from medmat.interaction.simulate import InteractionRound, mean_round_metrics
+from medmat.interaction.actions import action_box
+from medmat.interaction.simulate import CLEAN, NOISY, NOC_TARGETS, FusionRound, InteractionRound, mean_round_metrics
 from medmat.io.atomic import atomic_write_json, atomic_write_text
 from medmat.metrics.uncertainty import uncertainty_report
 from medmat.reporting.figures import reliability_plot
@@ -43,7 +44,8 @@ def require_nig_config(config: Mapping, run: str | os.PathLike) -> None:
     """Raise a one-line MedmatError naming ``run`` unless its config trains a "nig" model."""
     name = config["model"]["name"]
     if name != "nig":
-        raise MedmatError(f"run trains {name!r}, not a 'nig' model: interaction needs dugMatting's NIG outputs", run)
+        raise MedmatError(f"run trains {name!r}, not a 'nig' model: dugMatting's interaction needs its NIG outputs "
+                          "(--protocol probe, binary, brush and patch work with any model)", run)
 
 
 def run_case_ids(run_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -62,16 +64,22 @@ def run_case_ids(run_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
 READING_LABELS = {"labels": ", labels applied", "oracle": ", ground truth in the labelled patches (bound)"}
 
 
+#: Row-name suffixes of the stage prefixes other than "round" (:mod:`medmat.interaction.simulate`).
+PREFIX_LABELS = {NOISY: ", noisy user"}
+
+
 def stage_label(stage: str) -> str:
     """Row name of a simulation stage: "round-0" -> "0 interactions", "round-1" -> "1 interaction",
     "round-2" -> "2 interactions", "round-1+labels" -> "1 interaction, labels applied",
     "round-1+oracle" -> "1 interaction, ground truth in the labelled patches (bound)",
-    "refined" -> "after refinement"."""
+    "noisy-3" -> "3 interactions, noisy user", "refined" -> "after refinement"."""
     if stage == REFINED_STAGE:
         return "after refinement"
     stage, _, reading = stage.partition("+")
-    rounds = int(stage.split("-")[1])
-    return f"{rounds} interaction{'' if rounds == 1 else 's'}" + READING_LABELS.get(reading, reading)
+    prefix, _, rounds = stage.rpartition("-")
+    rounds = int(rounds)
+    return (f"{rounds} interaction{'' if rounds == 1 else 's'}" + PREFIX_LABELS.get(prefix, "")
+            + READING_LABELS.get(reading, reading))
 
 
 def pool_simulations(simulations: Sequence[Mapping]) -> dict:
@@ -81,8 +89,7 @@ def pool_simulations(simulations: Sequence[Mapping]) -> dict:
         ``{"cases": every case in order, "mean": mean_round_metrics over all of them}``.
     """
     cases = [case for simulation in simulations for case in simulation["cases"]]
-    stages = [{key: value for key, value in case.items() if key != "id"} for case in cases]
-    return {"cases": cases, "mean": mean_round_metrics(stages) if stages else {}}
+    return {"cases": cases, "mean": mean_round_metrics(cases) if cases else {}}
 
 
 def interaction_rows(simulation: Mapping, group: str, folds: Sequence[Sequence[str]] | None = None) -> dict:
@@ -116,6 +123,7 @@ def write_interaction_tables(
     num_proposals: int,
     folds: Sequence[Sequence[str]] | None = None,
     extra: Mapping | None = None,
+    what: str | None = None,
 ) -> str:
     """Write ``table_iv_region.{md,csv,json}`` and ``table_iv_whole.*`` of a simulation under ``output``.
 
@@ -125,14 +133,16 @@ def write_interaction_tables(
         num_proposals: patches proposed per interaction (for the titles).
         folds: test ids of each fold (crossval), or None.
         extra: settings stored with the tables (:func:`~medmat.reporting.write_tables`).
+        what: the interactions in the titles' words (default: "interactions of N proposed patches").
 
     Returns:
         The Markdown of both tables, region first.
     """
     text = ""
+    what = what or f"interactions of {num_proposals} proposed patches"
     for group, name in TABLE_GROUPS.items():
         where = region_description(simulation) if group == "region" else name
-        title = f"Table IV ({where}) after interactions of {num_proposals} proposed patches"
+        title = f"Table IV ({where}) after {what}"
         prefix = Path(output) / f"table_iv_{group}"
         write_tables(prefix, interaction_rows(simulation, group, folds), title=title, extra=extra)
         text += prefix.with_suffix(".md").read_text(encoding="utf-8") + "\n"
@@ -235,4 +245,77 @@ def interaction_figure_row(
         pictures[column] = _scaled_to_range(history[index].maps["epistemic"])
         proposed = history[index + 1].proposals if index + 1 < len(history) else []
         boxes[column] = [tuple(patch[:4]) for patch in proposed]
+    return pictures, boxes
+
+
+def fusion_summary(simulation: Mapping, steps: int) -> dict:
+    """What a fusion protocol's simulation says beside its Table IV rows, per user ("round": the
+    clean user, "noisy": the noisy one).
+
+    Args:
+        simulation: :func:`~medmat.interaction.simulate.simulate_fusion_dataset`'s result (or several pooled).
+        steps: K, the interactions simulated per case.
+
+    Returns:
+        ``{prefix: {"n", "noc": {"40": mean, "60": mean}, "reached": {"40": cases, "60": cases},
+        "whole_worse": cases whose whole-image SAD rose above round 0's after some interaction,
+        "whole_worse_ids", "seconds": {"mean", "median", "max", "count"} of the fusions (one per
+        interaction the user made)}}``; NoC counts K + 1 for a case that never reached the goal.
+    """
+    cases = simulation["cases"]
+    summary = {}
+    for prefix in (CLEAN, NOISY):
+        if not cases or prefix not in cases[0]["noc"]:
+            continue
+        noc = {key: [case["noc"][prefix][key] for case in cases] for key in cases[0]["noc"][prefix]}
+        worse = [case["id"] for case in cases
+                 if any(case[f"{prefix}-{step}"]["whole"]["SAD"] > case["round-0"]["whole"]["SAD"]
+                        for step in range(1, steps + 1))]
+        seconds = [case[f"{prefix}-{step}"]["seconds"] for case in cases for step in range(1, steps + 1)
+                   if case[f"{prefix}-{step}"]["acted"]]
+        summary[prefix] = {
+            "n": len(cases),
+            "noc": {key: float(np.mean(values)) for key, values in noc.items()},
+            "reached": {key: int(sum(value <= steps for value in values)) for key, values in noc.items()},
+            "whole_worse": len(worse),
+            "whole_worse_ids": worse,
+            "seconds": {"mean": float(np.mean(seconds)) if seconds else None,
+                        "median": float(np.median(seconds)) if seconds else None,
+                        "max": float(np.max(seconds)) if seconds else None, "count": len(seconds)},
+        }
+    return summary
+
+
+def fusion_summary_markdown(summary: Mapping, steps: int, protocol: str) -> str:
+    """Markdown of :func:`fusion_summary`: one line per user."""
+    goals = [f"{round(100 * fraction)}" for fraction in NOC_TARGETS]
+    header = ["user", "n"] + [f"NoC to −{goal} % SAD (reached)" for goal in goals]
+    header += ["whole-image SAD worse than before", "fusion s per action: mean / max"]
+    lines = [f"### {protocol}: interactions to cut the Table IV SAD (mean over cases; {steps + 1} when not reached "
+             f"within {steps})", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for prefix, row in summary.items():
+        timing = row["seconds"]
+        time_cell = "—" if timing["mean"] is None else f"{timing['mean']:.3f} / {timing['max']:.3f}"
+        cells = ["clean" if prefix == CLEAN else "noisy", str(row["n"])]
+        cells += [f"{row['noc'][goal]:.2f} ({row['reached'][goal]})" for goal in goals]
+        cells += [f"{row['whole_worse']} of {row['n']}", time_cell]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def fusion_figure_row(sample: Sample, history: Sequence[FusionRound]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, list[tuple[int, int, int, int]]]]:
+    """One case's pictures and outlined actions for :func:`~medmat.reporting.example_grid`.
+
+    Returns:
+        ``(pictures, boxes)``: "image", "ground truth", then "alpha, <k interactions>" for every
+        round; each alpha column outlines the actions made so far (:func:`~medmat.interaction.actions.action_box`:
+        a 5-pixel square around a click, a stroke's or a patch's box).
+    """
+    pictures = {"image": sample.image, "ground truth": sample.alpha}
+    boxes = {}
+    for index, state in enumerate(history):
+        column = f"alpha, {stage_label(f'{CLEAN}-{index}')}"
+        pictures[column] = state.alpha
+        boxes[column] = [action_box(action) for action in state.actions]
     return pictures, boxes

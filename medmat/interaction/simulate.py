@@ -1,6 +1,13 @@
-"""Simulated interaction with a "nig" model (dugMatting §3.3, Algorithm 1 and Eq. 2).
+"""Simulated interaction: dugMatting's NIG loop, and actions fused into any model's alpha.
 
-One round: propose the N patches of highest mean epistemic uncertainty (Algorithm 1), let a
+**The fusion protocols** (every model; :func:`simulate_fusion`, :func:`simulate_fusion_dataset`):
+the model predicts each case once; a simulated user (:mod:`medmat.interaction.users`) answers
+with actions (probe clicks at five alpha levels, binary clicks, brush strokes, or dugMatting's
+patch answers) and every interaction is fused into the prediction by
+:func:`~medmat.interaction.fusion.fuse`. Beside the Table IV metrics of every round, a case records
+how many interactions it took to cut its Table IV SAD by 40 % and 60 % (NoC-style).
+
+**dugMatting's NIG loop** ("nig" models, §3.3, Algorithm 1 and Eq. 2). One round: propose the N patches of highest mean epistemic uncertainty (Algorithm 1), let a
 simulated user label each from the ground truth (foreground / background / transition,
 :func:`~medmat.data.user_maps.patch_label`), add the labels to the user map, predict
 again with the updated map, and fuse the new NIG with the previous one by the NIG summation of
@@ -22,7 +29,7 @@ the Table IV metrics of every round (and after the aleatoric refinement when a r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,10 +38,14 @@ from torch import nn
 from medmat.data.sample import Sample
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
 from medmat.errors import MedmatError
+from medmat.engine.inference import predict
+from medmat.interaction.actions import PROBE_LEVELS, Action, actions_to_json
+from medmat.interaction.fusion import DEFAULT_PARAMS, Fusion, FusionParams, fuse, fusion_uncertainty
 from medmat.interaction.refinement import refine_alpha
 from medmat.interaction.step import interaction_step, predict_nig
 from medmat.metrics import mean_table_iv_metrics, table_iv_metrics
 from medmat.uncertainty.nig import NIG, nig_moments
+from medmat.interaction.users import BrushUser, PatchUser, ProbeUser
 from medmat.uncertainty.proposals import Patch, propose_patches
 
 
@@ -163,17 +174,24 @@ def simulate_interactions(
     return history
 
 
+def case_stages(case: Mapping) -> dict:
+    """The stages of a simulated case: its entries that are :func:`round_metrics` dicts (not "id",
+    nor a case's other records such as the fusion protocols' "noc")."""
+    return {key: value for key, value in case.items() if isinstance(value, Mapping) and "whole" in value}
+
+
 def mean_round_metrics(cases: Sequence[dict]) -> dict:
     """Means over cases of per-stage metrics.
 
     Args:
-        cases: ``{stage name: round_metrics dict}`` per case (e.g. "round-0", "round-1", "refined").
+        cases: ``{stage name: round_metrics dict}`` per case (e.g. "round-0", "round-1", "refined");
+            other entries are left out (:func:`case_stages`).
 
     Returns:
         ``{stage: {"region": {metric: mean}, "whole": {...}, "epistemic": mean, ...}}``
         (:func:`~medmat.metrics.mean_table_iv_metrics` of each stage).
     """
-    return {stage: mean_table_iv_metrics([case[stage] for case in cases]) for stage in cases[0]}
+    return {stage: mean_table_iv_metrics([case[stage] for case in cases]) for stage in case_stages(cases[0])}
 
 
 def simulate_dataset(
@@ -218,5 +236,177 @@ def simulate_dataset(
             extra = {"refined_patches": len(refined["centres"])}
             case["refined"] = round_metrics(refined["alpha"], sample, region, extra)
         cases.append({"id": sample.id, **case})
-    stages = [{key: value for key, value in case.items() if key != "id"} for case in cases]
-    return {"cases": cases, "mean": mean_round_metrics(stages) if stages else {}}
+    return {"cases": cases, "mean": mean_round_metrics(cases) if cases else {}}
+
+
+# ------------------------------------------------------------------------------------------------
+# Actions fused into any model's alpha (medmat.interaction.fusion)
+# ------------------------------------------------------------------------------------------------
+
+#: The protocols whose actions go through the fusion, for every model (``medmat interact --protocol``).
+FUSION_PROTOCOLS = ("probe", "binary", "brush", "patch")
+#: The protocols simulated with a noisy user beside the clean one.
+NOISY_PROTOCOLS = ("probe", "binary")
+#: Stage prefixes: the clean user's rounds and the noisy user's.
+CLEAN, NOISY = "round", "noisy"
+#: Reductions of the Table IV SAD whose number of interactions is counted (NoC-style).
+NOC_TARGETS = (0.4, 0.6)
+
+
+def make_user(protocol: str, prediction: Mapping[str, np.ndarray], noisy: bool = False, seed=0,
+              num_proposals: int = 4, patch_size: int = 16):
+    """The simulated user of a fusion protocol (:mod:`medmat.interaction.users`).
+
+    Args:
+        protocol: one of :data:`FUSION_PROTOCOLS`: "probe" (five levels), "binary" (clicks of 0 or 1),
+            "brush" (a stroke along the largest error region's skeleton), "patch" (dugMatting's
+            answers for the N most uncertain patches).
+        prediction: the model's maps (the patch user proposes from its "epistemic" map when it
+            gives one, else from :func:`~medmat.interaction.fusion.fusion_uncertainty`).
+        noisy: the noisy user (probe and binary only).
+        seed: seeds the noisy user (an int or a sequence of ints).
+    """
+    if protocol not in FUSION_PROTOCOLS:
+        raise MedmatError(f"unknown protocol {protocol!r}; the fusion's are {', '.join(FUSION_PROTOCOLS)}")
+    if noisy and protocol not in NOISY_PROTOCOLS:
+        raise MedmatError(f"the {protocol} protocol has no noisy user (only {', '.join(NOISY_PROTOCOLS)})")
+    if protocol in ("probe", "binary"):
+        return ProbeUser(PROBE_LEVELS if protocol == "probe" else (0.0, 1.0), noisy, seed)
+    if protocol == "brush":
+        return BrushUser()
+    proposal_map = prediction["epistemic"] if "epistemic" in prediction else fusion_uncertainty(prediction)
+    return PatchUser(np.asarray(proposal_map, dtype=np.float64), num_proposals, patch_size)
+
+
+@dataclass
+class FusionRound:
+    """The state after one interaction of a fusion protocol (round 0: the model's prediction).
+
+    Attributes:
+        alpha: float32 (H, W) in [0, 1], the matte shown to the user.
+        actions: every action so far, oldest first.
+        fusion: the :class:`~medmat.interaction.fusion.Fusion` that made ``alpha`` (None in round 0).
+        metrics: :func:`round_metrics` of ``alpha``, with "seconds" (the fusion's, 0 when the user
+            had nothing left to do), "acted" (1 when the user acted), "actions" (their number so far).
+    """
+
+    alpha: np.ndarray
+    actions: tuple[Action, ...]
+    fusion: Fusion | None
+    metrics: dict
+
+
+def simulate_fusion(
+    sample: Sample,
+    prediction: Mapping[str, np.ndarray],
+    user,
+    steps: int,
+    params: FusionParams = DEFAULT_PARAMS,
+    region: str = "unknown",
+) -> list[FusionRound]:
+    """A simulated user's ``steps`` interactions with one case, each fused into the model's alpha.
+
+    Every fusion starts from the same prediction and replays every action so far, as the app does.
+
+    Args:
+        sample: the case, with its ground-truth alpha (the user reads it) and trimap (the band).
+        prediction: the model's maps for ``sample.image`` (:func:`~medmat.engine.inference.predict`).
+        user: a simulated user (:func:`make_user`).
+        steps: interactions after the prediction (>= 0).
+        params: the fusion's parameters.
+        region: "unknown" or "whole", the Table IV region.
+
+    Returns:
+        ``steps + 1`` :class:`FusionRound` s, round 0 first.
+    """
+    if sample.alpha is None:
+        raise MedmatError("cannot simulate a user without the ground-truth alpha", sample.source or sample.id)
+    prior = np.clip(np.asarray(prediction["alpha"], dtype=np.float32), 0.0, 1.0)
+    uncertainty = fusion_uncertainty(prediction)
+    extra = {"seconds": 0.0, "acted": 0, "actions": 0}
+    history = [FusionRound(prior, (), None, round_metrics(prior, sample, region, extra))]
+    for _ in range(steps):
+        state = history[-1]
+        new = user.interact(sample, state.alpha, state.actions)
+        if not new:
+            extra = {"seconds": 0.0, "acted": 0, "actions": len(state.actions)}
+            history.append(FusionRound(state.alpha, state.actions, state.fusion,
+                                       round_metrics(state.alpha, sample, region, extra)))
+            continue
+        actions = state.actions + tuple(new)
+        fusion = fuse(sample.image, prior, uncertainty, actions, params)
+        extra = {"seconds": fusion.seconds, "acted": 1, "actions": len(actions)}
+        history.append(FusionRound(fusion.alpha, actions, fusion, round_metrics(fusion.alpha, sample, region, extra)))
+    return history
+
+
+def interactions_to_reach(case: Mapping, fraction: float, steps: int, prefix: str = CLEAN) -> int:
+    """NoC: the first interaction after which the case's Table IV SAD is at most ``1 - fraction``
+    of round 0's (the whole image's when the case has no region), ``steps + 1`` when none is.
+
+    ``case`` holds ``"round-0"`` and ``"<prefix>-k"`` for k = 1..steps (:func:`round_metrics` dicts).
+    """
+    group = "region" if case["round-0"]["region"] is not None else "whole"
+    goal = (1.0 - fraction) * case["round-0"][group]["SAD"]
+    for step in range(1, steps + 1):
+        if case[f"{prefix}-{step}"][group]["SAD"] <= goal:
+            return step
+    return steps + 1
+
+
+def simulate_fusion_dataset(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    protocol: str,
+    steps: int,
+    params: FusionParams = DEFAULT_PARAMS,
+    region: str = "unknown",
+    num_samples: int = 8,
+    noisy: bool = True,
+    seed: int = 0,
+    num_proposals: int = 4,
+    patch_size: int = 16,
+    keep: int = 0,
+) -> tuple[dict, list[tuple[Sample, list[FusionRound]]]]:
+    """:func:`simulate_fusion` on every case with the protocol's clean user (and its noisy user).
+
+    Args:
+        model: any medmat model; each case is predicted once (its trimap given to trimap models).
+        samples: cases with alpha mattes.
+        protocol: one of :data:`FUSION_PROTOCOLS`.
+        steps: interactions per case.
+        params, region: as :func:`simulate_fusion`.
+        num_samples: masks drawn by models that sample.
+        noisy: also simulate the noisy user (protocols of :data:`NOISY_PROTOCOLS`), seeded by
+            ``(seed, case index)``.
+        seed: the noisy users' seed.
+        num_proposals, patch_size: the patch protocol's N and patch side.
+        keep: how many of the first cases' clean histories to return (for a figure).
+
+    Returns:
+        ``(simulation, histories)``: ``simulation = {"cases": [{"id", "round-0".."round-K",
+        ["noisy-1".."noisy-K"], "noc": {prefix: {"40": k, "60": k}}, "actions": {prefix: every
+        action as JSON}}], "mean": mean_round_metrics}`` and the kept ``(sample, clean history)`` pairs.
+    """
+    cases, histories = [], []
+    with_noise = noisy and protocol in NOISY_PROTOCOLS
+    for index, sample in enumerate(samples):
+        prediction = predict(model, sample.image, sample.trimap, num_samples=num_samples)
+        users = {CLEAN: make_user(protocol, prediction, False, seed, num_proposals, patch_size)}
+        if with_noise:
+            users[NOISY] = make_user(protocol, prediction, True, [seed, index], num_proposals, patch_size)
+        case, actions = {"id": sample.id}, {}
+        for prefix, user in users.items():
+            history = simulate_fusion(sample, prediction, user, steps, params, region)
+            actions[prefix] = actions_to_json(history[-1].actions)
+            # The noisy user's round 0 is the clean user's: the same prediction.
+            for step, state in enumerate(history):
+                if prefix == CLEAN or step:
+                    case[f"{prefix}-{step}"] = state.metrics
+            if prefix == CLEAN and index < keep:
+                histories.append((sample, history))
+        case["noc"] = {prefix: {f"{round(100 * f)}": interactions_to_reach(case, f, steps, prefix)
+                                for f in NOC_TARGETS} for prefix in users}
+        case["actions"] = actions
+        cases.append(case)
+    return {"cases": cases, "mean": mean_round_metrics(cases) if cases else {}}, histories

@@ -1,18 +1,21 @@
 // medmat app: the page's logic. It talks to the JSON API of medmat/app/server.py and draws the
-// proposed patches and brush strokes on a canvas over the image; every picture comes from the
-// server as a PNG data URL.
+// probes, the proposed patches and brush strokes on a canvas over the image; every picture comes
+// from the server as a PNG data URL. Every answer (a probe's alpha level, a stroke, a patch label)
+// is fused into the model's alpha on the server.
 "use strict";
 
 const VIEW_SIZE = 512; // longest side of the viewer, in CSS pixels
 const PATCH_COLOUR = "#00e5ff";
 const SELECTED_COLOUR = "#ffe600";
 const LABEL_COLOURS = { foreground: "#e63946", background: "#457be6", transition: "#ffc828" };
+const PROBE_COLOUR = "#ffe600";
 
 const app = {
   payload: null,      // the last state the server sent
   overlay: "alpha",   // key of the layer shown over the image
   selected: null,     // rank of the selected proposal
-  tool: "patch",
+  probe: null,        // [row, col] of the point clicked with the probe tool, waiting for its level
+  tool: "probe",
   brushLabel: "foreground",
   stroke: null,       // [[row, col], ...] while painting
   busy: false,
@@ -102,10 +105,9 @@ async function render(payload) {
   app.payload = payload;
   const state = payload.state;
   const image = state.image;
-  $("model").textContent = `model: ${state.model}${state.interactive ? " (interactive)" : ""}`;
+  $("model").textContent = `model: ${state.model}${state.nig ? " (dugMatting NIG)" : ""}`;
   if (document.activeElement !== $("run-path")) $("run-path").value = state.run;
-  $("notice").hidden = !state.interaction_message;
-  $("notice").textContent = state.interaction_message || "";
+  $("notice").hidden = true;
   $("empty").hidden = Boolean(image);
   $("viewer-panel").hidden = !image;
   $("maps-panel").hidden = !image;
@@ -219,7 +221,8 @@ function renderProposals() {
 
 function hintText(state) {
   if (!state.interactive) return "";
-  if (app.tool === "brush") return "Choose a label, then paint on the image.";
+  if (app.tool === "probe") return "Click a point of the image, then its alpha: 0, ¼, ½, ¾ or 1 (keys 0–4).";
+  if (app.tool === "brush") return "Choose foreground or background, then paint on the image.";
   if (state.proposals.length === 0) return "No patch is proposed: every uncertain patch is labelled. Paint with the brush to go on.";
   return "Click a proposed patch (ranked 1 = most uncertain), then Foreground, Background or Transition (keys f, b, t).";
 }
@@ -250,13 +253,18 @@ function updateControls() {
   for (const button of document.querySelectorAll("button.label")) {
     button.disabled = !ready || (app.tool === "patch" && app.selected === null);
     button.classList.toggle("active", app.tool === "brush" && button.dataset.label === app.brushLabel);
+    // A transition stroke says nothing about the alpha: only a NIG model's user map takes it.
+    button.hidden = app.tool === "brush" && button.dataset.label === "transition" && !state?.nig;
   }
+  for (const button of document.querySelectorAll("button.level")) button.disabled = !ready || app.probe === null;
+  $("levels").hidden = !interactive || app.tool !== "probe";
+  $("labels").hidden = !interactive || app.tool === "probe";
   $("undo").disabled = !ready || !state.can_undo;
   $("save").disabled = app.busy || !state?.image;
   $("interaction").querySelector(".segmented").hidden = !interactive;
   $("radius-control").hidden = !interactive || app.tool !== "brush";
-  $("proposals").hidden = !interactive;
-  $("marks").classList.toggle("brush", app.tool === "brush");
+  $("proposals").hidden = !interactive || app.tool !== "patch";
+  $("marks").classList.toggle("brush", app.tool !== "patch");
 }
 
 // ---- the canvas: proposals and strokes --------------------------------------------------------
@@ -277,7 +285,7 @@ function drawMarks() {
   const line = Math.max(1.5, 2 * devicePixelRatio);
   context.font = `${Math.round(13 * devicePixelRatio)}px system-ui, sans-serif`;
   context.textBaseline = "top";
-  for (const patch of state.proposals) {
+  for (const patch of app.tool === "patch" ? state.proposals : []) {
     const selected = patch.rank === app.selected;
     context.lineWidth = selected ? 2 * line : line;
     context.strokeStyle = selected ? SELECTED_COLOUR : PATCH_COLOUR;
@@ -285,6 +293,10 @@ function drawMarks() {
     context.fillStyle = context.strokeStyle;
     context.fillText(String(patch.rank + 1), patch.left * sx + 3 * devicePixelRatio, patch.top * sy + 2 * devicePixelRatio);
   }
+  for (const probe of state.probes) {
+    drawProbe(context, probe.row, probe.col, sx, sy, `${probe.value}`, line);
+  }
+  if (app.probe) drawProbe(context, app.probe[0], app.probe[1], sx, sy, "?", line, PROBE_COLOUR);
   if (app.stroke) {
     const radius = Number($("radius").value);
     context.fillStyle = LABEL_COLOURS[app.brushLabel];
@@ -296,6 +308,24 @@ function drawMarks() {
     }
     context.globalAlpha = 1;
   }
+}
+
+// A probe: a ring around the pixel and its answer beside it.
+function drawProbe(context, row, col, sx, sy, text, line, colour = "#ffffff") {
+  const x = (col + 0.5) * sx;
+  const y = (row + 0.5) * sy;
+  const radius = Math.max(5 * devicePixelRatio, 1.5 * sx);
+  context.lineWidth = line;
+  context.strokeStyle = "#000000";
+  context.beginPath();
+  context.arc(x, y, radius + line, 0, 2 * Math.PI);
+  context.stroke();
+  context.strokeStyle = colour;
+  context.beginPath();
+  context.arc(x, y, radius, 0, 2 * Math.PI);
+  context.stroke();
+  context.fillStyle = colour;
+  context.fillText(text, x + radius + 2 * devicePixelRatio, y - radius);
 }
 
 // (row, col) of a pointer event in image pixel coordinates (pixel centres at integers).
@@ -323,6 +353,14 @@ function selectPatch(rank) {
 function onPointerDown(event) {
   const state = app.payload?.state;
   if (!state?.image || !state.interactive || app.busy) return;
+  if (app.tool === "probe") {
+    const [height, width] = state.image.shape;
+    const [row, col] = imagePoint(event);
+    app.probe = [Math.min(Math.max(Math.round(row), 0), height - 1), Math.min(Math.max(Math.round(col), 0), width - 1)];
+    drawMarks();
+    updateControls();
+    return;
+  }
   if (app.tool === "patch") {
     const patch = patchAt(imagePoint(event));
     selectPatch(patch ? patch.rank : null);
@@ -343,19 +381,21 @@ function onPointerUp() {
   if (!app.stroke) return;
   const stroke = app.stroke;
   app.stroke = null;
-  submitLabel({ label: app.brushLabel, stroke, radius: Number($("radius").value) });
+  submitAction("/api/label", { label: app.brushLabel, stroke, radius: Number($("radius").value) });
 }
 
 // ---- actions --------------------------------------------------------------------------------
 
-async function submitLabel(request) {
+// Send one interaction (a label, a stroke or a probe) and show the new matte; times click to frame.
+async function submitAction(path, request) {
   const started = performance.now();
-  const payload = await perform("Predicting", () => api("/api/label", { json: request }));
+  const payload = await perform("Updating the matte", () => api(path, { json: request }));
   if (!payload) {
     drawMarks();
     return;
   }
   app.selected = null;
+  app.probe = null;
   await render(payload);
   // The new matte is decoded; wait for the frame that shows it.
   await new Promise((resolve) => requestAnimationFrame(() => resolve()));
@@ -373,7 +413,13 @@ function onLabelButton(label) {
     return;
   }
   if (app.selected === null) return;
-  submitLabel({ label, patch: app.selected });
+  submitAction("/api/label", { label, patch: app.selected });
+}
+
+function onLevel(index) {
+  const levels = app.payload?.state.probe_levels || [];
+  if (app.tool !== "probe" || app.probe === null || index >= levels.length || app.busy) return;
+  submitAction("/api/probe", { row: app.probe[0], col: app.probe[1], value: levels[index] });
 }
 
 async function openFile(file) {
@@ -393,6 +439,7 @@ async function simpleAction(what, path, json = {}) {
   const payload = await perform(what, () => api(path, { json }));
   if (payload) {
     app.selected = null;
+    app.probe = null;
     await render(payload);
   }
   return payload;
@@ -437,6 +484,7 @@ function bindEvents() {
   for (const radio of document.querySelectorAll('input[name="tool"]')) {
     radio.addEventListener("change", () => {
       app.tool = radio.value;
+      app.probe = null;
       renderProposals();
       updateControls();
       drawMarks();
@@ -444,6 +492,9 @@ function bindEvents() {
   }
   for (const button of document.querySelectorAll("button.label")) {
     button.addEventListener("click", () => onLabelButton(button.dataset.label));
+  }
+  for (const button of document.querySelectorAll("button.level")) {
+    button.addEventListener("click", () => onLevel(Number(button.dataset.level)));
   }
   $("undo").addEventListener("click", () => simpleAction("Undoing", "/api/undo"));
   $("save").addEventListener("click", save);
@@ -458,7 +509,11 @@ function bindEvents() {
     if ((event.ctrlKey || event.metaKey) && event.key === "z") {
       event.preventDefault();
       if (!$("undo").disabled) simpleAction("Undoing", "/api/undo");
-    } else if (keys[event.key] && !event.ctrlKey && !event.metaKey && !event.altKey) {
+    } else if (event.ctrlKey || event.metaKey || event.altKey) {
+      // other shortcuts are the browser's
+    } else if (app.tool === "probe" && /^[0-4]$/.test(event.key)) {
+      onLevel(Number(event.key));
+    } else if (keys[event.key] && app.tool !== "probe") {
       onLabelButton(keys[event.key]);
     }
   });

@@ -1,0 +1,71 @@
+"""Where one training step of a config's model spends its time: the ``torch.profiler`` table of
+forward + criterion + backward + Adam on a (batch, 1, size, size) batch in a given arithmetic, and
+the seconds the training dataset needs to prepare one item (augmentations, pseudo mask, trimaps).
+
+    python benchmarks/step_profile.py --config lite --arithmetic bf16+cl --size 128 [--threads 1] [--rows 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from machine import machine_line  # benchmarks/ is the script's folder, first on sys.path
+from medmat.engine.config import input_size, load_config
+from medmat.engine.dataset import MattingDataset
+from medmat.engine.inference import build_model_from_config
+from medmat.engine.loop import TrainingStep, build_criterion_from_config
+from medmat.engine.precision import arithmetic_for, prepare_model
+from medmat.engine.trainer import load_samples
+from model_cost import arithmetic_settings, training_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="lite")
+    parser.add_argument("--arithmetic", default="fp32", help="fp32, bf16, bf16+cl, ... (as model_cost.py)")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps, after one warm-up")
+    parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--items", type=int, default=20, help="dataset items timed (0: skip)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = load_config(args.config)
+    torch.manual_seed(config["seed"])
+    model = build_model_from_config(config)
+    settings = arithmetic_for(arithmetic_settings(args.arithmetic), torch.device("cpu"))
+    step = TrainingStep(prepare_model(model, settings), build_criterion_from_config(config), settings).train()
+    optimizer = torch.optim.Adam(step.parameters(), lr=config["optim"]["lr"])
+    batch = training_batch(config["optim"]["batch_size"], args.size)
+
+    def one_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        total, _ = step(batch, 0, config["optim"]["epochs"])
+        total.backward()
+        optimizer.step()
+
+    one_step()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(args.steps):
+            one_step()
+    print(f"{args.config} [{args.arithmetic}], {args.size}x{args.size}, batch {config['optim']['batch_size']}, "
+          f"{args.threads} thread(s), {args.steps} steps")
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    if args.items:
+        samples = load_samples(config)[: args.items]
+        dataset = MattingDataset(samples, training=True, seed=config["seed"], size=input_size(config),
+                                 augment=config["data"]["augment"])
+        started = time.perf_counter()
+        for index in range(len(dataset)):
+            dataset[index]
+        print(f"dataset: {(time.perf_counter() - started) / len(dataset) * 1000:.1f} ms per training item "
+              f"({len(dataset)} items of {config['data']['dataset']})")
+    print(f"machine: {machine_line()}")
+
+
+if __name__ == "__main__":
+    main()
