@@ -409,3 +409,21 @@ def test_volume_sad_is_the_sum_of_the_slices_sad(lidc, tmp_path, single_thread):
     assert len(lesions) == 1  # one nodule: every voxel of the stack is its region
     assert lesions[0]["SAD"] == pytest.approx(sum(case["whole"]["SAD"] for case in slices), rel=1e-9)
     assert lesions[0]["MSE"] == pytest.approx(np.mean([case["whole"]["MSE"] for case in slices]), rel=1e-9)
+
+
+def test_a_one_slice_volume_case_gets_its_context_channels_too(tmp_path):
+    # LIDC has nodules seen on one slice only: with context slices they must have 1 + 2k channels too.
+    rng = np.random.default_rng(0)
+    cases = []
+    for name, depth in (("single", 1), ("stack", 3)):
+        image = rng.integers(0, 255, (depth, 16, 16), dtype=np.uint8)
+        masks = np.zeros((2, depth, 16, 16), dtype=bool)
+        masks[:, :, 4:12, 4:12] = True
+        cases.append({"case": name, "image": image, "masks": masks, "alpha": masks[0].astype(np.float32)})
+    root = write_volume_folder(cases, tmp_path / "volumes")
+    plain = {sample.id: sample for sample in read_folder(root)}
+    assert plain["single"].image.shape == (1, 16, 16)  # without context: a 2-D case, as before
+    stacked = {sample.id: sample for sample in read_folder(root, context_slices=1)}
+    assert stacked["single/slice-0"].image.shape == (3, 16, 16)
+    np.testing.assert_array_equal(stacked["single/slice-0"].image[0], stacked["single/slice-0"].image[1])
+    assert {sample.image.shape for sample in stacked.values()} == {(3, 16, 16)}

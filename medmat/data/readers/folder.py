@@ -131,7 +131,9 @@ def read_folder(root: str | os.PathLike, subset: str = "train", context_slices: 
     cases = channel_files(root / _SUBSET_FOLDERS[subset], config["file_ending"])
     samples = []
     for case, files in cases.items():
-        if _is_volume(files[0]):
+        # With context slices a one-slice NIfTI is a volume too (its neighbours repeat it), so that
+        # every case of a volume dataset has the same channels.
+        if _is_volume(files[0], min_slices=1 if context_slices else 2):
             samples += _volume_samples(root, case, files, config, subset == "train", context_slices)
         elif context_slices:
             raise MedmatError("context_slices needs volume cases (3-D NIfTI); this case is a 2-D image", files[0])
@@ -140,12 +142,12 @@ def read_folder(root: str | os.PathLike, subset: str = "train", context_slices: 
     return validate_dataset(samples, str(root), require_masks=subset == "train")
 
 
-def _is_volume(path: Path) -> bool:
-    """A NIfTI file of more than one slice (its header alone is read)."""
+def _is_volume(path: Path, min_slices: int = 2) -> bool:
+    """A NIfTI file of at least ``min_slices`` slices (its header alone is read)."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return False
     with read_volume(path) as volume:
-        return volume.shape[0] > 1
+        return volume.shape[0] >= min_slices
 
 
 def _volume_samples(root: Path, case: str, files: list[Path], config: dict, labelled: bool, k: int) -> list[Sample]:
