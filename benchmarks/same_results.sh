@@ -46,13 +46,27 @@ import json, re, sys
 from pathlib import Path
 
 work = Path(sys.argv[1])
-volatile = re.compile(r'"?(seconds|command|run|run_dir|evaluated_by|machine)"?\s*[:=].*|/\S+')
+# Not results: where and when a job ran, and the resolved config (new keys get their defaults).
+VOLATILE = {"seconds", "command", "run", "run_dir", "evaluated_by", "machine", "config", "source"}
+paths = re.compile(r"/\S+")
 
-def comparable(path: Path) -> str:
+
+def without_volatile(value):
+    if isinstance(value, dict):
+        return {key: without_volatile(item) for key, item in value.items() if key not in VOLATILE}
+    if isinstance(value, list):
+        return [without_volatile(item) for item in value]
+    return paths.sub("", value) if isinstance(value, str) else value
+
+
+def comparable(path: Path):
     text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":  # compared as data: key order is not a result
+        return without_volatile(json.loads(text))
     if path.name == "log.csv":  # the last column is the epoch's wall time
         return "\n".join(line.rsplit(",", 1)[0] for line in text.splitlines())
-    return volatile.sub("", text)
+    return "\n".join(paths.sub("", line) for line in text.splitlines() if not line.startswith(("- command", "- machine")))
+
 
 files = sorted(p.relative_to(work / "before") for p in (work / "before").rglob("*")
                if p.suffix in (".json", ".md", ".csv") and p.name != "split.json")
