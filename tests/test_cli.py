@@ -178,3 +178,21 @@ def test_evaluate_a_trimap_based_run_reads_the_cases_trimaps(tmp_path):
     assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(out), "--uncertainty"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table_iv"]["n"] == 4 and (out / "examples.png").is_file()
+
+
+def test_evaluate_flip_overrides_the_runs_eval_flip(tmp_path):
+    from medmat.engine import train
+    from tiny_configs import tiny_model, tiny_phantom_config
+
+    config = tiny_phantom_config(tiny_model("medical_matting"), {"name": "medical_matting"})
+    train(config, tmp_path / "run")
+    scores = {}
+    for flag in ("--no-flip", "--flip"):
+        out = tmp_path / flag.strip("-")
+        assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(out), "--figure", "0", flag]) == 0
+        scores[flag] = json.loads((out / "summary.json").read_text())["table_iv"]
+    # The run was trained without flip: --no-flip reproduces its own metrics, --flip changes them.
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["mean"]
+    group = "region" if trained["region"] is not None else "whole"
+    assert scores["--no-flip"]["mean"]["SAD"] == pytest.approx(trained[group]["SAD"], rel=1e-4)
+    assert scores["--flip"]["mean"]["SAD"] != scores["--no-flip"]["mean"]["SAD"]

@@ -305,7 +305,9 @@ def run_config(run: str, data: str | None, trimaps: str | None) -> dict:
 @click.option("--uncertainty", is_flag=True,
               help="Also score the uncertainty maps: AUROC for |error| > 0.1 and for annotator disagreement, "
                    "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
-def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed, uncertainty):
+@click.option("--flip/--no-flip", default=None,
+              help="Test-time flip averaging of the alpha (default: each fold's eval.flip, as it was trained).")
+def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed, uncertainty, flip):
     """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
 
     Table IV: SAD/MSE/Grad/Conn on trimap == 128 (whole image without trimaps), mean over all test
@@ -335,11 +337,12 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
         model, fold_config = load_run(model_dir)
         size = input_size(fold_config)  # score as training did: at data.input_size when it is set
         small_input = model_input_size(fold_config)
+        fold_flip = fold_config["eval"]["flip"] if flip is None else flip
         torch.manual_seed(seed)
         # A LIIF-style run (data.model_input_size) is scored as it was trained: small inputs, full-size alpha.
         evaluated = evaluate_samples(
             model, cases, num_samples, fold_config["eval"]["region"], size,
-            model_input_size=small_input, flip=fold_config["eval"]["flip"],
+            model_input_size=small_input, flip=fold_flip,
         )
         torch.manual_seed(seed)
         volume_records += [{"fold": fold, **r} for r in evaluate_volumes(model, cases, num_samples, size, small_input)]
@@ -351,8 +354,7 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
             uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
             uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
-            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, small_input,
-                                            fold_config["eval"]["flip"])
+            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, small_input, fold_flip)
             context = sample.meta.get("context_slices", 0)  # a 2.5-D stack shows its middle slice
             figure_rows.append({
                 "image": sample.image[context : context + 1] if context else sample.image,
