@@ -730,3 +730,24 @@ def test_flip_averages_the_alpha_with_the_mirror_images():
     np.testing.assert_allclose(flipped["alpha"], (plain["alpha"] + mirrored["alpha"][..., ::-1]) / 2, atol=1e-6)
     assert not np.allclose(flipped["alpha"], plain["alpha"])
     assert flipped["sample_masks"].shape == plain["sample_masks"].shape
+
+
+def test_moving_average_decay_warms_up_and_forgets_the_initial_weights():
+    from torch.optim.swa_utils import AveragedModel
+
+    from medmat.engine.optim import moving_average_update, warmed_up_decay
+
+    assert warmed_up_decay(0.999, 0) == pytest.approx(0.1) and warmed_up_decay(0.999, 10**6) == 0.999
+    # A weight that moves from 0 to 1 in the first step and stays: a fixed 0.999 would keep
+    # 0.999 ** 900 = 41 % of the initial 0 after a lite fold's 900 steps; the warmed-up average
+    # keeps under 1 %.
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.zero_()
+    average = AveragedModel(model, multi_avg_fn=moving_average_update(0.999), use_buffers=True)
+    average.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(900):
+        average.update_parameters(model)
+    assert 0.99 < float(average.module.weight) <= 1.0

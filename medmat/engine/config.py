@@ -172,8 +172,9 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "min_lr": Option(0.0, NUMBER, minimum=0.0, doc="the cosine's end"),
         "grad_clip": Option(None, (int, float, NONE), doc="gradient-norm clipping; null = none"),
         "ema_decay": Option(None, (float, NONE), check=_decay_problem, doc=(
-            "exponential moving average of the weights, updated every step; validation, the final "
-            "weights and metrics use the average; null = none")),
+            "exponential moving average of the weights, updated every step with the decay warmed up "
+            "as min(decay, (1 + n) / (10 + n)); validation, the final weights and metrics use the "
+            "average; null = none")),
     },
     "eval": {
         "num_samples": Option(8, (int,), minimum=1, doc="N sampled masks"),

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from medmat.data.sample import Sample
@@ -29,7 +29,7 @@ from medmat.engine.checkpoint import restore_rng_states, rng_states
 from medmat.engine.config import model_input_size
 from medmat.engine.dataset import MattingDataset
 from medmat.engine.inference import build_model_from_config, require_output_size
-from medmat.engine.optim import build_optimizer
+from medmat.engine.optim import build_optimizer, moving_average_update
 from medmat.engine.precision import Arithmetic, ModelRunner, arithmetic_for, float32_outputs, prepare_model
 from medmat.engine.schedule import make_scheduler
 from medmat.engine.seeding import derived_seed, seed_everything
@@ -166,7 +166,7 @@ def build_training(
     scaler = torch.amp.GradScaler(context.device.type, enabled=arithmetic.scales_gradients)
     ema = None
     if optim["ema_decay"] is not None:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(optim["ema_decay"]), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=moving_average_update(optim["ema_decay"]), use_buffers=True)
     return Training(model, criterion, step_module, optimizer, scheduler, dataset, sampler, loader, scaler, ema)
 
 

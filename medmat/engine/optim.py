@@ -1,6 +1,8 @@
-"""The optimiser of a config's ``optim`` section: ``optim.name`` picks Adam or AdamW.
+"""The optimiser of a config's ``optim`` section (``optim.name`` picks Adam or AdamW) and its
+moving average of the weights (``optim.ema_decay``).
 
     optimizer = build_optimizer(model.parameters(), config["optim"])
+    ema = AveragedModel(model, multi_avg_fn=moving_average_update(config["optim"]["ema_decay"]), use_buffers=True)
 
 Both take ``optim.lr``, ``optim.betas`` and ``optim.weight_decay``. Adam adds the weight decay to
 the gradient (L2 regularisation, as the paper's Table III recipe); AdamW decays the weights
@@ -41,3 +43,33 @@ def build_optimizer(parameters: Iterable, optim_section: Mapping) -> torch.optim
         betas=tuple(optim_section["betas"]),
         weight_decay=optim_section["weight_decay"],
     )
+
+
+def warmed_up_decay(decay: float, updates: int) -> float:
+    """The decay of the ``updates + 1``-th moving-average step: ``min(decay, (1 + n) / (10 + n))``.
+
+    A fixed decay keeps ``decay ** n`` of the initial weights after n steps (0.999 over a `lite`
+    fold's 900 steps: 41 %, and a model that predicts nothing); warming the decay up as timm's
+    ``ModelEmaV2`` does makes the average follow the first steps closely and reach ``decay`` later.
+    """
+    return min(float(decay), (1.0 + updates) / (10.0 + updates))
+
+
+def moving_average_update(decay: float):
+    """The ``multi_avg_fn`` of ``torch.optim.swa_utils.AveragedModel`` for an exponential moving
+    average with the warmed-up decay of :func:`warmed_up_decay`.
+
+    The function takes the average's and the model's tensors (lists of one device and dtype) and
+    the number of updates so far, and moves the average towards the model in place.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates) -> None:
+        weight = 1.0 - warmed_up_decay(decay, int(updates))
+        if averaged and (torch.is_floating_point(averaged[0]) or torch.is_complex(averaged[0])):
+            torch._foreach_lerp_(averaged, current, weight)
+        else:  # integer buffers (batch norm's num_batches_tracked)
+            for average, value in zip(averaged, current):
+                average.copy_(average * (1.0 - weight) + value * weight)
+
+    return update
