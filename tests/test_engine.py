@@ -751,3 +751,12 @@ def test_moving_average_decay_warms_up_and_forgets_the_initial_weights():
     for _ in range(900):
         average.update_parameters(model)
     assert 0.99 < float(average.module.weight) <= 1.0
+
+
+def test_cpu_config_is_lite_in_bfloat16_with_channels_last():
+    lite, cpu = load_config("lite"), load_config("cpu")
+    assert cpu == load_config("medical_matting_cpu")
+    assert cpu["train"]["precision"] == "auto" and cpu["train"]["channels_last"] is True
+    # Everything else is lite's: the network, the recipe, the data and the evaluation.
+    assert {**cpu, "train": None} == {**lite, "train": None}
+    assert {**cpu["train"], "precision": "fp32", "channels_last": False} == lite["train"]

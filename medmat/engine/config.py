@@ -10,7 +10,7 @@ or below its bound), and a problem is raised as a one-line :class:`~medmat.error
 naming the file when there is one.
 
 Packaged configurations live in ``medmat/configs/`` and are found by name
-(``medical_matting_lite`` or the aliases ``lite``, ``paper`` and ``demo``).
+(``medical_matting_lite`` or the aliases ``lite``, ``cpu``, ``paper`` and ``demo``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ from medmat.registry import Registry
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: Short names for the packaged configurations.
-ALIASES = {"lite": "medical_matting_lite", "paper": "medical_matting_paper", "demo": "medical_matting_demo"}
+ALIASES = {"lite": "medical_matting_lite", "paper": "medical_matting_paper", "demo": "medical_matting_demo",
+           "cpu": "medical_matting_cpu"}
 
 
 @dataclass(frozen=True)
