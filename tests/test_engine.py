@@ -753,10 +753,13 @@ def test_moving_average_decay_warms_up_and_forgets_the_initial_weights():
     assert 0.99 < float(average.module.weight) <= 1.0
 
 
-def test_cpu_config_is_lite_in_bfloat16_with_channels_last():
+def test_cpu_config_is_lite_in_bfloat16_with_channels_last_and_twice_the_epochs():
     lite, cpu = load_config("lite"), load_config("cpu")
     assert cpu == load_config("medical_matting_cpu")
     assert cpu["train"]["precision"] == "auto" and cpu["train"]["channels_last"] is True
+    assert cpu["optim"]["epochs"] == 2 * lite["optim"]["epochs"] and cpu["eval"]["every"] == 20
     # Everything else is lite's: the network, the recipe, the data and the evaluation.
-    assert {**cpu, "train": None} == {**lite, "train": None}
+    same = ("train", "optim", "eval")
+    assert {**cpu, **dict.fromkeys(same)} == {**lite, **dict.fromkeys(same)}
+    assert {**cpu["optim"], "epochs": 60} == lite["optim"] and {**cpu["eval"], "every": 10} == lite["eval"]
     assert {**cpu["train"], "precision": "fp32", "channels_last": False} == lite["train"]
