@@ -21,8 +21,8 @@ import torch
 from interaction_ceiling import held_out_predictions  # benchmarks/ is the script's folder, first on sys.path
 from machine import describe_machine, finish_report, machine_line
 from medmat.errors import MedmatError
-from medmat.interaction.fusion import fuse, fusion_uncertainty
-from medmat.interaction.users import ProbeUser, user_band
+from medmat.interaction.simulate import make_user, simulate_fusion
+from medmat.interaction.users import user_band
 
 #: A click is "confident wrong" when the prior lies this close to 0 (or 1) and the truth this far from it.
 CONFIDENT_PRIOR = 0.13
@@ -31,11 +31,11 @@ WRONG_TRUTH = 0.7
 
 def first_click(sample, prediction) -> dict | None:
     """The first clean probe click of one case and the SAD changes it causes (None: nothing to click)."""
-    prior = np.clip(np.asarray(prediction["alpha"], dtype=np.float64), 0.0, 1.0)
-    actions = ProbeUser().interact(sample, prior.astype(np.float32), ())
-    if not actions:
+    start, clicked = simulate_fusion(sample, prediction, make_user("probe", prediction), steps=1)
+    if clicked.fusion is None:
         return None
-    fusion = fuse(sample.image, prior, fusion_uncertainty(prediction), actions)
+    prior = np.asarray(start.alpha, dtype=np.float64)
+    fusion, actions = clicked.fusion, clicked.actions
     band = user_band(sample)
     truth = np.asarray(sample.alpha, dtype=np.float64)
     change = np.abs(fusion.alpha - truth) - np.abs(prior - truth)

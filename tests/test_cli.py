@@ -190,7 +190,9 @@ def test_evaluate_flip_overrides_the_runs_eval_flip(tmp_path):
     for flag in ("--no-flip", "--flip"):
         out = tmp_path / flag.strip("-")
         assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(out), "--figure", "0", flag]) == 0
-        scores[flag] = json.loads((out / "summary.json").read_text())["table_iv"]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["config"]["eval"]["flip"] is (flag == "--flip")  # the recorded config says so
+        scores[flag] = summary["table_iv"]
     # The run was trained without flip: --no-flip reproduces its own metrics, --flip changes them.
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["mean"]
     group = "region" if trained["region"] is not None else "whole"

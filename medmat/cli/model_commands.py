@@ -330,6 +330,8 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     from medmat.engine.volumes import evaluate_volumes, write_volume_tables
 
     config = run_config(run, data, trimaps)
+    if flip is not None:  # the summary's config says how the tables were made
+        config = {**config, "eval": {**config["eval"], "flip": flip}}
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
     volume_records = []  # per-lesion 3-D scores of a dataset of volumes
