@@ -8,6 +8,12 @@ temperature ``1 / a``), that minimise the case's Table IV SAD with the ground tr
 SAD before and after each correction and the change, and the whole-image SAD; what one coherent
 answer per case could remove, and so what a well-spread probe can hope for.
 
+A second table bounds what k = 1, 3, 5 answers could do at most when each fixes one error region
+(:func:`~medmat.interaction.ceiling.region_oracles`: each region's own best offset and temperature;
+the truth quantised to the five probe levels pasted into the regions; the best global correction,
+then the pasted truth), as changes of the mean Table IV SAD, the way ``medmat interact`` reports
+its rounds.
+
     python benchmarks/interaction_ceiling.py --run runs/brain-lite [--data D --trimaps T] [--samples 8]
         [--seed 0] [--output results/brain-lite-ceiling]
 
@@ -33,12 +39,20 @@ from medmat.engine.dataset import fit_sample
 from medmat.engine.inference import predict
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
-from medmat.interaction.ceiling import offset_ceiling
+from medmat.interaction.ceiling import offset_ceiling, region_oracles
 from medmat.io.atomic import atomic_write_json, atomic_write_text
 from options import add_run_options
 
 #: The corrections of the table, in order: key of offset_ceiling's result and the row name.
 ROWS = {"prediction": "prediction", "offset": "best global logit offset", "offset_temperature": "best offset + temperature"}
+
+#: The region oracles of the second table: key of region_oracles' result and the row name.
+ORACLE_ROWS = {
+    "region_offset_temperature": "own best offset + temperature in each of the k worst error regions",
+    "pasted_levels": "truth at the 5 probe levels pasted into the k worst error regions",
+    "global_then_pasted": "best global offset + temperature, then the pasted truth in k regions",
+}
+ORACLE_COUNTS = (1, 3, 5)
 
 
 def held_out_predictions(run: str, data: str | None = None, trimaps: str | None = None, num_samples: int = 8,
@@ -58,7 +72,8 @@ def held_out_predictions(run: str, data: str | None = None, trimaps: str | None 
 
 def ceiling_cases(run: str, data: str | None, trimaps: str | None, num_samples: int, seed: int) -> list[dict]:
     """``offset_ceiling`` of every held-out case of ``run``, with its id (fold order)."""
-    return [{"id": sample.id, **offset_ceiling(prediction["alpha"], sample.alpha, sample.trimap, region)}
+    return [{"id": sample.id, **offset_ceiling(prediction["alpha"], sample.alpha, sample.trimap, region),
+             "regions": region_oracles(prediction["alpha"], sample.alpha, sample.trimap, region, ORACLE_COUNTS)}
             for sample, prediction, region in held_out_predictions(run, data, trimaps, num_samples, seed)]
 
 
@@ -79,6 +94,20 @@ def ceiling_markdown(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def oracle_markdown(records: list[dict]) -> str:
+    """The change of the mean Table IV SAD after k answers that each fix one error region (oracles)."""
+    group = "region" if all(r["prediction"]["region"] is not None for r in records) else "whole"
+    base = float(np.mean([r["prediction"][group]["SAD"] for r in records]))
+    header = " | ".join(f"k = {k}" for k in ORACLE_COUNTS)
+    lines = [f"| Table IV SAD ({group}) change, {len(records)} cases | {header} |",
+             "|---|" + "---|" * len(ORACLE_COUNTS)]
+    for key, name in ORACLE_ROWS.items():
+        changes = [100 * (np.mean([r["regions"][key][str(k)][group]["SAD"] for r in records]) / base - 1)
+                   for k in ORACLE_COUNTS]
+        lines.append(f"| {name} | " + " | ".join(f"{c:+.1f} %" for c in changes) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_options(parser, "a train run, crossval fold or crossval folder", "folder for ceiling.json and ceiling.md")
@@ -94,7 +123,7 @@ def main(argv=None) -> int:
     if not records:
         print(f"error: {args.run}: no held-out case to score", file=sys.stderr)
         return 1
-    text = ceiling_markdown(records) + f"\n{machine_line()}; {time.perf_counter() - start:.1f} s\n"
+    text = ceiling_markdown(records) + "\n" + oracle_markdown(records) + f"\n{machine_line()}; {time.perf_counter() - start:.1f} s\n"
     print(text)
     if args.output:
         os.makedirs(args.output, exist_ok=True)

@@ -300,8 +300,11 @@ def test_the_ceiling_benchmark_finds_the_best_offset_of_each_held_out_case(follo
         before = case["prediction"]["whole"]["SAD"]
         assert case["offset"]["metrics"]["whole"]["SAD"] <= before
         assert case["offset_temperature"]["metrics"]["whole"]["SAD"] <= case["offset"]["metrics"]["whole"]["SAD"] + 1e-3
+        pasted = [case["regions"]["pasted_levels"][k]["whole"]["SAD"] for k in ("1", "3", "5")]
+        assert pasted == sorted(pasted, reverse=True)  # each further region fixed lowers the error
     printed = capsys.readouterr().out
     assert "| best global logit offset |" in printed and (tmp_path / "ceiling" / "ceiling.md").is_file()
+    assert "| truth at the 5 probe levels pasted into the k worst error regions |" in printed
     assert script.main(["--run", str(tmp_path / "nowhere")]) == 1
 
 

@@ -30,7 +30,7 @@ from medmat.interaction.actions import (
     check_action,
     stroke_mask,
 )
-from medmat.interaction.ceiling import corrected_alpha, offset_ceiling
+from medmat.interaction.ceiling import corrected_alpha, largest_error_regions, offset_ceiling, region_oracles
 from medmat.interaction.fusion import (
     DEFAULT_PARAMS,
     FusionParams,
@@ -48,6 +48,7 @@ from medmat.interaction.users import (
     click_position,
     largest_error_region,
     quantise,
+    quantised_map,
     skeleton_path,
     user_band,
 )
@@ -345,3 +346,41 @@ def test_the_ceiling_finds_the_offset_and_temperature_that_undo_a_coherent_error
     assert both["offset_temperature"]["offset"] == pytest.approx(-1.25, abs=0.05)
     assert both["offset_temperature"]["metrics"]["region"]["SAD"] <= both["offset"]["metrics"]["region"]["SAD"]
     assert both["offset"]["metrics"]["region"]["SAD"] < both["prediction"]["region"]["SAD"]
+
+
+def two_error_squares(size: int = 64):
+    """A quantised soft disc as truth, and a prior wrong by +0.4 in a large and a small square."""
+    rows, cols = np.mgrid[:size, :size]
+    radius = np.hypot(rows - size / 2, cols - size / 2)
+    truth = quantised_map(1.0 / (1.0 + np.exp((radius - size / 4) / 3.0))).astype(np.float32)
+    prior = truth.copy()
+    large, small = (slice(4, 16), slice(4, 16)), (slice(40, 46), slice(50, 56))
+    for square in (large, small):
+        prior[square] = np.clip(truth[square] + 0.4, 0.0, 1.0) if truth[square].max() < 0.6 else truth[square] - 0.4
+    return truth, prior, large, small
+
+
+def test_the_error_regions_come_largest_first_and_the_pasted_truth_fixes_them_one_by_one():
+    truth, prior, large, small = two_error_squares()
+    trimap = np.full(truth.shape, 128, np.uint8)
+    regions = largest_error_regions(prior, truth, trimap == 128, 5)
+    assert len(regions) == 2 and regions[0][large].all() and regions[0].sum() == 144 and regions[1][small].all()
+    oracles = region_oracles(prior, truth, trimap, counts=(1, 2, 5))
+    before = table_iv_metrics(prior, truth, trimap)["region"]["SAD"]
+    pasted = {k: oracles["pasted_levels"][k]["region"]["SAD"] for k in ("1", "2", "5")}
+    assert pasted["1"] == pytest.approx(before * 36 / (144 + 36), rel=0.02)  # the large square fixed exactly
+    assert pasted["2"] == pytest.approx(0.0, abs=1e-9) and pasted["5"] == pasted["2"]  # no region left to fix
+    with pytest.raises(ValueError):
+        region_oracles(prior, truth, trimap, counts=(0, 1))
+
+
+def test_a_region_shifted_in_logit_gets_its_own_offset_back(phantom):
+    truth = phantom.alpha
+    trimap = np.where(truth >= 0.99, 255, np.where(truth <= 0.01, 0, 128)).astype(np.uint8)
+    half = np.zeros(truth.shape, bool)
+    half[:, : truth.shape[1] // 2] = True
+    prior = np.where(half, corrected_alpha(truth, -2.0), truth).astype(np.float32)
+    oracles = region_oracles(prior, truth, trimap, counts=(1,))
+    before = table_iv_metrics(prior, truth, trimap)["region"]["SAD"]
+    assert oracles["region_offset_temperature"]["1"]["region"]["SAD"] < 0.1 * before
+    assert oracles["global_then_pasted"]["1"]["region"]["SAD"] < before

@@ -17,9 +17,12 @@ best grid point (Brent's method for ``b``, Nelder-Mead for ``(a, b)``); the repo
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize
+from scipy import ndimage, optimize
 
+
+from medmat.interaction.actions import PROBE_LEVELS
 from medmat.interaction.fusion import PRIOR_EPS, logit, sigmoid
+from medmat.interaction.users import ERROR_THRESHOLD, quantised_map
 from medmat.metrics import table_iv_metrics
 from medmat.metrics.matting import region_mask
 
@@ -68,6 +71,14 @@ def best_offset_and_scale(alpha: np.ndarray, alpha_gt: np.ndarray, region: np.nd
     return best[1], best[2]
 
 
+def search_region(prediction: dict, trimap: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+    """bool (H, W): where the oracles search: the Table IV region of ``prediction`` (a
+    :func:`~medmat.metrics.table_iv_metrics` result), or the whole image when it has none."""
+    if prediction["region"] is not None and prediction["region_name"] != "whole":
+        return region_mask(trimap, "unknown")
+    return region_mask(None, "whole", shape)
+
+
 def offset_ceiling(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray | None, region: str = "unknown") -> dict:
     """The ceiling of one case.
 
@@ -83,9 +94,7 @@ def offset_ceiling(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray |
         the search runs on the region (the whole image when the region is empty).
     """
     prediction = table_iv_metrics(np.clip(alpha, 0.0, 1.0), alpha_gt, trimap, region)
-    mask = region_mask(None, "whole", np.shape(alpha_gt))
-    if prediction["region"] is not None and prediction["region_name"] != "whole":
-        mask = region_mask(trimap, "unknown")
+    mask = search_region(prediction, trimap, np.shape(alpha_gt))
     group = "region" if prediction["region"] is not None else "whole"
     result = {"prediction": prediction}
     for name, search in (("offset", best_offset), ("offset_temperature", best_offset_and_scale)):
@@ -97,3 +106,72 @@ def offset_ceiling(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray |
             offset, scale, metrics = 0.0, 1.0, prediction
         result[name] = {"offset": offset, "scale": scale, "metrics": metrics}
     return result
+
+
+def largest_error_regions(alpha: np.ndarray, alpha_gt: np.ndarray, mask: np.ndarray, count: int,
+                          threshold: float = ERROR_THRESHOLD) -> list[np.ndarray]:
+    """The ``count`` error regions of largest summed error, largest first.
+
+    Args:
+        alpha, alpha_gt: (H, W) mattes in [0, 1].
+        mask: bool (H, W), where errors count (the band).
+        count: how many regions at most.
+        threshold: a pixel is wrong when its absolute error exceeds this (the simulated user's).
+
+    Returns:
+        bool (H, W) masks of 4-connected wrong pixels (fewer than ``count`` when fewer exist).
+    """
+    error = np.where(mask, np.abs(np.asarray(alpha, np.float64) - np.asarray(alpha_gt, np.float64)), 0.0)
+    labels, found = ndimage.label(error > threshold)
+    if found == 0:
+        return []
+    sums = ndimage.sum(error, labels, index=np.arange(1, found + 1))
+    return [labels == index + 1 for index in np.argsort(-sums, kind="stable")[:count]]
+
+
+def region_oracles(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray | None, region: str = "unknown",
+                   counts=(1, 3, 5), levels=PROBE_LEVELS) -> dict:
+    """What k answers could do at most on one case (module docstring: three oracles).
+
+    Args:
+        alpha: predicted (H, W) alpha in [0, 1].
+        alpha_gt: ground truth (H, W) in [0, 1].
+        trimap: uint8 (H, W) or None, as :func:`offset_ceiling`.
+        region: "unknown" or "whole".
+        counts: the numbers of answers k (increasing, at least 1).
+        levels: the answers a user may give.
+
+    Returns:
+        ``{"region_offset_temperature" | "pasted_levels" | "global_then_pasted": {str(k):
+        table_iv_metrics of the corrected matte}}``.
+    """
+    counts = sorted(int(k) for k in counts)
+    if not counts or counts[0] < 1:
+        raise ValueError(f"counts must be whole numbers of at least 1, got {counts!r}")
+    alpha = np.clip(np.asarray(alpha, dtype=np.float64), 0.0, 1.0)
+    truth = np.asarray(alpha_gt, dtype=np.float64)
+    prediction = table_iv_metrics(alpha, truth, trimap, region)
+    mask = search_region(prediction, trimap, truth.shape)
+    pasted_truth = quantised_map(truth, levels)
+    offset, scale = best_offset_and_scale(alpha, truth, mask)
+    globally = np.where(mask, corrected_alpha(alpha, offset, scale), alpha)
+
+    def corrections(start: np.ndarray, fix) -> dict:
+        regions = largest_error_regions(start, truth, mask, counts[-1])
+        corrected, result = start.copy(), {}
+        for k in range(1, counts[-1] + 1):
+            if k <= len(regions):
+                corrected[regions[k - 1]] = fix(regions[k - 1])
+            if k in counts:
+                result[str(k)] = table_iv_metrics(corrected, truth, trimap, region)
+        return result
+
+    def own_offset_and_temperature(pixels: np.ndarray) -> np.ndarray:
+        region_offset, region_scale = best_offset_and_scale(alpha, truth, pixels)
+        return corrected_alpha(alpha, region_offset, region_scale)[pixels]
+
+    return {
+        "region_offset_temperature": corrections(alpha, own_offset_and_temperature),
+        "pasted_levels": corrections(alpha, lambda pixels: pasted_truth[pixels]),
+        "global_then_pasted": corrections(globally, lambda pixels: pasted_truth[pixels]),
+    }

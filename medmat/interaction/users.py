@@ -64,10 +64,15 @@ def user_band(sample: Sample) -> np.ndarray:
     return np.ones(sample.shape, dtype=bool)
 
 
+def quantised_map(values: np.ndarray, levels=PROBE_LEVELS) -> np.ndarray:
+    """Every value replaced by the nearest level (ties to the lower), float64 of ``values``' shape."""
+    levels = np.asarray(levels, dtype=np.float64)
+    return levels[np.argmin(np.abs(np.asarray(values, dtype=np.float64)[..., None] - levels), axis=-1)]
+
+
 def quantise(value: float, levels: Sequence[float] = PROBE_LEVELS) -> float:
     """The level nearest ``value`` (ties to the lower level)."""
-    levels = np.asarray(levels, dtype=np.float64)
-    return float(levels[int(np.argmin(np.abs(levels - value)))])
+    return float(quantised_map(np.asarray(value), levels))
 
 
 def error_map(alpha: np.ndarray, alpha_gt: np.ndarray, band: np.ndarray) -> np.ndarray:
