@@ -354,6 +354,12 @@ def test_label_masks_threshold_alpha_at_equidistant_levels_of_its_range():
     assert masks[0, 0].sum() == 6 and masks[7, 0].sum() == 2
 
 
+def test_a_constant_alpha_gives_empty_masks_without_lesion_and_whole_ones_with_it():
+    assert not label_masks_from_alpha(np.zeros((4, 5))).any()
+    full = label_masks_from_alpha(np.full((4, 5), 0.6))
+    assert full.shape == (8, 4, 5) and full.all()
+
+
 # --- training ---------------------------------------------------------------------------------
 
 

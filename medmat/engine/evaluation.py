@@ -46,10 +46,14 @@ def label_masks_from_alpha(
         alpha: float (H, W) in [0, 1].
 
     Returns:
-        bool (num_levels, H, W), from the largest mask to the smallest.
+        bool (num_levels, H, W), from the largest mask to the smallest. A constant alpha has no
+        range to divide: every mask is ``alpha > 0`` (empty for a case without lesion, whole for
+        one that is lesion everywhere).
     """
     alpha = np.asarray(alpha, dtype=np.float64)
     floor, span = alpha.min(), alpha.max() - alpha.min()
+    if span == 0:
+        return np.broadcast_to(alpha > 0, (num_levels, *alpha.shape)).copy()
     fractions = low + (high - low) * np.arange(num_levels) / num_levels
     thresholds = floor + span * fractions
     return alpha[None] >= thresholds[:, None, None]
