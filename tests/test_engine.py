@@ -759,6 +759,30 @@ def test_moving_average_decay_warms_up_and_forgets_the_initial_weights():
     assert 0.99 < float(average.module.weight) <= 1.0
 
 
+def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
+    (tmp_path / "wider.yaml").write_text("extends: lite\nmodel:\n  matting_channels: [64, 64]\n")
+    (tmp_path / "longer.yaml").write_text("extends: wider.yaml\noptim:\n  epochs: 7\n")
+    lite, longer = load_config("lite"), load_config(tmp_path / "longer.yaml")
+    assert longer["model"]["matting_channels"] == [64, 64] and longer["optim"]["epochs"] == 7
+    # Every other key of a section the child touches is the parent's: merged key by key.
+    assert longer["model"]["unet_filters"] == lite["model"]["unet_filters"]
+    assert longer["optim"]["lr"] == lite["optim"]["lr"] and longer["loss"] == lite["loss"]
+    assert "extends" not in longer
+
+
+@pytest.mark.parametrize("text, message", [
+    ("extends: first.yaml\n", "cycle"),
+    ("extends: [lite]\n", "must name a config"),
+    ("extends: no_such_config\n", "unknown config"),
+])
+def test_a_bad_extends_is_a_one_line_error(tmp_path, text, message):
+    (tmp_path / "first.yaml").write_text("extends: second.yaml\n")
+    (tmp_path / "second.yaml").write_text(text)
+    with pytest.raises(MedmatError, match=message) as raised:
+        load_config(tmp_path / "first.yaml")
+    assert "\n" not in str(raised.value)
+
+
 def test_cpu_config_is_lite_in_bfloat16_with_channels_last_and_twice_the_epochs():
     lite, cpu = load_config("lite"), load_config("cpu")
     assert cpu == load_config("medical_matting_cpu")

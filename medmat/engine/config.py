@@ -11,6 +11,11 @@ naming the file when there is one.
 
 Packaged configurations live in ``medmat/configs/`` and are found by name
 (``medical_matting_lite`` or the aliases ``lite``, ``cpu``, ``paper`` and ``demo``).
+
+A file may start from another: ``extends: lite`` (a packaged name, or a path relative to the
+file) loads that configuration first and merges the file's sections over it, key by key, so a
+variant states only what it changes. What a run saves is the resolved configuration, without
+``extends``.
 """
 
 from __future__ import annotations
@@ -264,7 +269,7 @@ def load_config(path_or_name: str | os.PathLike | dict, overrides=()) -> dict:
         where, loaded = None, copy.deepcopy(path_or_name)
     else:
         where = resolve_config_path(path_or_name)
-        loaded = _read_yaml(where)
+        loaded = read_config_file(where)
     config = merge(DEFAULTS, loaded, where)
     for override in overrides:
         apply_override(config, override)
@@ -286,6 +291,44 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(loaded, dict):
         raise MedmatError(f"a config must be a mapping of sections, got {type(loaded).__name__}", path)
     return loaded
+
+
+#: The key of a config file that names the configuration it starts from.
+EXTENDS = "extends"
+
+
+def read_config_file(path: Path, extending: tuple[Path, ...] = ()) -> dict:
+    """The sections of a config file, with those of the configuration it ``extends`` beneath.
+
+    Args:
+        path: the YAML file.
+        extending: the files that (transitively) extend this one, to refuse a cycle.
+
+    Returns:
+        The file's sections merged over its parent's (a section's keys one by one), without ``extends``.
+
+    Raises:
+        MedmatError: as :func:`load_config`; also a parent that is not a name or path, cannot be
+            found, or extends back to this file.
+    """
+    loaded = _read_yaml(path)
+    parent = loaded.pop(EXTENDS, None)
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str) or not parent.strip():
+        raise MedmatError(f"{EXTENDS} must name a config (a packaged name or a YAML path), got {parent!r}", path)
+    beside = path.parent / parent
+    parent_path = resolve_config_path(beside if beside.is_file() else parent)
+    chain = (*extending, path.resolve())
+    if parent_path.resolve() in chain:
+        raise MedmatError(f"{EXTENDS} makes a cycle: {parent_path} extends back to {path}", path)
+    combined = read_config_file(parent_path, chain)
+    for section, value in loaded.items():
+        if isinstance(value, dict) and isinstance(combined.get(section), dict):
+            combined[section] = {**combined[section], **value}
+        else:
+            combined[section] = value
+    return combined
 
 
 def merge(defaults: dict, loaded: dict, where=None) -> dict:
