@@ -7,8 +7,14 @@ Table IV (region trimap == 128, mean over all test predictions of the chosen fol
 (whole image; GED, Dice, SAD, MSE, Grad as mean ± std over the chosen folds). ``--folds`` keeps
 only some folds, so a full cross-validation can be compared with ablations run on fewer folds.
 
+Seeds of one configuration: ``--mean NAME`` adds a row with the mean ± standard deviation over the
+runs (ddof 0) of each run's Table IV and Table V figures, so a claimed gain can be held against the
+spread over seeds; ``--per-fold`` adds a table of every run's folds (Table IV on the fold's
+predictions, GED and Dice).
+
     python benchmarks/compare_runs.py full=runs/brain-lite prob-unet=runs/ablation/prob-unet-alone \
         --folds 0 [--output table.md]
+    python benchmarks/compare_runs.py s0=runs/cpu-s0 s1=runs/cpu-s1 s2=runs/cpu-s2 --mean "cpu, 3 seeds" --per-fold
 """
 
 from __future__ import annotations
@@ -58,25 +64,57 @@ def table_v(rows: list[dict]) -> dict[str, tuple[float, float]]:
     return values
 
 
+def spread_cell(values: list[float]) -> str:
+    """``mean ± std`` (ddof 0) of the finite values, "—" when none is."""
+    finite = [value for value in values if not np.isnan(value)]
+    return f"{np.mean(finite):.4f} ± {np.std(finite):.4f}" if finite else "—"
+
+
+def per_fold_table(runs: list[tuple[str, list[dict]]]) -> str:
+    """One row per fold of every run: Table IV on its predictions, GED and Dice."""
+    header = ["run", "fold", "cases", *(f"IV {m}" for m in TABLE_IV), "GED", "Dice"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, rows in runs:
+        for row in rows:
+            cells = [name, str(row["fold"]), str(len(row["test_ids"]))]
+            cells += [f"{row['mean']['region'][m]:.4f}" for m in TABLE_IV]
+            cells += ["—" if row["mean"].get(m) is None else f"{row['mean'][m]:.4f}" for m in ("GED", "Dice")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
     parser.add_argument("--folds", default=None, help="comma-separated folds to keep (default: all)")
+    parser.add_argument("--mean", default=None, metavar="NAME",
+                        help="add a row NAME: mean ± std over the runs (seeds of one config)")
+    parser.add_argument("--per-fold", action="store_true", help="add a table of every run's folds")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args()
     folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
     header = ["run", "folds", *(f"IV {m}" for m in TABLE_IV), *(f"V {m}" for m in TABLE_V)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    runs, summaries = [], []
     for item in args.runs:
         name, _, run_dir = item.rpartition("=")  # a name may hold "=", a run folder rarely does
         rows = fold_rows(finished_folds(run_dir), folds, run_dir)
         iv, v = table_iv(rows), table_v(rows)
+        runs.append((name, rows))
+        summaries.append((iv, v))
         cells = [name, ",".join(str(row["fold"]) for row in rows)]
         cells += [f"{iv[m]:.4f}" for m in TABLE_IV]
         # A trimap-guided model samples no masks: no GED or Dice.
         cells += ["—" if np.isnan(v[m][0]) else f"{v[m][0]:.4f} ± {v[m][1]:.4f}" for m in TABLE_V]
         lines.append("| " + " | ".join(cells) + " |")
+    if args.mean:
+        cells = [f"**{args.mean}**", f"{len(summaries)} runs"]
+        cells += [spread_cell([iv[m] for iv, _ in summaries]) for m in TABLE_IV]
+        cells += [spread_cell([v[m][0] for _, v in summaries]) for m in TABLE_V]
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
+    if args.per_fold:
+        table += "\n" + per_fold_table(runs)
     print(table)
     if args.output:
         from medmat.io.atomic import atomic_write_text

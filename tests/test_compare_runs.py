@@ -40,3 +40,19 @@ def test_rows_come_from_finished_folds_weighted_by_cases(tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={tmp_path / 'none'}"])
     with pytest.raises(SystemExit, match="no finished fold"):
         _script().main()
+
+
+def test_seeds_get_a_mean_and_spread_row_and_their_folds_a_table(tmp_path, monkeypatch, capsys):
+    for seed, sad in ((0, 0.4), (1, 0.6)):
+        _fold(tmp_path / f"s{seed}", 0, n=2, sad=sad, dice=0.8 + seed / 10)
+        _fold(tmp_path / f"s{seed}", 1, n=2, sad=sad, dice=0.8 + seed / 10)
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"s0={tmp_path / 's0'}", f"s1={tmp_path / 's1'}",
+                                      "--mean", "two seeds", "--per-fold"])
+    _script().main()
+    tables = capsys.readouterr().out.strip().split("\n\n")
+    mean = tables[0].splitlines()[-1].split(" | ")
+    assert mean[0] == "| **two seeds**" and mean[1] == "2 runs"
+    assert mean[2] == "0.5000 ± 0.1000"  # Table IV SAD over the runs
+    assert mean[7] == "0.8500 ± 0.0500"  # Table V Dice: the runs' fold means 0.8 and 0.9
+    folds = tables[1].splitlines()[2:]
+    assert len(folds) == 4 and folds[3].split(" | ")[:4] == ["| s1", "1", "2", "0.6000"]
