@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -230,7 +229,6 @@ def test_every_parameter_gets_a_gradient_from_the_training_loss():
 
 
 def test_tiny_model_overfits_one_phantom():
-    start = time.perf_counter()
     model = _tiny_model(unet_filters=(8, 16), matting_channels=(8, 8)).train()
     criterion = build_criterion({"name": "medical_matting", "weighting": "none"})
     optimiser = torch.optim.Adam(list(model.parameters()) + list(criterion.parameters()), lr=1e-2)
@@ -246,4 +244,3 @@ def test_tiny_model_overfits_one_phantom():
     assert history[-1]["alpha_l1"] < 0.15 * history[0]["alpha_l1"]
     assert history[-1]["alpha_gradient"] < 0.5 * history[0]["alpha_gradient"]
     assert history[-1]["ce"] < 0.5 * history[0]["ce"]
-    assert time.perf_counter() - start < 20.0
