@@ -19,10 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, optimize
 
-
 from medmat.interaction.actions import PROBE_LEVELS
 from medmat.interaction.fusion import PRIOR_EPS, logit, sigmoid
-from medmat.interaction.users import ERROR_THRESHOLD, quantised_map
+from medmat.interaction.users import ERROR_THRESHOLD, error_map, quantised_map
 from medmat.metrics import table_iv_metrics
 from medmat.metrics.matting import region_mask
 
@@ -121,7 +120,7 @@ def largest_error_regions(alpha: np.ndarray, alpha_gt: np.ndarray, mask: np.ndar
     Returns:
         bool (H, W) masks of 4-connected wrong pixels (fewer than ``count`` when fewer exist).
     """
-    error = np.where(mask, np.abs(np.asarray(alpha, np.float64) - np.asarray(alpha_gt, np.float64)), 0.0)
+    error = error_map(alpha, alpha_gt, mask)
     labels, found = ndimage.label(error > threshold)
     if found == 0:
         return []
