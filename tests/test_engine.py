@@ -23,7 +23,7 @@ from medmat.data.sample import Sample
 from medmat.data.trimap import trimap_levels
 from medmat.engine import config as engine_config
 from medmat.engine.checkpoint import load_checkpoint
-from medmat.engine.config import load_config
+from medmat.engine.config import load_config, packaged_configs
 from medmat.engine.dataset import MattingDataset, fit_to_size, unfit_from_size
 from medmat.engine.evaluation import label_masks_from_alpha
 from medmat.engine.inference import build_model_from_config, load_run, predict, predict_samples
@@ -783,12 +783,21 @@ def test_a_bad_extends_is_a_one_line_error(tmp_path, text, message):
     assert "\n" not in str(raised.value)
 
 
-def test_cpu_config_is_lite_in_bfloat16_with_channels_last_and_twice_the_epochs():
-    lite, cpu = load_config("lite"), load_config("cpu")
-    assert cpu == load_config("medical_matting_cpu")
-    assert cpu["train"]["precision"] == "auto" and cpu["train"]["channels_last"] is True
+CPU_CONFIGS = [name for name in packaged_configs() if name.endswith("_cpu")]
+
+
+def test_every_model_family_has_a_cpu_config():
+    lite_families = {name.removesuffix("_lite") for name in packaged_configs() if name.endswith("_lite")}
+    assert {name.removesuffix("_cpu") for name in CPU_CONFIGS} == lite_families
+    assert load_config("cpu") == load_config("medical_matting_cpu")
+
+
+@pytest.mark.parametrize("name", CPU_CONFIGS)
+def test_cpu_config_is_its_lite_in_bfloat16_with_twice_the_epochs(name):
+    lite, cpu = load_config(name.removesuffix("_cpu") + "_lite"), load_config(name)
+    assert cpu["train"]["precision"] == "auto" and isinstance(cpu["train"]["channels_last"], bool)
     assert cpu["optim"]["epochs"] == 2 * lite["optim"]["epochs"] and cpu["eval"]["every"] == 20
-    # Everything else is lite's: the network, the recipe, the data and the evaluation.
+    # Everything else is the lite config's: the network, the recipe, the data and the evaluation.
     same = ("train", "optim", "eval")
     assert {**cpu, **dict.fromkeys(same)} == {**lite, **dict.fromkeys(same)}
     assert {**cpu["optim"], "epochs": 60} == lite["optim"] and {**cpu["eval"], "every": 10} == lite["eval"]
