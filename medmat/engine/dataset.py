@@ -43,7 +43,7 @@ NOISY_TRIMAP_KEY = "trimap_noisy"
 #: Masks are resampled as fractions of their pixels, then kept where at least half is inside.
 MASK_LEVEL = 0.5
 #: Batch keys the model reads as input (resampled by ``model_input_size``); the rest are targets.
-MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map")
+MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map", "probe_map")
 
 
 def center_window(source: int, target: int) -> tuple[slice, slice]:
@@ -302,10 +302,13 @@ class MattingDataset(Dataset):
 
 def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Numpy case arrays (``image`` (C,H,W), ``alpha``/``pseudo_mask``/``user_map``/``trimap``/``trimap_noisy``
-    (H,W), ``masks`` (K,H,W)) -> float32 tensors of spatial size ``size`` with the contract's channel axes;
+    (H,W), ``masks`` (K,H,W), ``probe_map`` (2,H,W)) -> float32 tensors of spatial size ``size`` with the
+    contract's channel axes;
     trimaps become levels 0 / 0.5 / 1 (:func:`~medmat.data.trimap.trimap_levels`); padding adds 0 ("unknown" in a user map)."""
     item = {"image": data["image"].astype(np.float32)}
     item["masks"] = data["masks"].astype(np.float32)
+    if "probe_map" in data:
+        item["probe_map"] = data["probe_map"].astype(np.float32)
     for key in ("alpha", "pseudo_mask", "user_map"):
         if key in data:
             item[key] = data[key].astype(np.float32)[None]

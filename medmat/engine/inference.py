@@ -74,6 +74,45 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     return model.to(device).eval(), config
 
 
+def load_initial_weights(model: MattingModel, config: dict) -> Path | None:
+    """Load ``config["train"]["init_from"]``'s weights into ``model`` before training.
+
+    The source is a run folder or checkpoint; ``{fold}`` in it stands for this run's fold, so a
+    cross-validation starts every fold from the same fold of another run. The weights go into the
+    model when they fit it, else into its ``base`` (a wrapper's: :mod:`medmat.models.probe_refiner`
+    refines a trained model). The source must have held out the same cases: its split and dataset
+    must be this run's, or its weights would have seen this fold's test cases.
+
+    Returns:
+        The checkpoint read, or None when ``init_from`` is not set.
+
+    Raises:
+        MedmatError: no run there, another split or dataset, or weights that fit neither.
+    """
+    source = config["train"]["init_from"]
+    if not source:
+        return None
+    path = find_checkpoint(str(source).replace("{fold}", str(config["split"]["fold"])))
+    payload = load_checkpoint(path)
+    saved = payload.get("config")
+    if not isinstance(saved, dict) or "model" not in payload:
+        raise MedmatError("not a medmat run checkpoint (no config or model weights)", path)
+    for section, key in (("split", None), ("data", "dataset"), ("data", "resize")):
+        mine, theirs = config[section], saved.get(section, {})
+        mine, theirs = (mine, theirs) if key is None else (mine.get(key), theirs.get(key))
+        if mine != theirs:
+            raise MedmatError(f"train.init_from was trained with another {section}{'.' + key if key else ''} "
+                              f"({theirs!r}, this run {mine!r}): its weights may have seen this fold's test cases", path)
+    targets = [model] + [module for name, module in model.named_children() if name == "base"]
+    for target in targets:
+        try:
+            target.load_state_dict(payload["model"])
+            return path
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0]
+    raise MedmatError(f"train.init_from weights fit neither model {config['model']['name']!r} nor its base: {first_line}", path)
+
+
 def fit_channels(image: np.ndarray, expected: int, where: str) -> np.ndarray:
     """A (C, H, W) image with the model's ``expected`` channels: grey is repeated for a colour
     model; any other mismatch (colour for a grey model) is a MedmatError."""
@@ -121,19 +160,22 @@ def predict(
     output_size: Sequence[int] | None = None,
     num_samples: int | None = None,
     flip: bool = False,
+    probe_map: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image or a batch of same-size images with any medmat model.
 
     The model's :class:`~medmat.models.contract.ModelSpec` decides everything model-specific:
-    which of ``trimap`` / ``user_map`` it reads (the others are ignored), which it requires, the
-    multiple its input size is padded to (replicated borders continue the anatomy; a user map is
-    padded with 0, "unknown"), whether it takes ``output_size``, and which maps come back.
+    which of ``trimap`` / ``user_map`` / ``probe_map`` it reads (the others are ignored), which it
+    requires, the multiple its input size is padded to (replicated borders continue the anatomy;
+    user and probe maps are padded with 0, "nothing said"), whether it takes ``output_size``, and
+    which maps come back.
 
     Args:
         model: a medmat model (its train/eval mode is restored afterwards; no gradients).
         image: float (C, H, W) or (B, C, H, W) in [0, 1].
         trimap: (H, W) or (B, H, W) trimap, uint8 0 / 128 / 255 or levels in [0, 1].
         user_map: (H, W) or (B, H, W) float in {-1, 0, 0.5, 1}; None = no interaction.
+        probe_map: (2, H, W) or (B, 2, H, W) float (:mod:`medmat.data.probe_maps`); None = no probes.
         output_size: (H', W') of the outputs, for resolution-free models; the image is then not
             padded. None = (H, W).
         num_samples: N, masks drawn by models that sample (None: the model's configured N).
@@ -156,7 +198,8 @@ def predict(
     single = np.ndim(image) == 3
     images = _batched(np.asarray(image, dtype=np.float32), 3, "image")
     planes = {
-        name: None if plane is None else _batched(plane, 2, name) for name, plane in (("trimap", trimap), ("user_map", user_map))
+        name: None if plane is None else _batched(plane, ndim, name)
+        for name, plane, ndim in (("trimap", trimap, 2), ("user_map", user_map, 2), ("probe_map", probe_map, 3))
     }
     predictions = _predict_batch(model, images, planes, output_size, num_samples)
     if flip:
@@ -173,7 +216,8 @@ def predict(
 def _predict_batch(
     model: MattingModel, images: np.ndarray, planes: dict, output_size, num_samples: int | None
 ) -> dict[str, np.ndarray]:
-    """:func:`predict` of a (B, C, H, W) batch with (B, H, W) ``planes`` ("trimap", "user_map"; None absent)."""
+    """:func:`predict` of a (B, C, H, W) batch with ``planes`` ("trimap", "user_map" (B, H, W); "probe_map"
+    (B, 2, H, W); None absent)."""
     spec = model.spec
     trimap = planes["trimap"]
     if "trimap" in spec.requires and trimap is None:
@@ -186,7 +230,8 @@ def _predict_batch(
     for name, plane in planes.items():
         if plane is not None and name in spec.takes:
             values = np.stack([trimap_levels(t) for t in plane]) if name == "trimap" else plane.astype(np.float32)
-            batch[name] = torch.as_tensor(np.ascontiguousarray(values[:, None]), device=device)
+            values = values if name == "probe_map" else values[:, None]
+            batch[name] = torch.as_tensor(np.ascontiguousarray(values), device=device)
     height, width = images.shape[-2:]
     if output_size is not None:
         require_output_size(model)
@@ -200,7 +245,7 @@ def _predict_batch(
         pad = (left, right, top, bottom)
         if any(pad):
             for name, value in batch.items():
-                batch[name] = F.pad(value, pad, mode="constant" if name == "user_map" else "replicate")
+                batch[name] = F.pad(value, pad, mode="constant" if name in ("user_map", "probe_map") else "replicate")
         rows, cols = slice(top, top + height), slice(left, left + width)
     model.check_batch(batch)
     was_training = model.training

@@ -28,7 +28,7 @@ from medmat.engine import distributed
 from medmat.engine.checkpoint import restore_rng_states, rng_states
 from medmat.engine.config import model_input_size
 from medmat.engine.dataset import MattingDataset
-from medmat.engine.inference import build_model_from_config, require_output_size
+from medmat.engine.inference import build_model_from_config, load_initial_weights, require_output_size
 from medmat.engine.optim import build_optimizer, moving_average_update
 from medmat.engine.precision import Arithmetic, ModelRunner, arithmetic_for, float32_outputs, prepare_model
 from medmat.engine.schedule import make_scheduler
@@ -132,6 +132,7 @@ def build_training(
     """
     seed_everything(config["seed"])
     model = build_model_from_config(config)
+    load_initial_weights(model, config)
     if model_input_size(config) is not None:
         require_output_size(model, config["model"]["name"])
     criterion = build_criterion_from_config(config)

@@ -27,10 +27,9 @@ from typing import ClassVar, Union
 
 import numpy as np
 
+from medmat.data.probe_maps import PROBE_LEVELS, disc_mask, probe_map
 from medmat.errors import MedmatError
 
-#: The five alpha levels a probe answers with.
-PROBE_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: A brush stroke's labels and the alpha each says.
 STROKE_LABELS: dict[str, float] = {"foreground": 1.0, "background": 0.0}
 #: dugMatting's three answers for a patch and the alpha each says (None: no value).
@@ -248,13 +247,7 @@ def stroke_mask(shape: tuple[int, int], points, radius: float) -> np.ndarray:
 
 def probe_disc(shape: tuple[int, int], row: int, col: int, radius: float) -> np.ndarray:
     """bool (H, W): the pixels whose centre lies within ``radius`` of pixel (``row``, ``col``) (the pixel itself always)."""
-    return stroke_mask(shape, [(row, col)], max(radius, 0.0)) if radius > 0 else _single_pixel(shape, row, col)
-
-
-def _single_pixel(shape: tuple[int, int], row: int, col: int) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    mask[row, col] = True
-    return mask
+    return disc_mask(shape, row, col, radius)
 
 
 def check_action(action: Action, shape: tuple[int, int]) -> Action:
@@ -290,6 +283,12 @@ def action_mask(action: Action, shape: tuple[int, int], click_radius: float) -> 
     mask = np.zeros(shape, dtype=bool)
     mask[action.window] = True
     return mask
+
+
+def actions_probe_map(actions: Iterable[Action], shape: tuple[int, int]) -> np.ndarray:
+    """The probe map (:mod:`medmat.data.probe_maps`, float32 (2, H, W)) of the :class:`Probe` s among
+    ``actions``, for a model that re-predicts with them; strokes and patch answers are not in it."""
+    return probe_map(shape, [(action.row, action.col, action.value) for action in actions if isinstance(action, Probe)])
 
 
 def action_box(action: Action, half_size: int = 2) -> tuple[int, int, int, int]:

@@ -29,17 +29,19 @@ the Table IV metrics of every round (and after the aleatoric refinement when a r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from medmat.data.sample import Sample
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
 from medmat.errors import MedmatError
 from medmat.engine.inference import predict
-from medmat.interaction.actions import PROBE_LEVELS, Action, actions_to_json
+from medmat.interaction.actions import PROBE_LEVELS, Action, actions_probe_map, actions_to_json
 from medmat.interaction.fusion import DEFAULT_PARAMS, Fusion, FusionParams, fuse, fusion_uncertainty
 from medmat.interaction.refinement import refine_alpha
 from medmat.interaction.step import interaction_step, predict_nig
@@ -303,10 +305,13 @@ def simulate_fusion(
     steps: int,
     params: FusionParams = DEFAULT_PARAMS,
     region: str = "unknown",
+    repredict: Callable[[tuple[Action, ...]], Mapping[str, np.ndarray]] | None = None,
 ) -> list[FusionRound]:
     """A simulated user's ``steps`` interactions with one case, each fused into the model's alpha.
 
-    Every fusion starts from the same prediction and replays every action so far, as the app does.
+    Every fusion starts from the same prediction and replays every action so far, as the app does;
+    with ``repredict`` (a model that reads the probes, :func:`probe_predictor`) it starts from the
+    model's prediction with every action so far instead.
 
     Args:
         sample: the case, with its ground-truth alpha (the user reads it) and trimap (the band).
@@ -315,9 +320,10 @@ def simulate_fusion(
         steps: interactions after the prediction (>= 0).
         params: the fusion's parameters.
         region: "unknown" or "whole", the Table IV region.
+        repredict: actions -> the model's maps predicted with them; None = the prediction throughout.
 
     Returns:
-        ``steps + 1`` :class:`FusionRound` s, round 0 first.
+        ``steps + 1`` :class:`FusionRound` s, round 0 first ("seconds" counts the re-prediction too).
     """
     if sample.alpha is None:
         raise MedmatError("cannot simulate a user without the ground-truth alpha", sample.source or sample.id)
@@ -334,10 +340,35 @@ def simulate_fusion(
                                        round_metrics(state.alpha, sample, region, extra)))
             continue
         actions = state.actions + tuple(new)
-        fusion = fuse(sample.image, prior, uncertainty, actions, params)
-        extra = {"seconds": fusion.seconds, "acted": 1, "actions": len(actions)}
+        start = time.perf_counter()
+        if repredict is None:
+            fusion = fuse(sample.image, prior, uncertainty, actions, params)
+        else:
+            maps = repredict(actions)
+            alpha = np.clip(np.asarray(maps["alpha"], dtype=np.float32), 0.0, 1.0)
+            fusion = fuse(sample.image, alpha, fusion_uncertainty(maps), actions, params)
+        extra = {"seconds": time.perf_counter() - start, "acted": 1, "actions": len(actions)}
         history.append(FusionRound(fusion.alpha, actions, fusion, round_metrics(fusion.alpha, sample, region, extra)))
     return history
+
+
+def probe_predictor(model: nn.Module, sample: Sample, num_samples: int = 8, seed: int = 0
+                    ) -> Callable[[tuple[Action, ...]], dict[str, np.ndarray]] | None:
+    """For a model that re-predicts with the user's probes (``"probe_map"`` among its inputs,
+    :mod:`medmat.models.probe_refiner`): ``actions -> maps``, its prediction of ``sample`` with the
+    probe map of ``actions`` (:func:`~medmat.interaction.actions.actions_probe_map`). Every call
+    draws the model's random samples from ``seed``, so rounds differ by the probes alone. None for
+    a model that does not read probes."""
+    if "probe_map" not in model.spec.takes:
+        return None
+
+    def repredict(actions: tuple[Action, ...]) -> dict[str, np.ndarray]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return predict(model, sample.image, sample.trimap, num_samples=num_samples,
+                           probe_map=actions_probe_map(actions, sample.shape))
+
+    return repredict
 
 
 def interactions_to_reach(case: Mapping, fraction: float, steps: int, prefix: str = CLEAN) -> int:
@@ -371,7 +402,8 @@ def simulate_fusion_dataset(
     """:func:`simulate_fusion` on every case with the protocol's clean user (and its noisy user).
 
     Args:
-        model: any medmat model; each case is predicted once (its trimap given to trimap models).
+        model: any medmat model; each case is predicted once (its trimap given to trimap models), and
+            again after every interaction by a model that reads the probes (:func:`probe_predictor`).
         samples: cases with alpha mattes.
         protocol: one of :data:`FUSION_PROTOCOLS`.
         steps: interactions per case.
@@ -391,13 +423,14 @@ def simulate_fusion_dataset(
     cases, histories = [], []
     with_noise = noisy and protocol in NOISY_PROTOCOLS
     for index, sample in enumerate(samples):
-        prediction = predict(model, sample.image, sample.trimap, num_samples=num_samples)
+        repredict = probe_predictor(model, sample, num_samples, seed)
+        prediction = predict(model, sample.image, sample.trimap, num_samples=num_samples) if repredict is None else repredict(())
         users = {CLEAN: make_user(protocol, prediction, False, seed, num_proposals, patch_size)}
         if with_noise:
             users[NOISY] = make_user(protocol, prediction, True, [seed, index], num_proposals, patch_size)
         case, actions = {"id": sample.id}, {}
         for prefix, user in users.items():
-            history = simulate_fusion(sample, prediction, user, steps, params, region)
+            history = simulate_fusion(sample, prediction, user, steps, params, region, repredict)
             actions[prefix] = actions_to_json(history[-1].actions)
             # The noisy user's round 0 is the clean user's: the same prediction.
             for step, state in enumerate(history):

@@ -36,6 +36,7 @@ from scipy import ndimage
 from scipy.sparse.csgraph import dijkstra
 from skimage.morphology import skeletonize
 
+from medmat.data.probe_maps import quantised_map
 from medmat.data.sample import Sample
 from medmat.data.user_maps import patch_label
 from medmat.interaction.actions import PROBE_LEVELS, Action, PatchAnswer, Probe, Stroke, probe_disc
@@ -62,12 +63,6 @@ def user_band(sample: Sample) -> np.ndarray:
         if band.any():
             return band
     return np.ones(sample.shape, dtype=bool)
-
-
-def quantised_map(values: np.ndarray, levels=PROBE_LEVELS) -> np.ndarray:
-    """Every value replaced by the nearest level (ties to the lower), float64 of ``values``' shape."""
-    levels = np.asarray(levels, dtype=np.float64)
-    return levels[np.argmin(np.abs(np.asarray(values, dtype=np.float64)[..., None] - levels), axis=-1)]
 
 
 def quantise(value: float, levels: Sequence[float] = PROBE_LEVELS) -> float:

@@ -33,7 +33,10 @@ INPUTS: dict[str, str] = {
     "image": "(B, C, H, W) float in [0, 1]",
     "trimap": "(B, 1, H, W) float levels 0 (background) / 0.5 (unknown) / 1 (foreground)",
     "user_map": "(B, 1, H, W) float in {-1 background, 0 unknown, 0.5 transition, 1 foreground}",
+    "probe_map": "(B, 2, H, W) float: 1 on every answered probe's disc, 0 elsewhere; the answered alpha level there",
 }
+#: Channels of the inputs besides "image" that are not (B, 1, H, W) planes.
+INPUT_CHANNELS: dict[str, int] = {"probe_map": 2}
 
 #: Inputs of a training batch besides :data:`INPUTS` (the dataset makes them; losses read them).
 TRAINING_INPUTS: dict[str, str] = {
@@ -163,8 +166,8 @@ class MattingModel(nn.Module):
     def check_batch(self, batch: Mapping[str, torch.Tensor]) -> None:
         """Raise a ValueError unless ``batch`` holds what :attr:`spec` requires, in the right shapes.
 
-        "image" must be (B, in_channels, H, W) and the other inputs (B, 1, H, W); H and W must be
-        multiples of ``size_multiple``.
+        "image" must be (B, in_channels, H, W) and the other inputs (B, c, H, W), c from
+        :data:`INPUT_CHANNELS` (1 unless stated there); H and W must be multiples of ``size_multiple``.
         """
         spec = self.spec
         missing = [name for name in spec.requires if batch.get(name) is None]
@@ -178,5 +181,6 @@ class MattingModel(nn.Module):
             raise ValueError(f"image size {height} x {width} must be a multiple of {spec.size_multiple} (pad it)")
         for name in spec.takes[1:]:
             value = batch.get(name)
-            if value is not None and tuple(value.shape) != (image.shape[0], 1, height, width):
-                raise ValueError(f"{name} must be {(image.shape[0], 1, height, width)}, got {tuple(value.shape)}")
+            expected = (image.shape[0], INPUT_CHANNELS.get(name, 1), height, width)
+            if value is not None and tuple(value.shape) != expected:
+                raise ValueError(f"{name} must be {expected}, got {tuple(value.shape)}")

@@ -1,0 +1,203 @@
+"""Re-prediction with the user's alpha probes: any model's matte refined by a network that reads the clicks.
+
+The fusion of :mod:`medmat.interaction.fusion` moves a matte by a smooth offset field, so it can
+correct a region only coherently; pasting the answered levels pixel by pixel would do far more
+(docs/interaction.md, the region oracles). :class:`ProbeRefiner` learns the per-pixel part: a
+small U-Net reads the image, the base model's alpha logit, its uncertainty and the probe map
+(:mod:`medmat.data.probe_maps`: the discs of the answered clicks and their levels), and adds an
+offset to the base's logit,
+
+    alpha = sigmoid(logit(base alpha) + refiner(image, base logit, uncertainty, probes)).
+
+The refiner's last convolution starts at zero, so before training the wrapper returns the base's
+alpha exactly. With ``freeze_base`` (the default) the base keeps the weights it was given (the
+engine's ``train.init_from`` loads a trained run's into it), runs in eval mode without gradients,
+and only the refiner learns: training is cheap, and the base's alpha is the one the user saw.
+
+Training (docs/interaction.md):
+
+- every training item gets a random probe map drawn from its ground truth
+  (:class:`~medmat.data.probe_maps.RandomProbeMapd`: 0, 1, 2, ... clicks in the transition band,
+  answered with the alpha quantised to the five levels), so one network mattes with and without
+  probes;
+- a frozen base fits its own training cases better than a held-out case, so the refiner would
+  rarely see an error to correct: the base logit it reads is perturbed by a random smooth offset
+  (a global offset and a field drawn at 1/16 of the resolution, each ~ N(0, ``prior_noise``),
+  scaled by ``0.25 + u / ln 2`` with u the uncertainty, so that confident pixels move least), the
+  errors a held-out case shows. The loss trains the refined alpha against the ground truth.
+
+``forward(batch, num_samples=None)`` takes the base's batch plus an optional "probe_map" (B, 2,
+H, W) (no probes when absent) and gives the base's outputs with "alpha" and "alpha_logits"
+replaced by the refined ones, "base_alpha" the base's alpha, and "lesion_uncertainty" (the
+binary entropy of the refined alpha) when the base gives one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmat.data.probe_maps import PROBE_MAP_CHANNELS, RandomProbeMapd
+from medmat.errors import MedmatError
+from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
+from medmat.models.contract import MattingModel, ModelSpec
+from medmat.models.registry import build_model, register_model
+from medmat.uncertainty.entropy import lesion_uncertainty
+
+#: Alpha is clamped to [eps, 1 - eps] before its logit is taken.
+LOGIT_EPS = 1e-4
+#: The base logit enters the refiner clamped to +-LOGIT_RANGE and divided by it.
+LOGIT_RANGE = 8.0
+#: The training perturbation's field is drawn at 1/FIELD_STRIDE of the image's resolution.
+FIELD_STRIDE = 16
+
+
+class RefinementUNet(nn.Module):
+    """A small U-Net: (B, in_channels, H, W) -> (B, 1, H, W) offsets, zero at initialisation.
+
+    Args:
+        in_channels: input channels.
+        widths: channels at H, H/2, H/4, ... (one level per width; H and W must be multiples of
+            2 ** (len(widths) - 1)).
+    """
+
+    def __init__(self, in_channels: int, widths: Sequence[int]):
+        super().__init__()
+        self.encoders = nn.ModuleList()
+        previous = in_channels
+        for width in widths:
+            self.encoders.append(nn.Sequential(conv_norm_relu(previous, width), conv_norm_relu(width, width)))
+            previous = width
+        self.decoders = nn.ModuleList(
+            conv_norm_relu(widths[level + 1] + widths[level], widths[level]) for level in range(len(widths) - 1)
+        )
+        self.head = conv1x1(widths[0], 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        skips = []
+        features = inputs
+        for level, encoder in enumerate(self.encoders):
+            if level:
+                features = F.max_pool2d(features, 2)
+            features = encoder(features)
+            skips.append(features)
+        for level in reversed(range(len(self.decoders))):
+            features = F.interpolate(features, size=skips[level].shape[-2:], mode="bilinear", align_corners=False)
+            features = self.decoders[level](torch.cat([features, skips[level]], dim=1))
+        return self.head(features)
+
+
+@register_model("probe_refiner")
+class ProbeRefiner(MattingModel):
+    """A registered model: a base model whose alpha a probe-reading U-Net refines (module docstring).
+
+    Args:
+        base: the base model's config section: ``{"name": registered name, **constructor kwargs}``
+            without ``in_channels`` (the wrapper's).
+        in_channels: image channels (the base's too).
+        widths: the refiner U-Net's channels per level.
+        freeze_base: keep the base's weights fixed (eval mode, no gradients).
+        prior_noise: standard deviation (logit units) of the training perturbation of the base
+            logit; 0 turns it off.
+        random_probe_maps: draw training probe maps from the ground truth (the dataset does,
+            through :meth:`training_transform`).
+    """
+
+    def __init__(
+        self,
+        base: Mapping,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 48, 64, 64),
+        freeze_base: bool = True,
+        prior_noise: float = 1.5,
+        random_probe_maps: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(base, Mapping) or not isinstance(base.get("name"), str):
+            raise MedmatError("model option base must be a mapping with the base model's name and options")
+        if base["name"] == "probe_refiner":
+            raise MedmatError("model option base cannot itself be 'probe_refiner'")
+        if "in_channels" in base:
+            raise MedmatError("set in_channels on the probe_refiner model, not in base")
+        if not (isinstance(prior_noise, (int, float)) and math.isfinite(prior_noise) and prior_noise >= 0):
+            raise MedmatError(f"model option prior_noise must be a number >= 0, got {prior_noise!r}")
+        (self.in_channels,) = positive_ints("in_channels", in_channels, 1)
+        widths = positive_ints("widths", widths)
+        self.freeze_base, self.prior_noise, self.random_probe_maps = bool(freeze_base), float(prior_noise), bool(random_probe_maps)
+        self.base = build_model(base["name"], in_channels=self.in_channels, **{k: v for k, v in base.items() if k != "name"})
+        if self.freeze_base:
+            self.base.requires_grad_(False)
+            self.base.eval()
+        # image, base logit, uncertainty, probe weight, probe answer
+        self.refiner = RefinementUNet(self.in_channels + 2 + PROBE_MAP_CHANNELS, widths)
+        base_spec = self.base.spec
+        multiple = 2 ** (len(widths) - 1)
+        self.spec = ModelSpec(
+            in_channels=self.in_channels,
+            takes=(*base_spec.takes, "probe_map"),
+            requires=base_spec.requires,
+            gives=tuple(dict.fromkeys((*base_spec.gives, "alpha_logits", "base_alpha"))),
+            size_multiple=base_spec.size_multiple * multiple // math.gcd(base_spec.size_multiple, multiple),
+        )
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_base:
+            self.base.eval()  # batch-norm statistics and the prior's samples stay the trained base's
+        return self
+
+    def alpha_features_layer(self) -> nn.Module:
+        return self.refiner.head
+
+    def training_transform(self):
+        """Random training probe maps drawn from the ground truth, or None."""
+        return RandomProbeMapd() if self.random_probe_maps else None
+
+    def _base_outputs(self, batch: Mapping[str, torch.Tensor], num_samples: int | None) -> dict[str, torch.Tensor]:
+        base_batch = {key: value for key, value in batch.items() if key != "probe_map"}
+        if not self.freeze_base:
+            return self.base(base_batch, num_samples)
+        with torch.no_grad():
+            return self.base(base_batch, num_samples)
+
+    def _perturbation(self, logit: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
+        """A random smooth logit offset (B, 1, H, W) for training (module docstring)."""
+        batch, _, height, width = logit.shape
+        scale = self.prior_noise
+        offset = torch.randn(batch, 1, 1, 1, device=logit.device) * scale
+        coarse = (max(1, height // FIELD_STRIDE), max(1, width // FIELD_STRIDE))
+        field = torch.randn(batch, 1, *coarse, device=logit.device) * scale
+        field = F.interpolate(field, size=(height, width), mode="bilinear", align_corners=False)
+        return (offset + field) * (0.25 + uncertainty / math.log(2.0))
+
+    def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
+        image = batch["image"]
+        outputs = dict(self._base_outputs(batch, num_samples))
+        base_alpha = outputs["alpha"].float()
+        logit = outputs.get("alpha_logits")
+        logit = torch.logit(base_alpha.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)) if logit is None else logit.float()
+        uncertainty = outputs.get("uncertainty_map")
+        uncertainty = lesion_uncertainty(base_alpha) if uncertainty is None else uncertainty.float()
+        uncertainty = uncertainty.detach()
+        if self.training and self.prior_noise > 0:
+            logit = logit + self._perturbation(logit, uncertainty)
+        probes = batch.get("probe_map")
+        if probes is None:
+            probes = image.new_zeros(image.shape[0], PROBE_MAP_CHANNELS, *image.shape[-2:])
+        inputs = torch.cat(
+            [image, logit.clamp(-LOGIT_RANGE, LOGIT_RANGE) / LOGIT_RANGE, uncertainty / math.log(2.0), probes.to(image)],
+            dim=1,
+        )
+        refined = logit + self.refiner(inputs).float()
+        outputs["base_alpha"] = base_alpha
+        outputs["alpha_logits"] = refined
+        outputs["alpha"] = torch.sigmoid(refined)
+        if "lesion_uncertainty" in outputs:
+            outputs["lesion_uncertainty"] = lesion_uncertainty(outputs["alpha"].detach())
+        return outputs

@@ -1,0 +1,253 @@
+"""Re-prediction with the user's probes: probe maps, the probe_refiner model, its loss, init_from, the interaction loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medmat.data.phantom import make_phantom
+from medmat.data.probe_maps import (
+    PROBE_LEVELS,
+    RandomProbeMapd,
+    disc_mask,
+    probe_map,
+    random_probe_map,
+    transition_band,
+)
+from medmat.engine import train
+from medmat.engine.checkpoint import save_checkpoint
+from medmat.engine.config import load_config
+from medmat.engine.inference import build_model_from_config, load_initial_weights, load_run, predict
+from medmat.errors import MedmatError
+from medmat.interaction.actions import Probe, Stroke, actions_probe_map, probe_disc
+from medmat.interaction.simulate import make_user, probe_predictor, simulate_fusion, simulate_fusion_dataset
+from medmat.losses import build_criterion
+from medmat.losses.refinement import hard_region, region_l1
+from medmat.models import MattingModel, ModelSpec, register_model
+from tiny_configs import IMAGE_FOLLOWING, MEDICAL_TINY, soft_discs, tiny_phantom_config
+
+REFINER_TINY = {"name": "probe_refiner", "base": MEDICAL_TINY, "widths": [4, 8]}
+REFINER_LOSS = {"name": "alpha_refinement"}
+
+
+# ------------------------------------------------------------------------------------------------
+# probe maps
+# ------------------------------------------------------------------------------------------------
+
+def test_probe_map_marks_each_disc_with_its_level_and_nothing_elsewhere():
+    planes = probe_map((20, 30), [(5, 5, 0.25), (15, 25, 1.0)], radius=2.0)
+    assert planes.shape == (2, 20, 30) and planes.dtype == np.float32
+    first, second = disc_mask((20, 30), 5, 5, 2.0), disc_mask((20, 30), 15, 25, 2.0)
+    assert first.sum() == 13  # the pixels within 2 of the centre
+    assert np.all(planes[0][first | second] == 1) and np.all(planes[0][~(first | second)] == 0)
+    assert np.all(planes[1][first] == 0.25) and np.all(planes[1][second] == 1.0) and np.all(planes[1][~(first | second)] == 0)
+    assert not probe_map((8, 8), []).any()
+    # A later click writes over an earlier one where their discs overlap.
+    assert probe_map((8, 8), [(4, 4, 0.0), (4, 5, 0.75)])[1, 4, 4] == 0.75
+
+
+def test_disc_mask_is_the_probe_disc_and_clips_at_the_border():
+    for row, col, radius in ((0, 0, 2.0), (9, 3, 1.5), (5, 5, 0.0), (2, 7, 3.2)):
+        disc = disc_mask((10, 8), row, col, radius)
+        rows, cols = np.indices((10, 8))
+        expected = (rows - row) ** 2 + (cols - col) ** 2 <= radius**2
+        assert np.array_equal(disc, expected) and np.array_equal(probe_disc((10, 8), row, col, radius), expected)
+
+
+@pytest.mark.parametrize("probe, message", [((10, 0, 0.5), "outside"), ((0, 0, 1.5), "not an alpha")])
+def test_bad_probes_are_refused(probe, message):
+    with pytest.raises(MedmatError, match=message):
+        probe_map((10, 10), [probe])
+
+
+def test_random_probe_maps_click_in_the_band_and_answer_the_quantised_truth():
+    alpha = make_phantom(seed=3, size=64).alpha
+    band = transition_band(alpha)
+    rng = np.random.default_rng(0)
+    counts = []
+    for _ in range(200):
+        planes = random_probe_map(alpha, rng, radius=0.0)
+        clicked = planes[0] > 0
+        counts.append(int(clicked.sum()))
+        assert np.all(band[clicked])
+        levels = np.asarray(PROBE_LEVELS)
+        nearest = levels[np.argmin(np.abs(alpha[clicked][:, None] - levels), axis=1)]
+        assert np.array_equal(planes[1][clicked], nearest)
+    # Geometric counts with p = 1/3, the empty map included: mean 2 (clipped at 8).
+    assert 0 in counts and max(counts) <= 8 and 1.5 < np.mean(counts) < 2.5
+
+
+def test_random_probe_map_transform_is_seeded_and_leaves_its_input():
+    alpha = make_phantom(seed=1, size=32).alpha
+    data = {"alpha": alpha}
+    first = RandomProbeMapd()(data, np.random.default_rng(5))
+    again = RandomProbeMapd()(data, np.random.default_rng(5))
+    assert set(data) == {"alpha"} and np.array_equal(first["probe_map"], again["probe_map"])
+    with pytest.raises(MedmatError, match="no 'alpha'"):
+        RandomProbeMapd()({}, np.random.default_rng(0))
+    with pytest.raises(MedmatError, match="p must be"):
+        RandomProbeMapd(p=0.0)
+
+
+def test_actions_probe_map_holds_the_probes_only():
+    actions = (Probe(3, 4, 0.5), Stroke(((1, 1), (1, 6)), 1.0, "foreground"), Probe(8, 8, 0.0))
+    planes = actions_probe_map(actions, (12, 12))
+    assert np.array_equal(planes, probe_map((12, 12), [(3, 4, 0.5), (8, 8, 0.0)]))
+
+
+# ------------------------------------------------------------------------------------------------
+# the model and its loss
+# ------------------------------------------------------------------------------------------------
+
+def _refiner(**overrides):
+    torch.manual_seed(0)
+    return build_model_from_config(tiny_phantom_config({**REFINER_TINY, **overrides}, REFINER_LOSS))
+
+
+def test_untrained_refiner_gives_its_base_alpha_whatever_the_probes(single_thread):
+    model = _refiner().eval()
+    image, _ = soft_discs(32)
+    probes = torch.from_numpy(np.stack([probe_map((32, 32), [(16, 16, 0.0)])] * 2))
+    torch.manual_seed(1)
+    plain = model({"image": image})
+    torch.manual_seed(1)
+    base = model.base({"image": image})
+    torch.manual_seed(1)
+    probed = model({"image": image, "probe_map": probes})
+    assert model.spec.takes == ("image", "probe_map") and "base_alpha" in model.spec.gives
+    assert torch.allclose(plain["alpha"], base["alpha"], atol=1e-6)
+    assert torch.allclose(probed["alpha"], base["alpha"], atol=1e-6)
+    with pytest.raises(ValueError, match="probe_map must be"):
+        model.check_batch({"image": image, "probe_map": probes[:, :1]})
+
+
+def test_a_frozen_base_stays_in_eval_mode_and_only_the_refiner_learns(single_thread):
+    model = _refiner().train()
+    assert not model.base.training and model.refiner.training
+    base_before = {k: v.clone() for k, v in model.base.state_dict().items()}
+    refiner_before = {k: v.clone() for k, v in model.refiner.state_dict().items()}
+    image, alpha = soft_discs(32)
+    probes = torch.from_numpy(np.stack([probe_map((32, 32), [(16, 24, 0.5)])] * 2))
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    criterion = build_criterion(REFINER_LOSS)
+    for _ in range(3):
+        loss, parts = criterion(model({"image": image, "alpha": alpha, "probe_map": probes}), {"alpha": alpha}, 0, 1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert set(parts) == {"alpha_l1", "band_l1", "alpha_gradient", "total"}
+    assert all(torch.equal(v, base_before[k]) for k, v in model.base.state_dict().items())
+    assert any(not torch.equal(v, refiner_before[k]) for k, v in model.refiner.state_dict().items())
+
+
+def test_refiner_options_are_checked():
+    with pytest.raises(MedmatError, match="base"):
+        build_model_from_config(tiny_phantom_config({"name": "probe_refiner", "base": "medical_matting"}, REFINER_LOSS))
+    with pytest.raises(MedmatError, match="prior_noise"):
+        _refiner(prior_noise=-1)
+    with pytest.raises(MedmatError, match="in_channels"):
+        _refiner(base={**MEDICAL_TINY, "in_channels": 1})
+
+
+def test_refinement_loss_weighs_the_hard_region():
+    alpha_gt = torch.zeros(1, 1, 8, 8)
+    alpha_gt[..., 2:4, 2:4] = 0.5
+    uncertainty = torch.zeros(1, 1, 8, 8)
+    uncertainty[..., 6, 6] = 0.5
+    region = hard_region(uncertainty, alpha_gt, 0.1)
+    assert region.sum() == 5 and region[0, 0, 6, 6] == 1 and region[0, 0, 2, 2] == 1
+    alpha = alpha_gt.clone()
+    alpha[..., 6, 6] = 1.0  # one hard pixel wrong by 1
+    assert region_l1(alpha, alpha_gt, region).item() == pytest.approx(1 / 5)
+    assert region_l1(alpha, alpha_gt, torch.zeros_like(region)).item() == 0.0
+    with pytest.raises(MedmatError, match="negative"):
+        build_criterion({"name": "alpha_refinement", "band_weight": -1})
+
+
+# ------------------------------------------------------------------------------------------------
+# train.init_from: the trained base of the same fold
+# ------------------------------------------------------------------------------------------------
+
+def _base_run(folder, config_overrides=None):
+    config = tiny_phantom_config(MEDICAL_TINY)
+    if config_overrides:
+        config = load_config(config, config_overrides)
+    torch.manual_seed(7)
+    network = build_model_from_config(config)
+    save_checkpoint(folder / "fold-0" / "final.pt", model=network.state_dict(), config=config)
+    return network
+
+
+def test_init_from_loads_the_fold_s_base_into_the_refiner(tmp_path):
+    base = _base_run(tmp_path)
+    config = load_config(tiny_phantom_config(REFINER_TINY, REFINER_LOSS), [f"train.init_from={tmp_path}/fold-{{fold}}"])
+    model = build_model_from_config(config)
+    assert load_initial_weights(model, config) == tmp_path / "fold-0" / "final.pt"
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.base.state_dict().items())
+    # The plain model takes the weights itself.
+    plain = load_config(tiny_phantom_config(MEDICAL_TINY), [f"train.init_from={tmp_path}/fold-0"])
+    network = build_model_from_config(plain)
+    load_initial_weights(network, plain)
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in network.state_dict().items())
+
+
+def test_init_from_refuses_another_split_and_weights_that_fit_nothing(tmp_path):
+    _base_run(tmp_path / "other-split", ["split.seed=3"])
+    config = load_config(tiny_phantom_config(REFINER_TINY, REFINER_LOSS), [f"train.init_from={tmp_path}/other-split/fold-0"])
+    with pytest.raises(MedmatError, match="another split"):
+        load_initial_weights(build_model_from_config(config), config)
+    _base_run(tmp_path / "wide", ["model.matting_channels=[8, 8]"])
+    config = load_config(tiny_phantom_config(REFINER_TINY, REFINER_LOSS), [f"train.init_from={tmp_path}/wide/fold-0"])
+    with pytest.raises(MedmatError, match="fit neither"):
+        load_initial_weights(build_model_from_config(config), config)
+    config = load_config(tiny_phantom_config(REFINER_TINY, REFINER_LOSS), [f"train.init_from={tmp_path}/missing"])
+    with pytest.raises(MedmatError, match="not found"):
+        load_initial_weights(build_model_from_config(config), config)
+
+
+def test_a_refiner_trains_from_its_base_through_the_engine(tmp_path, single_thread):
+    base = _base_run(tmp_path / "base")
+    config = load_config(tiny_phantom_config(REFINER_TINY, REFINER_LOSS),
+                         [f"train.init_from={tmp_path}/base/fold-{{fold}}", "optim.epochs=2"])
+    train(config, tmp_path / "refiner")
+    model, saved = load_run(tmp_path / "refiner")
+    assert saved["train"]["init_from"].endswith("fold-{fold}")
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in model.base.state_dict().items())
+    image = make_phantom(seed=2, size=32).image
+    maps = predict(model, image, num_samples=2, probe_map=probe_map((32, 32), [(16, 16, 1.0)]))
+    assert maps["alpha"].shape == (32, 32) and maps["base_alpha"].shape == (32, 32)
+
+
+# ------------------------------------------------------------------------------------------------
+# the interaction loop re-predicts with the probes
+# ------------------------------------------------------------------------------------------------
+
+@register_model("probe_echo_matting")
+class ProbeEchoMatting(MattingModel):
+    """alpha = the answered level on every probe disc, 0.5 elsewhere: shows what the loop hands the model."""
+
+    def __init__(self, in_channels: int = 1):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.spec = ModelSpec(in_channels, takes=("image", "probe_map"), gives=("alpha",))
+
+    def forward(self, batch, num_samples=None):
+        image = batch["image"]
+        probes = batch.get("probe_map", image.new_zeros(image.shape[0], 2, *image.shape[-2:]))
+        return {"alpha": torch.where(probes[:, :1] > 0, probes[:, 1:], 0.5 * self.scale * torch.ones_like(image[:, :1]))}
+
+
+def test_the_loop_repredicts_with_every_probe_so_far():
+    sample = make_phantom(seed=4, size=32)
+    model = ProbeEchoMatting().eval()
+    assert probe_predictor(build_model_from_config(tiny_phantom_config(IMAGE_FOLLOWING, {"name": "alpha_l1"})), sample) is None
+    repredict = probe_predictor(model, sample)
+    assert np.all(repredict(())["alpha"] == 0.5)
+    history = simulate_fusion(sample, repredict(()), make_user("probe", {}), 2, repredict=repredict)
+    assert len(history[-1].actions) == 2
+    for action in history[-1].actions:
+        # The prior the fusion started from held every answer on its disc, and the fusion keeps it there.
+        assert history[-1].alpha[action.row, action.col] == pytest.approx(action.value, abs=0.01)
+    simulation, _ = simulate_fusion_dataset(model, [sample], "probe", 2, noisy=False)
+    assert simulation["cases"][0]["round-2"]["actions"] == 2
