@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from medmat.app.session import MattingSession
 from medmat.data.phantom import make_phantom
 from medmat.data.probe_maps import (
     PROBE_LEVELS,
@@ -22,10 +23,10 @@ from medmat.engine.inference import build_model_from_config, load_initial_weight
 from medmat.errors import MedmatError
 from medmat.interaction.actions import Probe, Stroke, actions_probe_map, probe_disc
 from medmat.interaction.simulate import make_user, probe_predictor, simulate_fusion, simulate_fusion_dataset
+from medmat.io.images import write_png
 from medmat.losses import build_criterion
 from medmat.losses.refinement import hard_region, region_l1
-from medmat.models import MattingModel, ModelSpec, register_model
-from tiny_configs import IMAGE_FOLLOWING, MEDICAL_TINY, soft_discs, tiny_phantom_config
+from tiny_configs import IMAGE_FOLLOWING, MEDICAL_TINY, PROBE_ECHO, ProbeEchoMatting, save_run, soft_discs, tiny_phantom_config
 
 REFINER_TINY = {"name": "probe_refiner", "base": MEDICAL_TINY, "widths": [4, 8]}
 REFINER_LOSS = {"name": "alpha_refinement"}
@@ -223,21 +224,6 @@ def test_a_refiner_trains_from_its_base_through_the_engine(tmp_path, single_thre
 # the interaction loop re-predicts with the probes
 # ------------------------------------------------------------------------------------------------
 
-@register_model("probe_echo_matting")
-class ProbeEchoMatting(MattingModel):
-    """alpha = the answered level on every probe disc, 0.5 elsewhere: shows what the loop hands the model."""
-
-    def __init__(self, in_channels: int = 1):
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(()))
-        self.spec = ModelSpec(in_channels, takes=("image", "probe_map"), gives=("alpha",))
-
-    def forward(self, batch, num_samples=None):
-        image = batch["image"]
-        probes = batch.get("probe_map", image.new_zeros(image.shape[0], 2, *image.shape[-2:]))
-        return {"alpha": torch.where(probes[:, :1] > 0, probes[:, 1:], 0.5 * self.scale * torch.ones_like(image[:, :1]))}
-
-
 def test_the_loop_repredicts_with_every_probe_so_far():
     sample = make_phantom(seed=4, size=32)
     model = ProbeEchoMatting().eval()
@@ -251,3 +237,20 @@ def test_the_loop_repredicts_with_every_probe_so_far():
         assert history[-1].alpha[action.row, action.col] == pytest.approx(action.value, abs=0.01)
     simulation, _ = simulate_fusion_dataset(model, [sample], "probe", 2, noisy=False)
     assert simulation["cases"][0]["round-2"]["actions"] == 2
+
+
+def test_the_app_predicts_again_with_every_probe_and_undo_restores(tmp_path):
+    run = save_run(tmp_path / "echo", PROBE_ECHO, loss={"name": "alpha_l1"})
+    session = MattingSession.from_run(run)
+    write_png(tmp_path / "case.png", make_phantom(3, size=32).image)
+    session.open_image((tmp_path / "case.png").read_bytes(), "case.png")
+    first = session.current
+    assert session.reads_probes and np.all(first.maps["alpha"] == 0.5)
+    step = session.probe(10, 12, 0.25)
+    # The model saw the probe (its alpha is the answer on the disc) and the fusion kept it.
+    assert step.prior["alpha"][10, 12] == 0.25 and step.maps["alpha"][10, 12] == pytest.approx(0.25, abs=0.01)
+    assert np.all(step.prior["alpha"][disc_mask((32, 32), 10, 12, 2.0)] == 0.25)
+    second = session.probe(20, 20, 1.0)
+    assert second.prior["alpha"][10, 12] == 0.25 and second.prior["alpha"][20, 20] == 1.0
+    assert session.undo() is step and session.undo() is first
+    session.close()

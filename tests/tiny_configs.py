@@ -186,3 +186,23 @@ def load_benchmark(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@register_model("probe_echo_matting")
+class ProbeEchoMatting(MattingModel):
+    """alpha = the answered level on every probe disc, 0.5 elsewhere: shows what the interaction hands a
+    model that re-predicts with the probes (:mod:`medmat.models.probe_refiner`)."""
+
+    def __init__(self, in_channels: int = 1):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.spec = ModelSpec(in_channels, takes=("image", "probe_map"), gives=("alpha",))
+
+    def forward(self, batch, num_samples=None):
+        image = batch["image"]
+        probes = batch.get("probe_map", image.new_zeros(image.shape[0], 2, *image.shape[-2:]))
+        return {"alpha": torch.where(probes[:, :1] > 0, probes[:, 1:], 0.5 * self.scale * torch.ones_like(image[:, :1]))}
+
+
+#: The model section of :class:`ProbeEchoMatting`.
+PROBE_ECHO = {"name": "probe_echo_matting"}

@@ -58,6 +58,7 @@ from medmat.interaction.actions import (
     Probe,
     Stroke,
     actions_from_json,
+    actions_probe_map,
     actions_to_json,
     check_action,
     stroke_mask,
@@ -265,6 +266,12 @@ class MattingSession:
         """Whether the model gives a NIG and takes a user map (dugMatting's "nig" wrapper): patch
         labels and strokes then also re-predict with the user map."""
         return self.model.spec.gives_nig
+
+    @property
+    def reads_probes(self) -> bool:
+        """Whether the model re-predicts with the user's probes ("probe_map" among its inputs,
+        :mod:`medmat.models.probe_refiner`): every probe then predicts again before the fusion."""
+        return "probe_map" in self.model.spec.takes
 
     @property
     def current(self) -> Step:
@@ -530,6 +537,7 @@ class MattingSession:
         start = time.perf_counter()
         step = self.current
         prior, nig = step.prior, step.nig
+        actions = step.actions + tuple(new)
         if user_map is not None:
             torch.manual_seed(self.seed)
             prediction, nig = interaction_step(self.model, self.opened.image, user_map, step.nig,
@@ -537,7 +545,12 @@ class MattingSession:
             prior = self._prior(prediction, nig)
         else:
             user_map = step.user_map
-        new_step = self._step(self.opened.image, prior, nig, user_map, step.actions + tuple(new), start)
+        if self.reads_probes and any(isinstance(action, Probe) for action in new):
+            # The same seed as the first prediction: the matte changes by the probes alone.
+            torch.manual_seed(self.seed)
+            probes = actions_probe_map(actions, user_map.shape)
+            prior = self._prior(predict(self.model, self.opened.image, num_samples=self.num_samples, probe_map=probes), None)
+        new_step = self._step(self.opened.image, prior, nig, user_map, actions, start)
         record = {"index": len(self.history), **record, "seconds": round(new_step.seconds, 4),
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         new_step = dataclasses.replace(new_step, interaction=record)
