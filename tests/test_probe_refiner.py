@@ -26,6 +26,7 @@ from medmat.interaction.simulate import make_user, probe_predictor, simulate_fus
 from medmat.io.images import write_png
 from medmat.losses import build_criterion
 from medmat.losses.refinement import hard_region, region_l1
+from medmat.models.probe_refiner import error_probe_maps
 from tiny_configs import IMAGE_FOLLOWING, MEDICAL_TINY, PROBE_ECHO, ProbeEchoMatting, save_run, soft_discs, tiny_phantom_config
 
 REFINER_TINY = {"name": "probe_refiner", "base": MEDICAL_TINY, "widths": [4, 8]}
@@ -142,9 +143,29 @@ def test_a_frozen_base_stays_in_eval_mode_and_only_the_refiner_learns(single_thr
     assert any(not torch.equal(v, refiner_before[k]) for k, v in model.refiner.state_dict().items())
 
 
+def test_error_probes_click_where_the_prior_is_wrong_and_answer_the_quantised_truth():
+    torch.manual_seed(0)
+    alpha_gt = torch.zeros(4, 1, 24, 24)
+    alpha_gt[..., 6:18, 6:18] = 0.7
+    prior = alpha_gt.clone()
+    prior[..., 8:11, 12:15] = 0.0  # the one wrong 3 x 3 block
+    maps = error_probe_maps(prior, alpha_gt, p=0.01, max_probes=1)
+    block = torch.zeros(24, 24, dtype=torch.bool)
+    block[8:11, 12:15] = True
+    for planes in maps:
+        weight, answer = planes
+        assert weight.sum() == 13  # one disc of radius 2
+        centre = (weight * (weight == 1)).nonzero().float().mean(dim=0).round().long()
+        assert block[centre[0], centre[1]] and answer[centre[0], centre[1]] == 0.75
+        assert torch.all(answer[weight > 0] == 0.75) and torch.all(answer[weight == 0] == 0)
+    assert not error_probe_maps(prior, alpha_gt, p=1.0).any()
+
+
 def test_refiner_options_are_checked():
     with pytest.raises(MedmatError, match="base"):
         build_model_from_config(tiny_phantom_config({"name": "probe_refiner", "base": "medical_matting"}, REFINER_LOSS))
+    with pytest.raises(MedmatError, match="training_probes"):
+        _refiner(training_probes="anywhere")
     with pytest.raises(MedmatError, match="prior_noise"):
         _refiner(prior_noise=-1)
     with pytest.raises(MedmatError, match="in_channels"):

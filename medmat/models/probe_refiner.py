@@ -16,10 +16,12 @@ and only the refiner learns: training is cheap, and the base's alpha is the one 
 
 Training (docs/interaction.md):
 
-- every training item gets a random probe map drawn from its ground truth
-  (:class:`~medmat.data.probe_maps.RandomProbeMapd`: 0, 1, 2, ... clicks in the transition band,
-  answered with the alpha quantised to the five levels), so one network mattes with and without
-  probes;
+- every training image gets random probes (0, 1, 2, ... clicks, geometric with the empty map
+  included, so one network mattes with and without probes), answered with the ground-truth alpha
+  quantised to the five levels. ``training_probes="error"`` (the default) places them where the
+  (perturbed) base alpha is wrong, drawn with probability proportional to the squared error, as
+  the simulated user clicks the largest error; ``"band"`` places them uniformly in the ground
+  truth's transition band (:class:`~medmat.data.probe_maps.RandomProbeMapd`, drawn by the dataset);
 - a frozen base fits its own training cases better than a held-out case, so the refiner would
   rarely see an error to correct: the base logit it reads is perturbed by a random smooth offset
   (a global offset and a field drawn at 1/16 of the resolution, each ~ N(0, ``prior_noise``),
@@ -41,7 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmat.data.probe_maps import PROBE_MAP_CHANNELS, RandomProbeMapd
+from medmat.data.probe_maps import (
+    MAX_TRAINING_PROBES,
+    PROBE_COUNT_P,
+    PROBE_LEVELS,
+    PROBE_MAP_CHANNELS,
+    PROBE_MAP_RADIUS,
+    RandomProbeMapd,
+)
 from medmat.errors import MedmatError
 from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
 from medmat.models.contract import MattingModel, ModelSpec
@@ -54,6 +63,47 @@ LOGIT_EPS = 1e-4
 LOGIT_RANGE = 8.0
 #: The training perturbation's field is drawn at 1/FIELD_STRIDE of the image's resolution.
 FIELD_STRIDE = 16
+#: Where training probes go (module docstring).
+TRAINING_PROBES = ("error", "band")
+
+
+def error_probe_maps(prior: torch.Tensor, alpha_gt: torch.Tensor, p: float = PROBE_COUNT_P,
+                     max_probes: int = MAX_TRAINING_PROBES, radius: float = PROBE_MAP_RADIUS) -> torch.Tensor:
+    """Training probe maps whose clicks go where ``prior`` is wrong (torch's global generator draws).
+
+    Args:
+        prior, alpha_gt: (B, 1, H, W) alphas in [0, 1].
+        p, max_probes: the click count per image is geometric with parameter p on {0, 1, ...}, clipped.
+        radius: disc radius (pixels) of every click, as :func:`~medmat.data.probe_maps.probe_map`.
+
+    Returns:
+        (B, 2, H, W) float32 probe maps: clicks drawn without replacement with probability
+        proportional to the squared error, each answered with ``alpha_gt`` quantised to the five
+        levels (where discs overlap, the mean of their answers).
+    """
+    batch, _, height, width = prior.shape
+    error = (prior.detach().float() - alpha_gt.float()).square().flatten(1) + 1e-12
+    uniform = torch.rand(batch, device=prior.device).clamp_min(1e-12)
+    # Inverse CDF of the geometric law on {0, 1, ...}: P(count = k) = p (1 - p)^k.
+    counts = torch.zeros(batch, dtype=torch.long)
+    if p < 1.0:
+        counts = (torch.log(uniform) / math.log(1.0 - p)).floor().clamp(max=max_probes).long()
+    levels = torch.tensor(PROBE_LEVELS, device=prior.device)
+    points = torch.zeros(batch, 2, height * width, device=prior.device)
+    for index in range(batch):
+        count = int(counts[index])
+        if count:
+            picked = torch.multinomial(error[index], count, replacement=False)
+            answers = alpha_gt[index, 0].flatten()[picked].float()
+            points[index, 0, picked] = 1.0
+            points[index, 1, picked] = levels[(answers[:, None] - levels).abs().argmin(dim=1)]
+    reach = int(math.floor(radius))
+    offsets = torch.arange(-reach, reach + 1, device=prior.device, dtype=torch.float32)
+    disc = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2).float()[None, None]
+    spread = F.conv2d(points.view(batch * 2, 1, height, width), disc, padding=reach).view(batch, 2, height, width)
+    weight = (spread[:, :1] > 0.5).float()
+    answer = spread[:, 1:] / spread[:, :1].clamp_min(1.0)
+    return torch.cat([weight, answer * weight], dim=1)
 
 
 class RefinementUNet(nn.Module):
@@ -105,8 +155,9 @@ class ProbeRefiner(MattingModel):
         freeze_base: keep the base's weights fixed (eval mode, no gradients).
         prior_noise: standard deviation (logit units) of the training perturbation of the base
             logit; 0 turns it off.
-        random_probe_maps: draw training probe maps from the ground truth (the dataset does,
-            through :meth:`training_transform`).
+        random_probe_maps: give every training image random probes (module docstring).
+        training_probes: "error" (where the perturbed base alpha is wrong) or "band" (uniformly
+            in the ground truth's transition band, drawn by the dataset, :meth:`training_transform`).
     """
 
     def __init__(
@@ -117,6 +168,7 @@ class ProbeRefiner(MattingModel):
         freeze_base: bool = True,
         prior_noise: float = 1.5,
         random_probe_maps: bool = True,
+        training_probes: str = "error",
     ):
         super().__init__()
         if not isinstance(base, Mapping) or not isinstance(base.get("name"), str):
@@ -127,6 +179,9 @@ class ProbeRefiner(MattingModel):
             raise MedmatError("set in_channels on the probe_refiner model, not in base")
         if not (isinstance(prior_noise, (int, float)) and math.isfinite(prior_noise) and prior_noise >= 0):
             raise MedmatError(f"model option prior_noise must be a number >= 0, got {prior_noise!r}")
+        if training_probes not in TRAINING_PROBES:
+            raise MedmatError(f"model option training_probes must be one of {', '.join(TRAINING_PROBES)}, got {training_probes!r}")
+        self.training_probes = training_probes
         (self.in_channels,) = positive_ints("in_channels", in_channels, 1)
         widths = positive_ints("widths", widths)
         self.freeze_base, self.prior_noise, self.random_probe_maps = bool(freeze_base), float(prior_noise), bool(random_probe_maps)
@@ -156,8 +211,8 @@ class ProbeRefiner(MattingModel):
         return self.refiner.head
 
     def training_transform(self):
-        """Random training probe maps drawn from the ground truth, or None."""
-        return RandomProbeMapd() if self.random_probe_maps else None
+        """Random training probe maps in the transition band (``training_probes="band"``), or None."""
+        return RandomProbeMapd() if self.random_probe_maps and self.training_probes == "band" else None
 
     def _base_outputs(self, batch: Mapping[str, torch.Tensor], num_samples: int | None) -> dict[str, torch.Tensor]:
         base_batch = {key: value for key, value in batch.items() if key != "probe_map"}
@@ -188,6 +243,9 @@ class ProbeRefiner(MattingModel):
         if self.training and self.prior_noise > 0:
             logit = logit + self._perturbation(logit, uncertainty)
         probes = batch.get("probe_map")
+        wants_error_probes = self.random_probe_maps and self.training_probes == "error"
+        if probes is None and self.training and wants_error_probes and batch.get("alpha") is not None:
+            probes = error_probe_maps(torch.sigmoid(logit), batch["alpha"])
         if probes is None:
             probes = image.new_zeros(image.shape[0], PROBE_MAP_CHANNELS, *image.shape[-2:])
         inputs = torch.cat(
