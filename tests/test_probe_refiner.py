@@ -78,6 +78,8 @@ def test_random_probe_maps_click_in_the_band_and_answer_the_quantised_truth():
         assert np.array_equal(planes[1][clicked], nearest)
     # Geometric counts with p = 1/3, the empty map included: mean 2 (clipped at 8).
     assert 0 in counts and max(counts) <= 8 and 1.5 < np.mean(counts) < 2.5
+    at_least_one = [int((random_probe_map(alpha, rng, radius=0.0, min_probes=1)[0] > 0).sum()) for _ in range(100)]
+    assert min(at_least_one) == 1 and 2.5 < np.mean(at_least_one) < 3.5
 
 
 def test_random_probe_map_transform_is_seeded_and_leaves_its_input():
@@ -159,6 +161,26 @@ def test_error_probes_click_where_the_prior_is_wrong_and_answer_the_quantised_tr
         assert block[centre[0], centre[1]] and answer[centre[0], centre[1]] == 0.75
         assert torch.all(answer[weight > 0] == 0.75) and torch.all(answer[weight == 0] == 0)
     assert not error_probe_maps(prior, alpha_gt, p=1.0).any()
+    assert torch.all(error_probe_maps(prior, alpha_gt, p=1.0, min_probes=1)[:, 0].sum(dim=(1, 2)) == 13)
+
+
+def test_a_trained_refiner_leaves_an_image_without_probes_to_its_base(single_thread):
+    model = _refiner().eval()
+    with torch.no_grad():
+        model.refiner.head.bias.fill_(3.0)  # as if trained: a large offset everywhere
+    image, _ = soft_discs(32)
+    probes = torch.from_numpy(np.stack([probe_map((32, 32), [(16, 16, 1.0)]), np.zeros((2, 32, 32), np.float32)]))
+    torch.manual_seed(1)
+    refined = model({"image": image, "probe_map": probes})
+    torch.manual_seed(1)
+    base = model.base({"image": image})
+    assert torch.allclose(refined["alpha"][1], base["alpha"][1], atol=1e-6)  # no probe: the base's
+    assert torch.all(refined["alpha"][0] > base["alpha"][0])  # a probe: the refined one everywhere
+    loose = _refiner(identity_without_probes=False).eval()
+    with torch.no_grad():
+        loose.refiner.head.bias.fill_(3.0)
+    torch.manual_seed(1)
+    assert torch.all(loose({"image": image, "probe_map": probes})["alpha"][1] > base["alpha"][1])
 
 
 def test_refiner_options_are_checked():

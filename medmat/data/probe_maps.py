@@ -105,6 +105,7 @@ def random_probe_map(
     max_probes: int = MAX_TRAINING_PROBES,
     radius: float = PROBE_MAP_RADIUS,
     band_margin: int = BAND_MARGIN,
+    min_probes: int = 0,
 ) -> np.ndarray:
     """A training probe map drawn from a ground-truth alpha (module doc).
 
@@ -113,13 +114,14 @@ def random_probe_map(
         rng: the generator of every draw (count, positions).
         p: geometric parameter of the click count (the empty map included), in (0, 1].
         max_probes: the count is clipped to this.
+        min_probes: added to the geometric count (1: never an empty map).
         radius, band_margin: of :func:`probe_map` and :func:`transition_band`.
 
     Returns:
         float32 (2, H, W).
     """
     alpha = np.asarray(alpha, dtype=np.float64)
-    count = min(int(rng.geometric(p)) - 1, max_probes)
+    count = min(min_probes + int(rng.geometric(p)) - 1, max_probes)
     band = transition_band(alpha, band_margin)
     rows, cols = np.nonzero(band) if band.any() else np.indices(alpha.shape).reshape(2, -1)
     picks = rng.integers(rows.size, size=count)
@@ -143,7 +145,7 @@ class RandomProbeMapd:
     Apply it after the geometric augmentations, so that the clicks answer the augmented alpha.
 
     Args:
-        p, max_probes, radius, band_margin: as :func:`random_probe_map`.
+        p, max_probes, radius, band_margin, min_probes: as :func:`random_probe_map`.
         alpha_key, output_key: where the alpha is read and the map goes.
     """
 
@@ -153,6 +155,7 @@ class RandomProbeMapd:
         max_probes: int = MAX_TRAINING_PROBES,
         radius: float = PROBE_MAP_RADIUS,
         band_margin: int = BAND_MARGIN,
+        min_probes: int = 0,
         alpha_key: str = "alpha",
         output_key: str = "probe_map",
     ):
@@ -163,6 +166,7 @@ class RandomProbeMapd:
         if not radius >= 0:
             raise MedmatError(f"probe map radius must be >= 0, got {radius!r}")
         self.p, self.max_probes, self.radius, self.band_margin = float(p), max_probes, float(radius), band_margin
+        self.min_probes = int(min_probes)
         self.alpha_key, self.output_key = alpha_key, output_key
 
     def __call__(self, data: dict, rng: np.random.Generator) -> dict:
@@ -170,6 +174,6 @@ class RandomProbeMapd:
             raise MedmatError(f"cannot draw a probe map: the case has no {self.alpha_key!r}")
         out = dict(data)
         out[self.output_key] = random_probe_map(
-            data[self.alpha_key], rng, self.p, self.max_probes, self.radius, self.band_margin
+            data[self.alpha_key], rng, self.p, self.max_probes, self.radius, self.band_margin, self.min_probes
         )
         return out
