@@ -173,7 +173,7 @@ class ProbeRefiner(MattingModel):
         in_channels: int = 1,
         widths: Sequence[int] = (32, 48, 64, 64),
         freeze_base: bool = True,
-        prior_noise: float = 1.5,
+        prior_noise: float = 0.5,
         random_probe_maps: bool = True,
         training_probes: str = "error",
         identity_without_probes: bool = True,
