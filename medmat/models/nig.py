@@ -50,7 +50,7 @@ from medmat.data.user_maps import PATCH_COUNT_P, PATCH_SIZE, RandomUserMapd, ran
 from medmat.errors import MedmatError
 from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
 from medmat.models.contract import NIG_OUTPUTS, MattingModel, ModelSpec
-from medmat.models.registry import build_model, register_model
+from medmat.models.registry import build_base_model, register_model
 from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.nig import NIG, nig_moments
 
@@ -147,22 +147,15 @@ class NIGMatting(MattingModel):
     ):
         super().__init__()
         self.detach_base = bool(detach_base)
-        if not isinstance(base, Mapping) or not isinstance(base.get("name"), str):
-            raise MedmatError("model option base must be a mapping with the base model's name and options")
-        if base["name"] == "nig":
-            raise MedmatError("model option base cannot itself be 'nig'")
-        if "in_channels" in base:
-            raise MedmatError("set in_channels on the nig model, not in base (the wrapper adds the user map)")
         (self.in_channels,) = positive_ints("in_channels", in_channels, 1)
         (head_channels,) = positive_ints("head_channels", head_channels, 1)
         (self.user_map_patch_size,) = positive_ints("user_map_patch_size", user_map_patch_size, 1)
         if not 0.0 < user_map_p <= 1.0:
             raise MedmatError(f"model option user_map_p must be in (0, 1], got {user_map_p}")
-        self.base_name = base["name"]
         self.user_map_p = float(user_map_p)
         self.random_user_maps = bool(random_user_maps)
-        options = {key: value for key, value in base.items() if key != "name"}
-        self.base = build_model(self.base_name, in_channels=self.in_channels + 1, **options)
+        self.base = build_base_model(base, "nig", self.in_channels + 1)
+        self.base_name = base["name"]
 
         self._captured: torch.Tensor | None = None
         self._channels_last = False

@@ -58,7 +58,7 @@ from medmat.data.probe_maps import (
 from medmat.errors import MedmatError
 from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
 from medmat.models.contract import MattingModel, ModelSpec
-from medmat.models.registry import build_model, register_model
+from medmat.models.registry import build_base_model, register_model
 from medmat.uncertainty.entropy import lesion_uncertainty
 
 #: Alpha is clamped to [eps, 1 - eps] before its logit is taken.
@@ -179,12 +179,6 @@ class ProbeRefiner(MattingModel):
         identity_without_probes: bool = True,
     ):
         super().__init__()
-        if not isinstance(base, Mapping) or not isinstance(base.get("name"), str):
-            raise MedmatError("model option base must be a mapping with the base model's name and options")
-        if base["name"] == "probe_refiner":
-            raise MedmatError("model option base cannot itself be 'probe_refiner'")
-        if "in_channels" in base:
-            raise MedmatError("set in_channels on the probe_refiner model, not in base")
         if not (isinstance(prior_noise, (int, float)) and math.isfinite(prior_noise) and prior_noise >= 0):
             raise MedmatError(f"model option prior_noise must be a number >= 0, got {prior_noise!r}")
         if training_probes not in TRAINING_PROBES:
@@ -194,7 +188,7 @@ class ProbeRefiner(MattingModel):
         (self.in_channels,) = positive_ints("in_channels", in_channels, 1)
         widths = positive_ints("widths", widths)
         self.freeze_base, self.prior_noise, self.random_probe_maps = bool(freeze_base), float(prior_noise), bool(random_probe_maps)
-        self.base = build_model(base["name"], in_channels=self.in_channels, **{k: v for k, v in base.items() if k != "name"})
+        self.base = build_base_model(base, "probe_refiner", self.in_channels)
         if self.freeze_base:
             self.base.requires_grad_(False)
             self.base.eval()
