@@ -35,14 +35,13 @@ from medmat.app.session import MattingSession
 from medmat.data.phantom import make_phantom
 from medmat.interaction.fusion import fusion_uncertainty
 from test_app_session import phantom_png
+from tiny_configs import load_benchmark
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
+# The browser and its flags are the latency benchmark's, so that both drive the same Chromium.
+_LATENCY = load_benchmark("app_probe_latency")
+CHROMIUM, CHROMIUM_ARGS = _LATENCY.CHROMIUM, _LATENCY.CHROMIUM_ARGS
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "figures"
 #: Labels timed after the first one (the first also warms up the page and the model).
 TIMED_CLICKS = 4
