@@ -28,6 +28,7 @@ from medmat.engine.config import input_size
 from medmat.engine.dataset import fit_sample
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
+from medmat.metrics.tables import mean_std_cell
 
 METRICS = ("GED", "Dice", "SAD")
 
@@ -54,11 +55,6 @@ def patient_of(case_id: str) -> str:
     return case_id.split("/", 1)[0]
 
 
-def mean_std(values) -> str:
-    values = np.asarray(values, dtype=np.float64)
-    return f"{values.mean():.4f} ± {values.std():.4f}"
-
-
 def spread_lines(records: list[dict], areas: dict[str, float], bins: list[float]) -> tuple[list[str], dict]:
     """The report's markdown lines and its JSON summary."""
     by_fold, by_patient = {}, {}
@@ -73,8 +69,8 @@ def spread_lines(records: list[dict], areas: dict[str, float], bins: list[float]
         folds = [np.mean([r[metric] for r in group]) for group in by_fold.values()]
         patients = [np.mean([r[metric] for r in group]) for group in by_patient.values()]
         percentiles = np.percentile(patients, [10, 50, 90])
-        lines.append(f"| {metric} | {np.mean([r[metric] for r in records]):.4f} | {mean_std(folds)} | "
-                     f"{mean_std(patients)} | {' / '.join(f'{p:.4f}' for p in percentiles)} |")
+        lines.append(f"| {metric} | {np.mean([r[metric] for r in records]):.4f} | {mean_std_cell(folds)} | "
+                     f"{mean_std_cell(patients)} | {' / '.join(f'{p:.4f}' for p in percentiles)} |")
         summary["metrics"][metric] = {"case_mean": float(np.mean([r[metric] for r in records])),
                                       "fold_means": [float(v) for v in folds],
                                       "patient_mean": float(np.mean(patients)),

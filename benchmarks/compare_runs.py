@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medmat.metrics.tables import mean_std_cell
+
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
 TABLE_V = ("GED", "Dice", "SAD", "MSE", "Grad")
 
@@ -62,12 +64,6 @@ def table_v(rows: list[dict]) -> dict[str, tuple[float, float]]:
         per_fold = [value for value in per_fold if value is not None]
         values[metric] = (float(np.mean(per_fold)), float(np.std(per_fold))) if per_fold else (float("nan"),) * 2
     return values
-
-
-def spread_cell(values: list[float]) -> str:
-    """``mean ± std`` (ddof 0) of the finite values, "—" when none is."""
-    finite = [value for value in values if not np.isnan(value)]
-    return f"{np.mean(finite):.4f} ± {np.std(finite):.4f}" if finite else "—"
 
 
 def per_fold_table(runs: list[tuple[str, list[dict]]]) -> str:
@@ -109,8 +105,8 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
     if args.mean:
         cells = [f"**{args.mean}**", f"{len(summaries)} runs"]
-        cells += [spread_cell([iv[m] for iv, _ in summaries]) for m in TABLE_IV]
-        cells += [spread_cell([v[m][0] for _, v in summaries]) for m in TABLE_V]
+        cells += [mean_std_cell([iv[m] for iv, _ in summaries]) for m in TABLE_IV]
+        cells += [mean_std_cell([v[m][0] for _, v in summaries]) for m in TABLE_V]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     if args.per_fold:

@@ -58,6 +58,12 @@ def _format(value: float) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
+def mean_std_cell(values: Sequence[float]) -> str:
+    """``"mean ± std"`` (ddof 0, 4 decimals) of the finite ``values``; "—" when none is finite."""
+    finite = [float(value) for value in values if value is not None and math.isfinite(value)]
+    return f"{np.mean(finite):.4f} ± {np.std(finite):.4f}" if finite else "—"
+
+
 def table_markdown(rows: Mapping[str, dict], metrics: Sequence[str] = MATTING_METRICS, title: str = "") -> str:
     """Markdown table: one line per method, mean over images then (when known) fold mean ± std."""
     with_folds = any("fold_mean" in row for row in rows.values())
