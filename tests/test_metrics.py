@@ -19,6 +19,7 @@ from medmat.metrics import (
     sad,
     table_iv_metrics,
 )
+from medmat.metrics.tables import mean_std_cell
 from medmat.metrics.matting import (
     connectivity_thresholds,
     gaussian_derivative_kernel,
@@ -296,3 +297,9 @@ def test_brain_growth_matches_independent_measurements(shared_data, row):
     measured = script.brain_growth_rows(shared_data, rows=(row,))[row]
     for name, reference in script.REFERENCE[row].items():
         assert measured[name] == pytest.approx(reference, rel=script.TOLERANCE), name
+
+
+def test_mean_std_cell_leaves_out_what_is_not_finite():
+    assert mean_std_cell([1.0, 3.0]) == "2.0000 ± 1.0000"
+    assert mean_std_cell([1.0, float("nan"), 3.0, None, float("inf")]) == "2.0000 ± 1.0000"
+    assert mean_std_cell([float("nan")]) == "—" and mean_std_cell([]) == "—"
