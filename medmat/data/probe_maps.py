@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from medmat.data.transforms import AlphaDrawnMapd
 from medmat.errors import MedmatError
 
 #: The five alpha levels a probe answers with.
@@ -137,8 +138,9 @@ def random_probe_maps(alpha: torch.Tensor, rng: np.random.Generator, **options) 
     return torch.from_numpy(maps).to(alpha.device)
 
 
-class RandomProbeMapd:
-    """Dict transform adding a random training probe map drawn from ``data[alpha_key]``.
+class RandomProbeMapd(AlphaDrawnMapd):
+    """Dict transform adding a random training probe map drawn from ``data[alpha_key]``
+    (:class:`~medmat.data.transforms.AlphaDrawnMapd`).
 
     ``transform(data, rng) -> data`` like :class:`~medmat.data.user_maps.RandomUserMapd`: the
     input dict is not modified; the returned one holds ``data[output_key]`` float32 (2, H, W).
@@ -148,6 +150,8 @@ class RandomProbeMapd:
         p, max_probes, radius, band_margin, min_probes: as :func:`random_probe_map`.
         alpha_key, output_key: where the alpha is read and the map goes.
     """
+
+    what = "probe map"
 
     def __init__(
         self,
@@ -167,13 +171,7 @@ class RandomProbeMapd:
             raise MedmatError(f"probe map radius must be >= 0, got {radius!r}")
         self.p, self.max_probes, self.radius, self.band_margin = float(p), max_probes, float(radius), band_margin
         self.min_probes = int(min_probes)
-        self.alpha_key, self.output_key = alpha_key, output_key
+        super().__init__(alpha_key, output_key)
 
-    def __call__(self, data: dict, rng: np.random.Generator) -> dict:
-        if data.get(self.alpha_key) is None:
-            raise MedmatError(f"cannot draw a probe map: the case has no {self.alpha_key!r}")
-        out = dict(data)
-        out[self.output_key] = random_probe_map(
-            data[self.alpha_key], rng, self.p, self.max_probes, self.radius, self.band_margin, self.min_probes
-        )
-        return out
+    def draw(self, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return random_probe_map(alpha, rng, self.p, self.max_probes, self.radius, self.band_margin, self.min_probes)

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+from medmat.errors import MedmatError
+
 SPATIAL_KEYS = ("image", "masks", "alpha", "trimap", "pseudo_mask", "uncertainty")
 
 
@@ -286,4 +288,29 @@ class PseudoMaskd:
     def __call__(self, data: dict, rng: np.random.Generator) -> dict:
         out = dict(data)
         out[self.output_key] = pseudo_mask(data[self.source_key], rng, self.low, self.high)
+        return out
+
+
+class AlphaDrawnMapd:
+    """Base of the dict transforms that add a map drawn at random from the ground-truth alpha
+    (dugMatting's user maps, the probe maps): ``transform(data, rng) -> data`` returns a new dict
+    holding ``data[output_key] = self.draw(data[alpha_key], rng)``; the input is not modified.
+
+    Subclasses set :attr:`what` (the map's name in messages) and implement :meth:`draw`.
+    """
+
+    what = "map"
+
+    def __init__(self, alpha_key: str = "alpha", output_key: str = "map"):
+        self.alpha_key, self.output_key = alpha_key, output_key
+
+    def draw(self, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The map for the (H, W) ``alpha``."""
+        raise NotImplementedError
+
+    def __call__(self, data: dict, rng: np.random.Generator) -> dict:
+        if data.get(self.alpha_key) is None:
+            raise MedmatError(f"cannot draw a {self.what}: the case has no {self.alpha_key!r}")
+        out = dict(data)
+        out[self.output_key] = self.draw(data[self.alpha_key], rng)
         return out

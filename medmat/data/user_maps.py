@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from medmat.data.transforms import AlphaDrawnMapd
 from medmat.errors import MedmatError
 
 #: User map values (App. B.1).
@@ -144,7 +145,7 @@ def random_user_maps(alpha: torch.Tensor, rng: np.random.Generator, **options) -
     return torch.from_numpy(maps).to(alpha.device)
 
 
-class RandomUserMapd:
+class RandomUserMapd(AlphaDrawnMapd):
     """Dict transform adding a random training user map drawn from ``data[alpha_key]``.
 
     ``transform(data, rng) -> data`` like :mod:`medmat.data.transforms` and
@@ -157,6 +158,8 @@ class RandomUserMapd:
         alpha_key: the ground-truth alpha to read.
         output_key: where the map goes.
     """
+
+    what = "user map"
 
     def __init__(
         self,
@@ -174,13 +177,7 @@ class RandomUserMapd:
         if centres not in CENTRE_MODES:
             raise MedmatError(f"user map centres must be one of {', '.join(CENTRE_MODES)}, got {centres!r}")
         self.patch_size, self.p, self.centres, self.tolerance = patch_size, float(p), centres, float(tolerance)
-        self.alpha_key, self.output_key = alpha_key, output_key
+        super().__init__(alpha_key, output_key)
 
-    def __call__(self, data: dict, rng: np.random.Generator) -> dict:
-        if data.get(self.alpha_key) is None:
-            raise MedmatError(f"cannot draw a user map: the case has no {self.alpha_key!r}")
-        out = dict(data)
-        out[self.output_key] = random_user_map(
-            data[self.alpha_key], rng, self.patch_size, self.p, self.centres, self.tolerance
-        )
-        return out
+    def draw(self, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return random_user_map(alpha, rng, self.patch_size, self.p, self.centres, self.tolerance)
