@@ -15,6 +15,7 @@ import pytest
 from scipy import ndimage
 
 from medmat.data.phantom import make_phantom
+from medmat.data.probe_maps import quantised_map
 from medmat.data.sample import Sample
 from medmat.errors import MedmatError
 from medmat.interaction.actions import (
@@ -48,7 +49,6 @@ from medmat.interaction.users import (
     click_position,
     largest_error_region,
     quantise,
-    quantised_map,
     skeleton_path,
     user_band,
 )

@@ -418,12 +418,14 @@ class MattingSession:
     # Prediction and interaction
     # ----------------------------------------------------------------------------------------
 
-    def _predict(self, image: np.ndarray, user_map: np.ndarray) -> tuple[dict[str, np.ndarray], NIG | None]:
-        """One prediction: the model's maps and, for "nig" models, its NIG."""
+    def _predict(self, image: np.ndarray, user_map: np.ndarray,
+                 probes: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], NIG | None]:
+        """One prediction, every one from the same seed: the model's maps and, for "nig" models,
+        its NIG; ``probes`` is the probe map of a model that reads one (:attr:`reads_probes`)."""
         torch.manual_seed(self.seed)
         if self.nig:
             return predict_nig(self.model, image, user_map, num_samples=self.num_samples)
-        return predict(self.model, image, num_samples=self.num_samples), None
+        return predict(self.model, image, num_samples=self.num_samples, probe_map=probes), None
 
     @staticmethod
     def _prior(prediction: dict, nig: NIG | None) -> dict[str, np.ndarray]:
@@ -547,9 +549,7 @@ class MattingSession:
             user_map = step.user_map
         if self.reads_probes and any(isinstance(action, Probe) for action in new):
             # The same seed as the first prediction: the matte changes by the probes alone.
-            torch.manual_seed(self.seed)
-            probes = actions_probe_map(actions, user_map.shape)
-            prior = self._prior(predict(self.model, self.opened.image, num_samples=self.num_samples, probe_map=probes), None)
+            prior = self._prior(*self._predict(self.opened.image, user_map, actions_probe_map(actions, user_map.shape)))
         new_step = self._step(self.opened.image, prior, nig, user_map, actions, start)
         record = {"index": len(self.history), **record, "seconds": round(new_step.seconds, 4),
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage, optimize
 
-from medmat.interaction.actions import PROBE_LEVELS
+from medmat.data.probe_maps import PROBE_LEVELS, quantised_map
 from medmat.interaction.fusion import PRIOR_EPS, logit, sigmoid
-from medmat.interaction.users import ERROR_THRESHOLD, error_map, quantised_map
+from medmat.interaction.users import ERROR_THRESHOLD, error_map
 from medmat.metrics import table_iv_metrics
 from medmat.metrics.matting import region_mask
 
