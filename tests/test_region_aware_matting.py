@@ -170,6 +170,26 @@ def test_multi_scale_decoder_reads_every_scale_at_any_size():
         decoder(maps[:2], query_grid(4, 4, batch=2))
 
 
+@pytest.mark.parametrize("decoder_kind", ["region_aware", "bilinear"])
+def test_a_unit_negative_on_every_query_learns_only_with_the_leaky_activation(decoder_kind):
+    # The stall on Brain-growth: output-block units pushed below zero everywhere never recover
+    # under a ReLU; the leaky ReLU keeps their gradient.
+    maps = [torch.rand(1, 4, 8, 8), torch.rand(1, 4, 4, 4)]
+    gradients = {}
+    for activation in ("relu", "leaky_relu"):
+        torch.manual_seed(0)
+        decoder = MultiScaleImplicitDecoder([4, 4], hidden_channels=3, decoder=decoder_kind, activation=activation)
+        with torch.no_grad():
+            decoder.output_block[0].bias[0] = -1.0e3
+            decoder.output_block[2].weight.fill_(1.0)
+        decoder(maps, query_grid(8, 8)).sum().backward()
+        gradients[activation] = decoder.output_block[0].weight.grad
+    assert torch.all(gradients["relu"][0] == 0) and torch.all(gradients["relu"][1:].abs().sum(1) > 0)
+    assert torch.all(gradients["leaky_relu"].abs().sum(1) > 0)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MultiScaleImplicitDecoder([4], activation="tanh")
+
+
 # --- the model -----------------------------------------------------------------------------------
 
 
@@ -182,6 +202,8 @@ def test_registry_and_option_checks():
         build_model("region_aware_matting", **TINY, scales=4)
     with pytest.raises(MedmatError, match="offset_kernel"):
         build_model("region_aware_matting", **TINY, offset_kernel=0)
+    with pytest.raises(MedmatError, match="decoder_activation must be one of relu, leaky_relu"):
+        build_model("region_aware_matting", **TINY, decoder_activation="gelu")
 
 
 def test_outputs_in_training_and_evaluation():

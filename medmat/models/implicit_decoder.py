@@ -41,6 +41,22 @@ from medmat.models.blocks import conv1x1, conv3x3
 #: Decoders :class:`MultiScaleImplicitDecoder` can use.
 DECODERS = ("region_aware", "local_ensemble", "bilinear")
 
+#: Hidden activations of ``f_theta`` and of the output block. "relu" is the paper's MLP; with
+#: 16 hidden units a large early step can leave a ReLU unit negative on every query, where it
+#: gets no gradient again (on two of four Brain-growth folds 6 and 9 of the output block's 16
+#: units were dead and training stalled, docs/region-aware.md). The leaky ReLU's slope of 0.1
+#: keeps a gradient on such units.
+ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def activation_layer(name: str) -> nn.Module:
+    """The hidden activation called ``name`` (one of :data:`ACTIVATIONS`), as a parameter-free module."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope=0.1)
+    raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
+
 
 def query_grid(
     height: int, width: int, batch: int = 1, device: torch.device | str | None = None, dtype=torch.float32
@@ -142,6 +158,7 @@ class ImplicitFunction(nn.Module):
         out_channels: channels of the decoded value ``M(q)``.
         kernel_size: k, the code slots form a k x k block (2 in the paper; its ablation 1, 2, 3).
         learn_offsets: region-aware (True) or local ensemble (False).
+        activation: the hidden layer's activation, one of :data:`ACTIVATIONS`.
     """
 
     def __init__(
@@ -151,11 +168,13 @@ class ImplicitFunction(nn.Module):
         out_channels: int,
         kernel_size: int = 2,
         learn_offsets: bool = True,
+        activation: str = "relu",
     ):
         super().__init__()
         if kernel_size < 1:
             raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
         self.kernel_size = kernel_size
+        self.activation = activation_layer(activation)
         self.project_codes = conv1x1(in_channels, hidden_channels)
         self.project_relative = nn.Linear(2, hidden_channels, bias=False)
         self.output_layer = nn.Linear(hidden_channels, out_channels)
@@ -210,7 +229,7 @@ class ImplicitFunction(nn.Module):
         codes = sample_codes(self.project_codes(features), positions)  # W_z z + b, (B, Hq, Wq, P, hidden)
         cell = _cells_to_normalized(features.shape[-2:], queries)
         relative = (queries[..., None, :] - positions) / cell
-        hidden = torch.relu(codes + self.project_relative(relative))
+        hidden = self.activation(codes + self.project_relative(relative))
         # sum_i (W h_i + b) = W sum_i h_i + P b: one matrix product per query, not P.
         summed = F.linear(hidden.sum(dim=3), self.output_layer.weight)
         return summed + self.num_slots * self.output_layer.bias
@@ -226,8 +245,9 @@ class BilinearReader(nn.Module):
     Args: as :class:`ImplicitFunction` (no kernel, no offsets).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, hidden_channels: int, out_channels: int, activation: str = "relu"):
         super().__init__()
+        self.activation = activation_layer(activation)
         self.project_codes = conv1x1(in_channels, hidden_channels)
         self.output_layer = nn.Linear(hidden_channels, out_channels)
 
@@ -236,7 +256,7 @@ class BilinearReader(nn.Module):
         sampled = F.grid_sample(
             self.project_codes(features), queries, mode="bilinear", padding_mode="border", align_corners=False
         )
-        return self.output_layer(torch.relu(sampled.permute(0, 2, 3, 1)))
+        return self.output_layer(self.activation(sampled.permute(0, 2, 3, 1)))
 
 
 class MultiScaleImplicitDecoder(nn.Module):
@@ -252,6 +272,7 @@ class MultiScaleImplicitDecoder(nn.Module):
         hidden_channels: width of every ``f_theta`` and of the output block.
         decoder: "region_aware" (Eq. 2), "local_ensemble" (Eq. 1) or "bilinear" (baseline).
         kernel_size: k of the k x k code slots (implicit decoders only).
+        activation: hidden activation of the readers and the output block (:data:`ACTIVATIONS`).
 
     Attributes:
         kind: the ``decoder`` option.
@@ -263,22 +284,28 @@ class MultiScaleImplicitDecoder(nn.Module):
         hidden_channels: int = 16,
         decoder: str = "region_aware",
         kernel_size: int = 2,
+        activation: str = "relu",
     ):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.kind = decoder
         self.readers = nn.ModuleList(
-            BilinearReader(channels, hidden_channels, hidden_channels)
+            BilinearReader(channels, hidden_channels, hidden_channels, activation)
             if decoder == "bilinear"
             else ImplicitFunction(
-                channels, hidden_channels, hidden_channels, kernel_size, learn_offsets=decoder == "region_aware"
+                channels,
+                hidden_channels,
+                hidden_channels,
+                kernel_size,
+                learn_offsets=decoder == "region_aware",
+                activation=activation,
             )
             for channels in feature_channels
         )
         self.output_block = nn.Sequential(
             nn.Linear(hidden_channels * len(feature_channels), hidden_channels),
-            nn.ReLU(inplace=True),
+            activation_layer(activation),
             nn.Linear(hidden_channels, 1),
         )
 

@@ -31,6 +31,7 @@ from torch import nn
 from medmat.errors import MedmatError
 from medmat.models.blocks import ChannelAttention, positive_ints, residual_stage
 from medmat.models.implicit_decoder import (
+    ACTIVATIONS,
     DECODERS,
     MultiScaleImplicitDecoder,
     normalized_to_pixels,
@@ -75,6 +76,7 @@ class MattingUNet(nn.Module):
             upsampled bilinearly; the uncertainty map], and the implicit decoder reads these
             decoder maps instead of the encoder's. Without it the finest map F^1 has seen only
             one unit at full resolution, so the fine alpha rests on shallow features.
+        decoder_activation: hidden activation of the implicit decoder (relu | leaky_relu).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class MattingUNet(nn.Module):
         use_uncertainty_map: bool = True,
         blocks_per_unit: int = 3,
         decoder_path: bool = False,
+        decoder_activation: str = "relu",
     ):
         super().__init__()
         if not 1 <= scales <= len(widths):
@@ -108,7 +111,7 @@ class MattingUNet(nn.Module):
         ) if decoder_path else None
         # ceil_mode keeps odd sizes working, as in the Prob. U-Net.
         self.downsample = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
-        self.decoder = MultiScaleImplicitDecoder(widths, implicit_channels, decoder, offset_kernel)
+        self.decoder = MultiScaleImplicitDecoder(widths, implicit_channels, decoder, offset_kernel, decoder_activation)
 
     def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, uncertainty], dim=1) if self.use_uncertainty_map else x
@@ -171,6 +174,9 @@ class RegionAwareMatting(MattingModel):
         offset_kernel: k, the k x k codes each query decodes (1, 2 or 3; paper 2).
         use_uncertainty_map: False drops the uncertainty map from the Matting U-Net's inputs.
         decoder_path: a U-Net decoder path before the implicit decoder (see :class:`MattingUNet`).
+        decoder_activation: hidden activation of the implicit decoder's MLPs: "relu" (the paper's)
+            or "leaky_relu" (slope 0.1; no unit can die, see
+            :data:`~medmat.models.implicit_decoder.ACTIVATIONS`).
         unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init: the Prob. U-Net, as in
             :class:`~medmat.models.medical_matting.MedicalMatting`.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
@@ -198,6 +204,7 @@ class RegionAwareMatting(MattingModel):
         offset_kernel: int = 2,
         use_uncertainty_map: bool = True,
         decoder_path: bool = False,
+        decoder_activation: str = "relu",
         # The Prob. U-Net, as Medical Matting's.
         unet_filters: Sequence[int] = PRESETS["paper"]["unet_filters"],
         latent_dim: int = PRESETS["paper"]["latent_dim"],
@@ -217,6 +224,10 @@ class RegionAwareMatting(MattingModel):
         (scales,) = positive_ints("scales", scales, 1)
         if decoder not in DECODERS:
             raise MedmatError(f"model option decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        if decoder_activation not in ACTIVATIONS:
+            raise MedmatError(
+                f"model option decoder_activation must be one of {', '.join(ACTIVATIONS)}, got {decoder_activation!r}"
+            )
         if scales > len(widths):
             raise MedmatError(f"model option scales must be <= {len(widths)} (one width per scale), got {scales}")
         if num_fcomb_convs < 2:
@@ -233,6 +244,7 @@ class RegionAwareMatting(MattingModel):
             implicit_channels,
             use_uncertainty_map,
             decoder_path=bool(decoder_path),
+            decoder_activation=decoder_activation,
         )
         self.spec = ModelSpec(
             in_channels=in_channels,
