@@ -484,3 +484,21 @@ def test_offsets_figure_is_written(tmp_path):
     image = _phantom(batch=1)["image"][0].numpy()
     path = learned_offsets_figure(tmp_path / "offsets.png", model, image, count=3, title="tiny")
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_dead_units_script_finds_a_unit_that_never_fires():
+    script = load_benchmark("dead_units")
+    torch.manual_seed(0)
+    model = build_model("region_aware_matting", **TINY).eval()
+    with torch.no_grad():
+        model.matting_net.decoder.output_block[0].bias[0] = -1.0e3
+    images = [np.random.default_rng(seed).random((1, 16, 16)) for seed in range(2)]
+    fractions = script.active_fractions(model, "matting_net.decoder", images)
+    assert set(fractions) == {"readers.0.activation", "readers.1.activation", "readers.2.activation", "output_block.1"}
+    output_block = fractions["output_block.1"]
+    assert output_block.shape == (TINY["implicit_channels"],) and output_block[0] == 0
+    assert torch.all((output_block >= 0) & (output_block <= 1)) and output_block.max() > 0
+    with pytest.raises(MedmatError, match="no submodule"):
+        script.active_fractions(model, "matting_net.nowhere", images)
+    with pytest.raises(MedmatError, match="no ReLU"):
+        script.active_fractions(model, "matting_net.attention.mlp.0", images)  # a Linear layer

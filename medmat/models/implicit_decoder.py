@@ -41,11 +41,11 @@ from medmat.models.blocks import conv1x1, conv3x3
 #: Decoders :class:`MultiScaleImplicitDecoder` can use.
 DECODERS = ("region_aware", "local_ensemble", "bilinear")
 
-#: Hidden activations of ``f_theta`` and of the output block. "relu" is the paper's MLP; with
-#: 16 hidden units a large early step can leave a ReLU unit negative on every query, where it
-#: gets no gradient again (on two of four Brain-growth folds 6 and 9 of the output block's 16
-#: units were dead and training stalled, docs/region-aware.md). The leaky ReLU's slope of 0.1
-#: keeps a gradient on such units.
+#: Hidden activations of ``f_theta`` and of the output block. "relu" is the paper's MLP; a ReLU
+#: unit pushed below zero on every query gets no gradient again: the `region_aware_matting_cpu`
+#: Brain-growth folds ended with 4-5 of the output block's 16 units never active and 4-9 active
+#: on under 1 % of the queries (benchmarks/dead_units.py, docs/region-aware.md). The leaky
+#: ReLU's slope of 0.1 keeps a gradient on such units.
 ACTIVATIONS = ("relu", "leaky_relu")
 
 
