@@ -50,7 +50,8 @@ RUN="$OUTPUT/crossval-$CONFIG"
 # crossval_cost.py times the cross-validation and its peak memory (cost.json in the run folder).
 "$PYTHON" benchmarks/crossval_cost.py --config "$CONFIG" --run-dir "$RUN" --jobs "$JOBS" --resume \
     --set "data.dataset=$DATA" "${SETTINGS[@]}" > "$OUTPUT/crossval.txt"
-"$PYTHON" benchmarks/predict_throughput.py --run "$RUN/fold-0" --images 32 --batch-sizes 1,8 > "$OUTPUT/throughput.txt"
+"$PYTHON" benchmarks/predict_throughput.py --run "$RUN/fold-0" --images 32 --batch-sizes 1,8 \
+    --json "$OUTPUT/throughput.json" > "$OUTPUT/throughput.txt"
 
 "$PYTHON" - "$MODE" "$RUN" "$OUTPUT" <<'EOF'
 import json, sys
@@ -59,6 +60,7 @@ from pathlib import Path
 mode, run, output = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 summary = json.loads((run / "summary.json").read_text())
 cost = json.loads((run / "cost.json").read_text())
+throughput = json.loads((output / "throughput.json").read_text())
 iv = summary["table_iv"]["mean"]
 table_v = summary["table_v"]
 lines = [f"# medmat GPU check ({mode})", "",
@@ -69,14 +71,13 @@ lines = [f"# medmat GPU check ({mode})", "",
          f"{iv['SAD']:.4f} / {iv['MSE']:.4f} / {iv['Grad']:.4f} / {iv['Conn']:.4f} |",
          f"| Table V GED / Dice (mean ± std over folds) | {table_v['fold_mean']['GED']:.4f} ± "
          f"{table_v['fold_std']['GED']:.4f} / {table_v['fold_mean']['Dice']:.4f} ± {table_v['fold_std']['Dice']:.4f} |"]
-machine = []
-for line in (output / "throughput.txt").read_text().splitlines():
-    if line.startswith(("cpu:", "cuda:")):
-        device, _, rest = line.partition(": ")
-        lines.append(f"| prediction, {device}, {rest.rsplit(': ', 1)[0]} | {rest.rsplit(': ', 1)[1]} |")
-    elif line.startswith("machine:"):
-        machine.append(line)
-report = "\n".join(lines + [""] + machine) + "\n"
+for rate in throughput["rates"]:
+    lines.append(f"| prediction, {rate['device']}, {rate['model']} {rate['size']}², {rate['samples']} samples, "
+                 f"batch {rate['batch_size']} | {rate['slices_per_second']:.2f} slices/s |")
+machine = throughput["machine"]
+gpu = f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ", no GPU"
+lines += ["", f"machine: {machine['machine']}, {machine['cpu_count']} cores{gpu}, torch {machine['torch']}"]
+report = "\n".join(lines) + "\n"
 (output / "gpu_check.md").write_text(report)
 print(report)
 EOF

@@ -17,8 +17,9 @@ def describe_machine() -> dict:
 
     Returns:
         ``{"platform", "machine", "processor", "cpu_count", "python", "torch", "torch_threads",
-        "load_average"}``; "torch" (version) and "torch_threads" (this process's) are None when
-        the benchmark has not imported torch (one that only times child processes).
+        "cuda_device", "load_average"}``; "torch" (version) and "torch_threads" (this process's) are
+        None when the benchmark has not imported torch (one that only times child processes);
+        "cuda_device" is the first CUDA GPU's name, None without one.
     """
     torch = sys.modules.get("torch")
     return {
@@ -29,6 +30,7 @@ def describe_machine() -> dict:
         "python": platform.python_version(),
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch is not None and torch.cuda.is_available() else None,
         "load_average": list(os.getloadavg()),
     }
 
