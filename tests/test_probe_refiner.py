@@ -234,6 +234,7 @@ def test_init_from_loads_the_fold_s_base_into_the_refiner(tmp_path):
     network = build_model_from_config(plain)
     load_initial_weights(network, plain)
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in network.state_dict().items())
+    assert model.base_model() is model.base and network.base_model() is None  # the contract says which is wrapped
 
 
 def test_init_from_refuses_another_split_and_weights_that_fit_nothing(tmp_path):

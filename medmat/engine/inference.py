@@ -79,8 +79,8 @@ def load_initial_weights(model: MattingModel, config: dict) -> Path | None:
 
     The source is a run folder or checkpoint; ``{fold}`` in it stands for this run's fold, so a
     cross-validation starts every fold from the same fold of another run. The weights go into the
-    model when they fit it, else into its ``base`` (a wrapper's: :mod:`medmat.models.probe_refiner`
-    refines a trained model). The source must have held out the same cases: its split and dataset
+    model when they fit it, else into the model it wraps (:meth:`MattingModel.base_model`:
+    :mod:`medmat.models.probe_refiner` refines a trained model). The source must have held out the same cases: its split and dataset
     must be this run's, or its weights would have seen this fold's test cases.
 
     Returns:
@@ -103,7 +103,7 @@ def load_initial_weights(model: MattingModel, config: dict) -> Path | None:
         if mine != theirs:
             raise MedmatError(f"train.init_from was trained with another {section}{'.' + key if key else ''} "
                               f"({theirs!r}, this run {mine!r}): its weights may have seen this fold's test cases", path)
-    targets = [model] + [module for name, module in model.named_children() if name == "base"]
+    targets = [model] + ([model.base_model()] if model.base_model() is not None else [])
     for target in targets:
         try:
             target.load_state_dict(payload["model"])

@@ -147,7 +147,7 @@ class MattingModel(nn.Module):
     """Base class of every medmat model (see the module docstring for the contract).
 
     A subclass sets :attr:`spec` in its constructor and implements :meth:`forward`; it may
-    override :meth:`alpha_features_layer` and :meth:`training_transform`.
+    override :meth:`alpha_features_layer`, :meth:`training_transform` and :meth:`base_model`.
     """
 
     spec: ModelSpec
@@ -161,6 +161,14 @@ class MattingModel(nn.Module):
 
     def training_transform(self) -> Callable | None:
         """A ``(data: dict of numpy arrays, rng) -> data`` transform for every training item, or None."""
+        return None
+
+    def base_model(self) -> MattingModel | None:
+        """The whole model this one wraps (a NIG head's or a refiner's base), or None.
+
+        The engine loads a trained run's weights into it when they do not fit the wrapper
+        (``train.init_from``).
+        """
         return None
 
     def check_batch(self, batch: Mapping[str, torch.Tensor]) -> None:

@@ -199,6 +199,9 @@ class NIGMatting(MattingModel):
     def _layer_name(self, layer: nn.Module) -> str:
         return next(name for name, module in self.base.named_modules() if module is layer)
 
+    def base_model(self) -> MattingModel:
+        return self.base
+
     def training_transform(self):
         """dugMatting's random training user maps (App. B.1), drawn by the dataset, or None."""
         if not self.random_user_maps:

@@ -210,6 +210,9 @@ class ProbeRefiner(MattingModel):
             self.base.eval()  # batch-norm statistics and the prior's samples stay the trained base's
         return self
 
+    def base_model(self) -> MattingModel:
+        return self.base
+
     def alpha_features_layer(self) -> nn.Module:
         return self.refiner.head
 
