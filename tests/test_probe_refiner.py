@@ -183,6 +183,36 @@ def test_a_trained_refiner_leaves_an_image_without_probes_to_its_base(single_thr
     assert torch.all(loose({"image": image, "probe_map": probes})["alpha"][1] > base["alpha"][1])
 
 
+def test_a_frozen_base_runs_once_while_only_the_probes_change(single_thread):
+    model = _refiner().eval()
+    with torch.no_grad():
+        model.refiner.head.weight.fill_(0.5)  # as if trained: offsets that follow the probes
+    calls = []
+    model.base.register_forward_hook(lambda *args: calls.append(1))
+    image, _ = soft_discs(32)
+    clicks = [torch.from_numpy(np.stack([probe_map((32, 32), [(16, y, 1.0)])] * 2)) for y in (8, 24)]
+
+    def run(batch, seed=1):
+        torch.manual_seed(seed)
+        return model(batch)["alpha"]
+
+    first, second = run({"image": image, "probe_map": clicks[0]}), run({"image": image, "probe_map": clicks[1]})
+    assert len(calls) == 1 and not torch.equal(first, second)
+    model._last_base = None  # what the model gives without the kept outputs
+    assert torch.equal(run({"image": image, "probe_map": clicks[1]}), second) and len(calls) == 2
+    # Anything the base's outputs depend on runs it again: the image, the random state, its weights,
+    # training mode.
+    run({"image": image.flip(-1), "probe_map": clicks[1]})
+    run({"image": image.flip(-1), "probe_map": clicks[1]}, seed=2)
+    assert len(calls) == 4
+    model.base.load_state_dict(model.base.state_dict())
+    run({"image": image.flip(-1), "probe_map": clicks[1]}, seed=2)
+    assert len(calls) == 5
+    model.train()
+    run({"image": image, "probe_map": clicks[0]}), run({"image": image, "probe_map": clicks[0]})
+    assert len(calls) == 7
+
+
 def test_refiner_options_are_checked():
     with pytest.raises(MedmatError, match="base"):
         build_model_from_config(tiny_phantom_config({"name": "probe_refiner", "base": "medical_matting"}, REFINER_LOSS))

@@ -40,6 +40,7 @@ binary entropy of the refined alpha) when the base gives one.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -192,6 +193,7 @@ class ProbeRefiner(MattingModel):
         if self.freeze_base:
             self.base.requires_grad_(False)
             self.base.eval()
+        self._last_base: tuple | None = None  # (what the outputs depend on, the base's outputs)
         # image, base logit, uncertainty, probe weight, probe answer
         self.refiner = RefinementUNet(self.in_channels + 2 + PROBE_MAP_CHANNELS, widths)
         base_spec = self.base.spec
@@ -223,11 +225,39 @@ class ProbeRefiner(MattingModel):
         return RandomProbeMapd(min_probes=int(self.identity_without_probes))
 
     def _base_outputs(self, batch: Mapping[str, torch.Tensor], num_samples: int | None) -> dict[str, torch.Tensor]:
+        """The base's outputs for ``batch`` without its probe map.
+
+        A frozen base in eval mode gives the same outputs for the same inputs, weights and random
+        state whatever the probes are, and an interaction re-predicts one image after every click:
+        the last call's outputs are kept and reused while those stay the same (the base is most
+        of a re-prediction's time).
+        """
         base_batch = {key: value for key, value in batch.items() if key != "probe_map"}
         if not self.freeze_base:
             return self.base(base_batch, num_samples)
+        key = None if self.training else self._base_key(base_batch, num_samples)
+        if key is not None and self._last_base is not None and self._last_base[0] == key:
+            return self._last_base[1]
         with torch.no_grad():
-            return self.base(base_batch, num_samples)
+            outputs = self.base(base_batch, num_samples)
+        self._last_base = None if key is None else (key, outputs)
+        return outputs
+
+    def _base_key(self, base_batch: Mapping[str, torch.Tensor], num_samples: int | None) -> tuple:
+        """What the frozen base's outputs depend on: inputs, N, the random state, autocast and the weights."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name in sorted(base_batch):
+            value = base_batch[name].detach()
+            digest.update(f"{name}{tuple(value.shape)}{value.dtype}{value.device}".encode())
+            digest.update(value.contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
+        device = base_batch["image"].device
+        digest.update(torch.get_rng_state().numpy().tobytes())
+        if device.type == "cuda":
+            digest.update(torch.cuda.get_rng_state(device).numpy().tobytes())
+        autocast = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
+        # In-place updates (load_state_dict, an optimiser) bump a tensor's version counter.
+        weights = tuple((id(tensor), tensor._version) for tensor in (*self.base.parameters(), *self.base.buffers()))
+        return digest.hexdigest(), num_samples, autocast, weights
 
     def _perturbation(self, logit: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
         """A random smooth logit offset (B, 1, H, W) for training (module docstring)."""
