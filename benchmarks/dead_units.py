@@ -73,8 +73,7 @@ def main(argv=None) -> int:
     report, lines = {"run": args.run, "module": args.module, "cases": args.cases, "folds": {}}, []
     try:
         for fold in folds:
-            model, config = load_run(fold)
-            model.eval()
+            model, config = load_run(fold)  # predict() runs it in eval mode
             images = [sample.image for sample in load_samples(config)[: args.cases]]
             fractions = active_fractions(model, args.module, images)
             report["folds"][fold.name] = {

@@ -196,8 +196,11 @@ def test_a_frozen_base_runs_once_while_only_the_probes_change(single_thread):
         torch.manual_seed(seed)
         return model(batch)["alpha"]
 
-    first, second = run({"image": image, "probe_map": clicks[0]}), run({"image": image, "probe_map": clicks[1]})
+    first = run({"image": image, "probe_map": clicks[0]})
+    after_the_base = torch.get_rng_state()
+    second = run({"image": image, "probe_map": clicks[1]})
     assert len(calls) == 1 and not torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), after_the_base)  # a reuse leaves the random state as the base did
     model._last_base = None  # what the model gives without the kept outputs
     assert torch.equal(run({"image": image, "probe_map": clicks[1]}), second) and len(calls) == 2
     # Anything the base's outputs depend on runs it again: the image, the random state, its weights,

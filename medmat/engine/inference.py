@@ -80,8 +80,9 @@ def load_initial_weights(model: MattingModel, config: dict) -> Path | None:
     The source is a run folder or checkpoint; ``{fold}`` in it stands for this run's fold, so a
     cross-validation starts every fold from the same fold of another run. The weights go into the
     model when they fit it, else into the model it wraps (:meth:`MattingModel.base_model`:
-    :mod:`medmat.models.probe_refiner` refines a trained model). The source must have held out the same cases: its split and dataset
-    must be this run's, or its weights would have seen this fold's test cases.
+    :mod:`medmat.models.probe_refiner` refines a trained model). The source must have held out the
+    same cases: its split and dataset must be this run's, or its weights would have seen this
+    fold's test cases.
 
     Returns:
         The checkpoint read, or None when ``init_from`` is not set.
@@ -103,8 +104,8 @@ def load_initial_weights(model: MattingModel, config: dict) -> Path | None:
         if mine != theirs:
             raise MedmatError(f"train.init_from was trained with another {section}{'.' + key if key else ''} "
                               f"({theirs!r}, this run {mine!r}): its weights may have seen this fold's test cases", path)
-    targets = [model] + ([model.base_model()] if model.base_model() is not None else [])
-    for target in targets:
+    base = model.base_model()
+    for target in (model,) if base is None else (model, base):
         try:
             target.load_state_dict(payload["model"])
             return path

@@ -113,6 +113,18 @@ def error_probe_maps(prior: torch.Tensor, alpha_gt: torch.Tensor, p: float = PRO
     return torch.cat([weight, answer * weight], dim=1)
 
 
+def _random_state(device: torch.device) -> tuple[torch.Tensor, ...]:
+    """torch's CPU generator state, and the device's for a CUDA device."""
+    return (torch.get_rng_state(),) + ((torch.cuda.get_rng_state(device),) if device.type == "cuda" else ())
+
+
+def _set_random_state(state: tuple[torch.Tensor, ...], device: torch.device) -> None:
+    """Restore a :func:`_random_state`."""
+    torch.set_rng_state(state[0])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state[1], device)
+
+
 class RefinementUNet(nn.Module):
     """A small U-Net: (B, in_channels, H, W) -> (B, 1, H, W) offsets, zero at initialisation.
 
@@ -193,7 +205,8 @@ class ProbeRefiner(MattingModel):
         if self.freeze_base:
             self.base.requires_grad_(False)
             self.base.eval()
-        self._last_base: tuple | None = None  # (what the outputs depend on, the base's outputs)
+        # (what the outputs depend on, the base's outputs, the random state after its run)
+        self._last_base: tuple | None = None
         # image, base logit, uncertainty, probe weight, probe answer
         self.refiner = RefinementUNet(self.in_channels + 2 + PROBE_MAP_CHANNELS, widths)
         base_spec = self.base.spec
@@ -230,17 +243,20 @@ class ProbeRefiner(MattingModel):
         A frozen base in eval mode gives the same outputs for the same inputs, weights and random
         state whatever the probes are, and an interaction re-predicts one image after every click:
         the last call's outputs are kept and reused while those stay the same (the base is most
-        of a re-prediction's time).
+        of a re-prediction's time). A reuse also leaves the random state where the base's own run
+        left it, so that what the caller draws next does not depend on the reuse.
         """
         base_batch = {key: value for key, value in batch.items() if key != "probe_map"}
         if not self.freeze_base:
             return self.base(base_batch, num_samples)
         key = None if self.training else self._base_key(base_batch, num_samples)
         if key is not None and self._last_base is not None and self._last_base[0] == key:
-            return self._last_base[1]
+            _, outputs, random_state = self._last_base
+            _set_random_state(random_state, base_batch["image"].device)
+            return outputs
         with torch.no_grad():
             outputs = self.base(base_batch, num_samples)
-        self._last_base = None if key is None else (key, outputs)
+        self._last_base = None if key is None else (key, outputs, _random_state(base_batch["image"].device))
         return outputs
 
     def _base_key(self, base_batch: Mapping[str, torch.Tensor], num_samples: int | None) -> tuple:
@@ -251,9 +267,8 @@ class ProbeRefiner(MattingModel):
             digest.update(f"{name}{tuple(value.shape)}{value.dtype}{value.device}".encode())
             digest.update(value.contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
         device = base_batch["image"].device
-        digest.update(torch.get_rng_state().numpy().tobytes())
-        if device.type == "cuda":
-            digest.update(torch.cuda.get_rng_state(device).numpy().tobytes())
+        for state in _random_state(device):
+            digest.update(state.numpy().tobytes())
         autocast = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         # In-place updates (load_state_dict, an optimiser) bump a tensor's version counter.
         weights = tuple((id(tensor), tensor._version) for tensor in (*self.base.parameters(), *self.base.buffers()))
