@@ -20,6 +20,7 @@ The ratios to the first config come from this one run. Defaults are tiny so the 
 in seconds; the lite numbers are ``--size 128 --repeats 5``.
 
     python benchmarks/model_cost.py [--configs lite adamatting_lite ...] [--set KEY=VALUE]
+        [--variant KEY=VALUE ...]   # the first config again with one change, e.g. wider units
         [--size 128 --repeats 5] [--batch-size B] [--samples 8] [--threads 1] [--json PATH]
         [--arithmetic fp32 bf16 bf16+cl]    # every config's step in each training arithmetic
 """
@@ -228,6 +229,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "(default: lite and every other packaged *_lite config)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every config, e.g. --set model.num_samples=4 (repeatable)")
+    parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="KEY=VALUE",
+                        help="one more row: the first config with this override (after --set), named "
+                             "'config KEY=VALUE', e.g. --variant model.matting_channels=[32,128] (repeatable)")
     parser.add_argument("--size", type=int, default=32, help="image side (lite: 128)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the first config's optim.batch_size")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats after one warm-up")
@@ -245,16 +249,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     names = args.configs or default_configs()
     configs = [load_config(name, args.overrides) for name in names]
+    # A variant is the first config with one more override: its ratio to the first row is the
+    # cost of that one change, measured in the same run.
+    labels = [config_label(name) for name in names] + [f"{config_label(names[0])} {v}" for v in args.variants]
+    configs += [load_config(names[0], [*args.overrides, variant]) for variant in args.variants]
     if args.batch_size is None:
         args.batch_size = configs[0]["optim"]["batch_size"]
     batch = training_batch(args.batch_size, args.size)
     rows = []
-    for name, config in zip(names, configs):
+    for name, config in zip(labels, configs):
         for index, arithmetic in enumerate(args.arithmetic):
-            label = config_label(name) if index == 0 else f"{config_label(name)}[{arithmetic}]"
+            label = name if index == 0 else f"{name}[{arithmetic}]"
             rows.append(measure(config, label, batch, args, arithmetic))
     report = {
-        "configs": list(names), "overrides": list(args.overrides), "arithmetic": list(args.arithmetic), "size": args.size,
+        "configs": list(names), "overrides": list(args.overrides), "variants": list(args.variants), "arithmetic": list(args.arithmetic), "size": args.size,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads, "repeats": args.repeats,
         "epoch_steps": math.ceil(FOLD_TRAINING_CASES / args.batch_size),
         "rows": rows, "ratios": ratios(rows),

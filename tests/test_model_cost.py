@@ -88,3 +88,15 @@ def test_yaml_configs_and_overrides_apply_to_every_model(script, capsys, tmp_pat
         assert row["parameters"] == _parameter_count(narrow) < _parameter_count(build_model_from_config(load_config(config)))
         assert row["epoch_s"] == pytest.approx(10 * row["step_s"])  # ceil(29 / 3) steps
     assert lines[0].startswith("16x16, batch 3, 2 samples")
+
+
+def test_a_variant_is_the_first_config_with_one_more_override(script, capsys, tmp_path):
+    wide = "model.matting_channels=[32,64]"
+    report, lines = _run(script, capsys, tmp_path, "--configs", "lite", "--variant", wide)
+    assert [row["model"] for row in report["rows"]] == ["lite", f"lite {wide}"] and report["variants"] == [wide]
+    reference, variant = report["rows"]
+    assert variant["parameters"] == _parameter_count(build_model_from_config(load_config("lite", [wide])))
+    assert variant["matting_parameters"] > reference["matting_parameters"]  # only the matting network widened
+    assert variant["parameters"] - variant["matting_parameters"] == reference["parameters"] - reference["matting_parameters"]
+    assert report["ratios"][1]["step_s"] == pytest.approx(variant["step_s"] / reference["step_s"])
+    assert any(line.startswith(f"lite {wide}") for line in lines)
