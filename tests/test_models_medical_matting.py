@@ -12,7 +12,7 @@ from medmat.losses import build_criterion
 from medmat.engine.inference import predict
 from medmat.models import build_model, list_models
 from medmat.models.medical_matting import PRESETS, MattingNetwork, MedicalMatting
-from medmat.models.blocks import ChannelAttention, ResidualBlock
+from medmat.models.blocks import ChannelAttention, ResidualBlock, cat_channels
 from medmat.models.prob_unet import Fcomb
 from tiny_configs import soft_discs, tiny_network
 
@@ -234,13 +234,51 @@ def test_tiny_model_overfits_one_phantom():
     optimiser = torch.optim.Adam(list(model.parameters()) + list(criterion.parameters()), lr=1e-2)
     batch = _phantom(size=24, batch=1)
     history = []
-    for step in range(50):
+    for step in range(80):
         optimiser.zero_grad()
-        total, parts = criterion(model(batch), batch, epoch=step, num_epochs=50)
+        total, parts = criterion(model(batch), batch, epoch=step, num_epochs=80)
         total.backward()
         optimiser.step()
         history.append(parts)
-    assert history[-1]["total"] < 0.1 * history[0]["total"]
-    assert history[-1]["alpha_l1"] < 0.15 * history[0]["alpha_l1"]
-    assert history[-1]["alpha_gradient"] < 0.5 * history[0]["alpha_gradient"]
-    assert history[-1]["ce"] < 0.5 * history[0]["ce"]
+    at_50 = history[49]
+    assert at_50["total"] < 0.1 * history[0]["total"]
+    assert at_50["alpha_l1"] < 0.15 * history[0]["alpha_l1"]
+    assert at_50["alpha_gradient"] < 0.5 * history[0]["alpha_gradient"]
+    # The masks' cross-entropy falls later: after 50 steps it is 0.36-0.56 of the first step's
+    # depending on the order of float sums (threads, memory layout), after 80 under 0.12.
+    last_ce = sum(parts["ce"] for parts in history[-10:]) / 10
+    assert last_ce < 0.3 * history[0]["ce"]
+
+
+def test_cat_channels_keeps_the_features_dtype_and_layout():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.rand(2, 8, 6, 5, generator=generator).bfloat16().contiguous(memory_format=torch.channels_last)
+    uncertainty = torch.rand(2, 1, 6, 5, generator=generator, requires_grad=True)  # float32, one channel
+    joined = cat_channels([features, uncertainty])
+    plain = torch.cat([features, uncertainty], dim=1)
+    # torch.cat would give float32 in the default layout, which every convolution copies back
+    assert plain.dtype == torch.float32 and not plain.is_contiguous(memory_format=torch.channels_last)
+    assert joined.dtype == torch.bfloat16 and joined.is_contiguous(memory_format=torch.channels_last)
+    assert joined.shape == (2, 9, 6, 5)
+    torch.testing.assert_close(joined.float(), plain.to(torch.bfloat16).float(), rtol=0, atol=0)
+    joined[:, 8].float().sum().backward()  # the map still learns through the join
+    assert uncertainty.grad.dtype == torch.float32 and torch.all(uncertainty.grad == 1)
+    # Default-layout features: the default layout, and torch.cat's values when the dtypes agree.
+    image = torch.rand(2, 1, 6, 5, generator=generator)
+    latent = torch.rand(2, 4, 6, 5, generator=generator)
+    assert cat_channels([image, latent]).is_contiguous()
+    torch.testing.assert_close(cat_channels([image, latent]), torch.cat([image, latent], dim=1), rtol=0, atol=0)
+
+
+def test_matting_network_under_bf16_autocast_gives_what_plain_concatenation_gives(monkeypatch):
+    torch.manual_seed(0)
+    network = MattingNetwork(image_channels=1, latent_channels=4, channels=(8, 8)).eval()
+    network = network.to(memory_format=torch.channels_last)
+    image, latent, uncertainty = torch.rand(1, 1, 16, 16), torch.rand(1, 4, 16, 16), torch.rand(1, 1, 16, 16)
+    latent = latent.bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        joined = network(image, latent, uncertainty)
+        monkeypatch.setattr("medmat.models.medical_matting.cat_channels", lambda tensors: torch.cat(tensors, dim=1))
+        plain = network(image, latent, uncertainty)
+    # The convolutions' own autocast casts round the float32 inputs exactly as the join does.
+    torch.testing.assert_close(joined, plain, rtol=0, atol=0)

@@ -35,7 +35,7 @@ from torch import nn
 
 from medmat.data.trimap import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap
 from medmat.errors import MedmatError
-from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, positive_ints, residual_stage
+from medmat.models.blocks import ResidualBlock, cat_channels, conv3x3, conv_norm_relu, positive_ints, residual_stage
 from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import register_model
 
@@ -231,7 +231,7 @@ class PropagationUnit(nn.Module):
     ) -> torch.Tensor:
         state = None
         for _ in range(steps):
-            x = self.features(torch.cat([image, trimap_probabilities, torch.sigmoid(alpha_logits)], dim=1))
+            x = self.features(cat_channels([image, trimap_probabilities, torch.sigmoid(alpha_logits)]))
             state = self.cell(x, state)
             alpha_logits = alpha_logits + self.readout(state[0])
         return alpha_logits

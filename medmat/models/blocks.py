@@ -14,6 +14,24 @@ from torch import nn
 from medmat.errors import MedmatError
 
 
+def cat_channels(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B, C_i, H, W) tensors -> (B, sum C_i, H, W), in the dtype and memory format of the one with
+    the most channels (the features; the others are maps or the image).
+
+    ``torch.cat`` alone promotes a float32 map joined to bfloat16 features (autocast) to float32,
+    and joins a one-channel map, whose strides fit both layouts, to channels-last features in the
+    default layout: every convolution reading the result then copies it back, forward and backward
+    (16 copies of the full-resolution input per Medical Matting step, benchmarks/step_profile.py).
+    The values are those the convolution's own autocast cast would give.
+    """
+    reference = max(tensors, key=lambda tensor: tensor.shape[1])
+    tensors = [tensor.to(reference.dtype) for tensor in tensors]
+    if reference.dim() == 4 and reference.is_contiguous(memory_format=torch.channels_last) and not reference.is_contiguous():
+        # Joined along the last axis of the (B, H, W, C) views: the result is channels-last.
+        return torch.cat([tensor.permute(0, 2, 3, 1) for tensor in tensors], dim=3).permute(0, 3, 1, 2)
+    return torch.cat(tensors, dim=1)
+
+
 def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
     """A 3x3 convolution, stride 1, padding 1: (B, in, H, W) -> (B, out, H, W)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import ChannelAttention, conv3x3, positive_ints, residual_stage
+from medmat.models.blocks import ChannelAttention, cat_channels, conv3x3, positive_ints, residual_stage
 from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.prob_unet import PROB_UNET_OUTPUTS, ProbabilisticUNet, masks_and_uncertainty, matting_outputs
 from medmat.models.registry import register_model
@@ -77,10 +77,10 @@ class MattingNetwork(nn.Module):
         )
 
     def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, uncertainty], dim=1) if self.use_uncertainty_map else x
+        return cat_channels([x, uncertainty]) if self.use_uncertainty_map else x
 
     def forward(self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
-        x = self.unit1(self._with_map(torch.cat([image, latent_features], dim=1), uncertainty))
+        x = self.unit1(self._with_map(cat_channels([image, latent_features]), uncertainty))
         x = self.attention(x)
         x = self.unit2(self._with_map(x, uncertainty))
         x = self.unit3(self._with_map(x, uncertainty))

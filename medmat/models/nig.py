@@ -48,7 +48,7 @@ from torch import nn
 
 from medmat.data.user_maps import PATCH_COUNT_P, PATCH_SIZE, RandomUserMapd, random_user_maps
 from medmat.errors import MedmatError
-from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
+from medmat.models.blocks import cat_channels, conv1x1, conv_norm_relu, positive_ints
 from medmat.models.contract import NIG_OUTPUTS, MattingModel, ModelSpec
 from medmat.models.registry import build_base_model, register_model
 from medmat.uncertainty import lesion_uncertainty
@@ -261,7 +261,7 @@ class NIGMatting(MattingModel):
         features = self._shared_features(image, user_map, base_alpha_in)
         if self.detach_base and self.stem is None:
             features = features.detach()
-        nig = self.head(torch.cat([features, logit], dim=1))
+        nig = self.head(cat_channels([features, logit]))
 
         outputs = {key: value for key, value in base_outputs.items() if key != "alpha"}
         outputs["base_alpha"] = base_alpha

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import ChannelAttention, positive_ints, residual_stage
+from medmat.models.blocks import ChannelAttention, cat_channels, positive_ints, residual_stage
 from medmat.models.implicit_decoder import (
     ACTIVATIONS,
     DECODERS,
@@ -114,14 +114,14 @@ class MattingUNet(nn.Module):
         self.decoder = MultiScaleImplicitDecoder(widths, implicit_channels, decoder, offset_kernel, decoder_activation)
 
     def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, uncertainty], dim=1) if self.use_uncertainty_map else x
+        return cat_channels([x, uncertainty]) if self.use_uncertainty_map else x
 
     def encode(
         self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor
     ) -> list[torch.Tensor]:
         """The feature maps F^1 .. F^scales, finest first: (B, widths[s], H / 2^s, W / 2^s)."""
         features, uncertainty_maps = [], []
-        x = torch.cat([image, latent_features], dim=1)
+        x = cat_channels([image, latent_features])
         for level, unit in enumerate(self.units):
             if level > 0:
                 x, uncertainty = self.downsample(x), self.downsample(uncertainty)
