@@ -2,7 +2,7 @@
 forward + criterion + backward + Adam on a (batch, 1, size, size) batch in a given arithmetic, and
 the seconds the training dataset needs to prepare one item (augmentations, pseudo mask, trimaps).
 
-    python benchmarks/step_profile.py --config lite --arithmetic bf16+cl --size 128 [--threads 1] [--rows 25]
+    python benchmarks/step_profile.py --config lite --arithmetic bf16+cl --size 128 [--threads 1] [--rows 25] [--shapes]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps, after one warm-up")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--shapes", action="store_true",
+                        help="one row per operator and input shapes (which tensors the copies are)")
     parser.add_argument("--items", type=int, default=20, help="dataset items timed (0: skip)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,12 +51,12 @@ def main() -> None:
         optimizer.step()
 
     one_step()
-    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as profiler:
         for _ in range(args.steps):
             one_step()
     print(f"{args.config} [{args.arithmetic}], {args.size}x{args.size}, batch {config['optim']['batch_size']}, "
           f"{args.threads} thread(s), {args.steps} steps")
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    print(profiler.key_averages(group_by_input_shape=args.shapes).table(sort_by="self_cpu_time_total", row_limit=args.rows))
     if args.items:
         samples = load_samples(config)[: args.items]
         dataset = MattingDataset(samples, training=True, seed=config["seed"], size=input_size(config),

@@ -21,7 +21,7 @@ def cat_channels(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     ``torch.cat`` alone promotes a float32 map joined to bfloat16 features (autocast) to float32,
     and joins a one-channel map, whose strides fit both layouts, to channels-last features in the
     default layout: every convolution reading the result then copies it back, forward and backward
-    (16 copies of the full-resolution input per Medical Matting step, benchmarks/step_profile.py).
+    (24 copies of full-resolution joins per `lite` step: ``benchmarks/step_profile.py --shapes``).
     The values are those the convolution's own autocast cast would give.
     """
     reference = max(tensors, key=lambda tensor: tensor.shape[1])
