@@ -262,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             label = name if index == 0 else f"{name}[{arithmetic}]"
             rows.append(measure(config, label, batch, args, arithmetic))
     report = {
-        "configs": list(names), "overrides": list(args.overrides), "variants": list(args.variants), "arithmetic": list(args.arithmetic), "size": args.size,
+        "configs": list(names), "overrides": list(args.overrides), "variants": list(args.variants),
+        "arithmetic": list(args.arithmetic), "size": args.size,
         "batch_size": args.batch_size, "samples": args.samples, "threads": args.threads, "repeats": args.repeats,
         "epoch_steps": math.ceil(FOLD_TRAINING_CASES / args.batch_size),
         "rows": rows, "ratios": ratios(rows),
