@@ -16,7 +16,11 @@ from medmat.data.probe_maps import (
     random_probe_map,
     transition_band,
 )
+from medmat.data.splits import save_split
 from medmat.engine import train
+from medmat.engine.cross_fit import held_out_base_maps
+from medmat.engine.dataset import MattingDataset
+from medmat.engine.trainer import compute_split, load_samples
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config, load_initial_weights, load_run, predict
@@ -295,6 +299,111 @@ def test_a_refiner_trains_from_its_base_through_the_engine(tmp_path, single_thre
     image = make_phantom(seed=2, size=32).image
     maps = predict(model, image, num_samples=2, probe_map=probe_map((32, 32), [(16, 16, 1.0)]))
     assert maps["alpha"].shape == (32, 32) and maps["base_alpha"].shape == (32, 32)
+
+
+# ------------------------------------------------------------------------------------------------
+# train.cross_fit_from: the base's held-out predictions of the training cases
+# ------------------------------------------------------------------------------------------------
+
+def _base_crossval(folder, config_overrides=None):
+    """A 2-fold "crossval" folder of the tiny base: split.json and two fold models of other weights."""
+    config = tiny_phantom_config(MEDICAL_TINY)
+    if config_overrides:
+        config = load_config(config, config_overrides)
+    samples = load_samples(config)
+    split, meta = compute_split(samples, config)
+    save_split(folder / "split.json", split, meta)
+    for fold, seed in ((0, 7), (1, 8)):
+        torch.manual_seed(seed)
+        save_checkpoint(folder / f"fold-{fold}" / "final.pt", model=build_model_from_config(config).state_dict(),
+                        config=load_config(config, [f"split.fold={fold}"]))
+    return samples, split
+
+
+def test_held_out_maps_come_from_the_fold_model_that_held_each_case_out(tmp_path, single_thread):
+    samples, split = _base_crossval(tmp_path)
+    train_ids = next(fold["train"] for fold in split if fold["fold"] == 0)
+    training = [sample for sample in samples if sample.id in train_ids]
+    maps = held_out_base_maps(tmp_path, training, split, (32, 32), num_samples=2, seed=5)
+    state = torch.get_rng_state()
+    again = held_out_base_maps(tmp_path, training, split, (32, 32), num_samples=2, seed=5)
+    assert torch.equal(state, torch.get_rng_state())  # the global random state is left alone
+    holder, _ = load_run(tmp_path / "fold-1")  # fold 0 trains on fold 1's test cases
+    trainer, _ = load_run(tmp_path / "fold-0")
+    assert sorted(maps) == sorted(train_ids)
+    for index, sample in enumerate(training):
+        torch.manual_seed(5 + index)
+        expected = predict(holder, sample.image, num_samples=2)
+        torch.manual_seed(5 + index)
+        other = predict(trainer, sample.image, num_samples=2)
+        got = maps[sample.id]
+        assert np.allclose(got["held_out_base_alpha"], expected["alpha"], atol=1e-6)
+        assert np.allclose(got["held_out_base_uncertainty"], expected["uncertainty_map"], atol=1e-6)
+        assert not np.allclose(got["held_out_base_alpha"], other["alpha"], atol=1e-3)
+        assert np.array_equal(got["held_out_base_alpha"], again[sample.id]["held_out_base_alpha"])
+
+
+def test_held_out_maps_refuse_another_split_and_a_missing_fold(tmp_path, single_thread):
+    samples, split = _base_crossval(tmp_path / "other", ["split.seed=3"])
+    mine = compute_split(samples, tiny_phantom_config(MEDICAL_TINY))[0]
+    with pytest.raises(MedmatError, match="split another way"):
+        held_out_base_maps(tmp_path / "other", samples[:2], mine, (32, 32), num_samples=2)
+    samples, split = _base_crossval(tmp_path / "gap")
+    (tmp_path / "gap" / "fold-1" / "final.pt").unlink()
+    with pytest.raises(MedmatError, match="no final.pt or checkpoint.pt"):
+        held_out_base_maps(tmp_path / "gap", samples, split, (32, 32), num_samples=2)
+    with pytest.raises(MedmatError, match="split file not found"):
+        held_out_base_maps(tmp_path / "nothing", samples, split, (32, 32), num_samples=2)
+
+
+def test_case_maps_move_with_the_augmentations_and_must_fit_every_case():
+    samples = [make_phantom(seed=seed, size=32) for seed in range(3)]
+    maps = {s.id: {"held_out_base_alpha": s.alpha.copy(), "held_out_base_uncertainty": 1.0 - s.alpha} for s in samples}
+    dataset = MattingDataset(samples, training=True, seed=1, case_maps=maps)
+    for index in range(3):
+        item = dataset[index]
+        assert not torch.equal(item["alpha"], torch.from_numpy(samples[index].alpha)[None])  # augmented
+        assert torch.allclose(item["held_out_base_alpha"], item["alpha"], atol=1e-6)
+        assert item["held_out_base_uncertainty"].shape == (1, 32, 32)
+    plain = MattingDataset(samples, training=True, seed=1)[0]
+    assert torch.equal(plain["image"], dataset[0]["image"])  # the maps change no other draw
+    with pytest.raises(MedmatError, match="no held-out base prediction"):
+        MattingDataset(samples, case_maps={samples[0].id: maps[samples[0].id]})
+    bad = dict(maps, **{samples[1].id: {"held_out_base_alpha": np.full((32, 32), np.nan, np.float32),
+                                        "held_out_base_uncertainty": maps[samples[1].id]["held_out_base_uncertainty"]}})
+    with pytest.raises(MedmatError, match="finite"):
+        MattingDataset(samples, case_maps=bad)
+
+
+def test_in_training_the_refiner_reads_the_held_out_base_not_its_own(single_thread):
+    model = _refiner(prior_noise=0.0).train()
+    image, alpha = soft_discs(32)
+    held_out = torch.full_like(alpha, 0.3)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the base ran")
+
+    model.base.forward = refuse
+    outputs = model({"image": image, "alpha": alpha, "held_out_base_alpha": held_out,
+                     "held_out_base_uncertainty": torch.full_like(alpha, 0.5)})
+    assert torch.equal(outputs["base_alpha"], held_out)
+    assert torch.allclose(outputs["alpha"], held_out, atol=1e-6)  # untrained: the head adds 0
+    model.eval()
+    with pytest.raises(AssertionError, match="the base ran"):  # evaluation runs the base as always
+        model({"image": image, "held_out_base_alpha": held_out})
+
+
+def test_a_refiner_trains_on_held_out_base_predictions_through_the_engine(tmp_path, single_thread):
+    _base_crossval(tmp_path / "base")
+    config = load_config(tiny_phantom_config(REFINER_TINY, REFINER_LOSS), [
+        f"train.init_from={tmp_path}/base/fold-{{fold}}", f"train.cross_fit_from={tmp_path}/base",
+        "model.prior_noise=0", "optim.epochs=1"])
+    train(config, tmp_path / "refiner")
+    _, saved = load_run(tmp_path / "refiner")
+    assert saved["train"]["cross_fit_from"] == f"{tmp_path}/base"
+    plain = load_config(tiny_phantom_config(MEDICAL_TINY), [f"train.cross_fit_from={tmp_path}/base"])
+    with pytest.raises(MedmatError, match="wraps a base"):
+        train(plain, tmp_path / "plain")
 
 
 # ------------------------------------------------------------------------------------------------

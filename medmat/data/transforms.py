@@ -2,7 +2,8 @@
 
 A data dict maps names to arrays whose last two axes are the image plane:
 
-- ``image`` float32 (C, H, W), ``alpha`` float32 (H, W), ``uncertainty`` float (H, W):
+- ``image`` float32 (C, H, W), ``alpha`` float32 (H, W), ``uncertainty`` float (H, W), and a
+  base model's held-out prediction ``held_out_base_alpha`` / ``held_out_base_uncertainty`` (H, W):
   continuous, resampled bilinearly and kept within their input range;
 - ``masks`` bool (K, H, W), ``pseudo_mask`` bool (H, W), ``trimap`` uint8 (H, W): labels,
   resampled by nearest neighbour so they stay bool / keep their exact label values.
@@ -29,7 +30,8 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from medmat.errors import MedmatError
 
-SPATIAL_KEYS = ("image", "masks", "alpha", "trimap", "pseudo_mask", "uncertainty")
+SPATIAL_KEYS = ("image", "masks", "alpha", "trimap", "pseudo_mask", "uncertainty", "held_out_base_alpha",
+                "held_out_base_uncertainty")
 
 
 def present_keys(data: dict, keys: Sequence[str]) -> list[str]:

@@ -205,6 +205,9 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "init_from": Option(None, (str, NONE), doc=(
             "start from a trained run's weights (its folder or checkpoint; {fold} = this fold), loaded into the "
             "model or, when they fit only there, into its base (medmat.engine.inference.load_initial_weights)")),
+        "cross_fit_from": Option(None, (str, NONE), doc=(
+            "a cross-validation folder of the wrapped base: every training case gets the prediction of the fold "
+            "model that held it out, which the model reads instead of its base's (medmat.engine.cross_fit)")),
     },
 }
 

@@ -5,8 +5,9 @@ Each item is a dict of float32 tensors: ``image`` (C,H,W) in [0,1], ``alpha`` (1
 one, ``trimap`` (1,H,W) in {0, 0.5, 1}. With generated training trimaps (``data.train_trimaps``)
 every training item has a ``trimap``, and with ``data.noisy_trimaps`` a ``trimap_noisy`` too.
 With a user-map transform (dugMatting's "nig" models) every training item has a ``user_map``
-(1,H,W) in {-1, 0, 0.5, 1}. With ``model_input_size`` (h, w) (``data.model_input_size``, LIIF-style
-training of resolution-free models) the model's inputs of a training item (``image``,
+(1,H,W) in {-1, 0, 0.5, 1}. With ``case_maps`` (``train.cross_fit_from``) every training item has
+the base's held-out ``held_out_base_alpha`` and ``held_out_base_uncertainty`` (1,H,W). With
+``model_input_size`` (h, w) (``data.model_input_size``, LIIF-style training of resolution-free models) the model's inputs of a training item (``image``,
 ``pseudo_mask``, trimaps, ``user_map``) are resampled to (h, w), the targets (``alpha``, ``masks``)
 stay at (H, W), and ``output_size`` (2,) int64 = (H, W) tells the model where to read its alpha.
 
@@ -21,7 +22,7 @@ one would have drawn.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +43,10 @@ TRAIN_TRIMAP_SOURCES = {"alpha": "alpha", "annotators": "masks"}
 NOISY_TRIMAP_KEY = "trimap_noisy"
 #: Masks are resampled as fractions of their pixels, then kept where at least half is inside.
 MASK_LEVEL = 0.5
+#: Per-case maps a training item may carry besides the case's own arrays (``case_maps``).
+CASE_MAP_KEYS = ("held_out_base_alpha", "held_out_base_uncertainty")
 #: Batch keys the model reads as input (resampled by ``model_input_size``); the rest are targets.
-MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map", "probe_map")
+MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map", "probe_map", *CASE_MAP_KEYS)
 
 
 def center_window(source: int, target: int) -> tuple[slice, slice]:
@@ -238,6 +241,9 @@ class MattingDataset(Dataset):
             so that it labels the augmented alpha and leaves the item's other draws unchanged.
         model_input_size: (h, w) the model's inputs are resampled to in training, with the targets
             kept at ``size`` and ``output_size`` added (:func:`to_model_input`); None = ``size``.
+        case_maps: extra (H, W) float maps per case id, added to the case's arrays before the
+            augmentations so that they move with the image: a base model's held-out prediction
+            (:data:`CASE_MAP_KEYS`, :mod:`medmat.engine.cross_fit`). Every case needs the same keys.
     """
 
     def __init__(
@@ -254,8 +260,10 @@ class MattingDataset(Dataset):
         noisy_trimaps: bool = False,
         model_transform: Callable | None = None,
         model_input_size: tuple[int, int] | None = None,
+        case_maps: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ):
         self.samples = validate_dataset(samples, "training data", require_alpha=True)
+        self.case_maps = _checked_case_maps(self.samples, case_maps)
         annotators = {s.num_annotators for s in self.samples}
         if len(annotators) > 1:
             raise MedmatError(f"cases have different numbers of annotator masks {sorted(annotators)}; a batch needs one K")
@@ -283,6 +291,8 @@ class MattingDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         sample = self.samples[index]
         data = {key: np.array(value, copy=True) for key, value in sample.to_dict().items()}
+        if self.case_maps is not None:
+            data.update({key: np.array(value, copy=True) for key, value in self.case_maps[sample.id].items()})
         if not self.with_trimap:
             data.pop("trimap", None)
         if self.training:
@@ -300,6 +310,30 @@ class MattingDataset(Dataset):
         return item
 
 
+def _checked_case_maps(samples: Sequence[Sample], case_maps: Mapping[str, Mapping[str, np.ndarray]] | None) -> dict | None:
+    """``case_maps`` checked against the cases: one finite float32 (H, W) map per key of :data:`CASE_MAP_KEYS`."""
+    if case_maps is None:
+        return None
+    checked = {}
+    keys = None
+    for sample in samples:
+        maps = case_maps.get(sample.id)
+        if maps is None:
+            raise MedmatError(f"no held-out base prediction for training case {sample.id!r}")
+        if keys is None:
+            keys = sorted(maps)
+        unknown = sorted(set(maps) - set(CASE_MAP_KEYS))
+        if unknown or sorted(maps) != keys:
+            raise MedmatError(f"case {sample.id!r} has maps {sorted(maps)}; every case needs the same of {', '.join(CASE_MAP_KEYS)}")
+        checked[sample.id] = {}
+        for key, value in maps.items():
+            value = np.asarray(value, dtype=np.float32)
+            if value.shape != tuple(sample.shape) or not np.isfinite(value).all():
+                raise MedmatError(f"case {sample.id!r}: {key} must be a finite {tuple(sample.shape)} map, got shape {value.shape}")
+            checked[sample.id][key] = value
+    return checked
+
+
 def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Numpy case arrays (``image`` (C,H,W), ``alpha``/``pseudo_mask``/``user_map``/``trimap``/``trimap_noisy``
     (H,W), ``masks`` (K,H,W), ``probe_map`` (2,H,W)) -> float32 tensors of spatial size ``size`` with the
@@ -309,7 +343,7 @@ def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[st
     item["masks"] = data["masks"].astype(np.float32)
     if "probe_map" in data:
         item["probe_map"] = data["probe_map"].astype(np.float32)
-    for key in ("alpha", "pseudo_mask", "user_map"):
+    for key in ("alpha", "pseudo_mask", "user_map", *CASE_MAP_KEYS):
         if key in data:
             item[key] = data[key].astype(np.float32)[None]
     for key in ("trimap", NOISY_TRIMAP_KEY):
@@ -325,7 +359,8 @@ def to_model_input(item: dict[str, torch.Tensor], model_input_size: tuple[int, i
     read, and scored, at the item's own (H, W). ``image`` is resampled as :func:`resize_sample`
     resamples images (area when shrinking), ``pseudo_mask`` as it resamples annotator masks
     (fraction inside >= 0.5, so the posterior net and the mask loss see one consistent mask),
-    trimaps and ``user_map`` by the nearest pixel (their levels stay exact); ``alpha`` and
+    trimaps and ``user_map`` by the nearest pixel (their levels stay exact), a held-out base
+    prediction (:data:`CASE_MAP_KEYS`) as the image; ``alpha`` and
     ``masks`` are left at (H, W), and ``output_size`` = tensor([H, W]) (int64) is added.
     """
     size = tuple(item["alpha"].shape[-2:])
@@ -333,7 +368,7 @@ def to_model_input(item: dict[str, torch.Tensor], model_input_size: tuple[int, i
     for key in MODEL_INPUT_KEYS:
         if key not in item:
             continue
-        label = key not in ("image", "pseudo_mask")
+        label = key not in ("image", "pseudo_mask", *CASE_MAP_KEYS)
         value = torch.from_numpy(resize_planes(item[key].numpy(), model_input_size, label=label))
         if key == "image":
             value = value.clamp(0.0, 1.0)

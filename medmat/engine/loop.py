@@ -15,9 +15,10 @@ handler; :func:`train_one_epoch` is its inner loop. Everything else a run does a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -123,16 +124,21 @@ def build_criterion_from_config(config: dict) -> nn.Module:
 
 
 def build_training(
-    config: dict, train_samples: Sequence[Sample], size: tuple[int, int], context: distributed.DistributedContext
+    config: dict, train_samples: Sequence[Sample], size: tuple[int, int], context: distributed.DistributedContext,
+    case_maps: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> Training:
     """Seed, then build the model, criterion, optimiser, the warm-up + cosine schedule and the data loader.
 
     The dataset applies the model's own training transform last
     (:meth:`~medmat.models.contract.MattingModel.training_transform`, e.g. dugMatting's user maps).
+    ``case_maps``: per training case, its base's held-out prediction
+    (:func:`medmat.engine.cross_fit.held_out_base_maps`), for a model that wraps a base.
     """
     seed_everything(config["seed"])
     model = build_model_from_config(config)
     load_initial_weights(model, config)
+    if case_maps is not None and model.base_model() is None:
+        raise MedmatError(f"train.cross_fit_from needs a model that wraps a base; {config['model']['name']!r} does not")
     if model_input_size(config) is not None:
         require_output_size(model, config["model"]["name"])
     criterion = build_criterion_from_config(config)
@@ -155,6 +161,7 @@ def build_training(
         noisy_trimaps=config["data"]["noisy_trimaps"],
         model_transform=model.training_transform(),
         model_input_size=model_input_size(config),
+        case_maps=case_maps,
     )
     sampler = distributed.make_sampler(dataset, context, seed=config["seed"])
     loader = DataLoader(

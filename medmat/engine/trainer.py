@@ -32,6 +32,7 @@ from medmat.data.splits import check_split, choose_scheme, make_split, save_spli
 from medmat.engine import distributed
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint, save_checkpoint
 from medmat.engine.config import DEFAULTS, input_size, load_config, merge, resize_size, save_config, without_runtime
+from medmat.engine.cross_fit import held_out_base_maps
 from medmat.engine.dataset import common_size, resize_samples
 from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics
 from medmat.engine.handlers import (
@@ -180,7 +181,11 @@ def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> 
         split, split_meta = compute_split(samples, config)
     train_samples, test_samples = fold_cases(samples, split, fold)
     size = input_size(config) or common_size(samples)
-    training = build_training(config, train_samples, size, context)
+    case_maps = None
+    if config["train"]["cross_fit_from"]:
+        case_maps = held_out_base_maps(config["train"]["cross_fit_from"], train_samples, split, size,
+                                       config["eval"]["num_samples"], seed=config["seed"])
+    training = build_training(config, train_samples, size, context, case_maps)
     check_image_channels(training.model, train_samples[0].image.shape[0], context_slices(config), config["data"]["dataset"])
 
     start_epoch = 0

@@ -32,6 +32,13 @@ def cat_channels(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat(tensors, dim=1)
 
 
+def with_map(features: torch.Tensor, uncertainty: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """(B, C, H, W) features with the (B, 1, H, W) uncertainty map joined as one more channel
+    (:func:`cat_channels`) when ``enabled``, else the features as they are: the matting units'
+    input (Medical Matting's Fig. 2; ``use_uncertainty_map`` off is the paper's ablation)."""
+    return cat_channels([features, uncertainty]) if enabled else features
+
+
 def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
     """A 3x3 convolution, stride 1, padding 1: (B, in, H, W) -> (B, out, H, W)."""
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=bias)

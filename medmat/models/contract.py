@@ -45,6 +45,9 @@ TRAINING_INPUTS: dict[str, str] = {
     "pseudo_mask": "(B, 1, H, W) in {0, 1}: the alpha thresholded at a random level (Eq. 3)",
     "trimap_noisy": "(B, 1, H, W) trimap levels with the TCP's random noise",
     "output_size": "(B, 2) int64: (H', W') at which a resolution-free model reads its alpha",
+    "held_out_base_alpha": "(B, 1, H, W) in [0, 1]: a wrapped base's alpha from a fold model that did not train on "
+                           "the case (train.cross_fit_from), read in training instead of running the base",
+    "held_out_base_uncertainty": "(B, 1, H, W) nats in [0, ln 2]: that prediction's uncertainty map",
 }
 
 #: Every output name a model may give, and what it holds. (B, 1, H, W) unless stated.

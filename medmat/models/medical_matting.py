@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import ChannelAttention, cat_channels, conv3x3, positive_ints, residual_stage
+from medmat.models.blocks import ChannelAttention, cat_channels, conv3x3, positive_ints, residual_stage, with_map
 from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.prob_unet import PROB_UNET_OUTPUTS, ProbabilisticUNet, masks_and_uncertainty, matting_outputs
 from medmat.models.registry import register_model
@@ -76,14 +76,11 @@ class MattingNetwork(nn.Module):
             conv3x3(wide, narrow, bias=False), nn.BatchNorm2d(narrow), nn.ReLU(inplace=True), conv3x3(narrow, 1)
         )
 
-    def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
-        return cat_channels([x, uncertainty]) if self.use_uncertainty_map else x
-
     def forward(self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
-        x = self.unit1(self._with_map(cat_channels([image, latent_features]), uncertainty))
+        x = self.unit1(with_map(cat_channels([image, latent_features]), uncertainty, self.use_uncertainty_map))
         x = self.attention(x)
-        x = self.unit2(self._with_map(x, uncertainty))
-        x = self.unit3(self._with_map(x, uncertainty))
+        x = self.unit2(with_map(x, uncertainty, self.use_uncertainty_map))
+        x = self.unit3(with_map(x, uncertainty, self.use_uncertainty_map))
         return self.output_block(x)
 
 

@@ -32,6 +32,11 @@ Training (docs/interaction.md):
   scaled by ``0.25 + u / ln 2`` with u the uncertainty, so that confident pixels move least), the
   errors a held-out case shows. The loss trains the refined alpha against the ground truth.
 
+With ``train.cross_fit_from`` (:mod:`medmat.engine.cross_fit`) a training batch carries each case's
+prediction by the base fold model that held it out ("held_out_base_alpha", "held_out_base_uncertainty"),
+real held-out errors, which the refiner reads instead of running its own base (then
+``prior_noise: 0`` is the natural setting). Evaluation and interaction run the base as always.
+
 ``forward(batch, num_samples=None)`` takes the base's batch plus an optional "probe_map" (B, 2,
 H, W) (no probes when absent) and gives the base's outputs with "alpha" and "alpha_logits"
 replaced by the refined ones, "base_alpha" the base's alpha, and "lesion_uncertainty" (the
@@ -68,6 +73,8 @@ LOGIT_EPS = 1e-4
 LOGIT_RANGE = 8.0
 #: The training perturbation's field is drawn at 1/FIELD_STRIDE of the image's resolution.
 FIELD_STRIDE = 16
+#: Training inputs that stand for the base's outputs (``train.cross_fit_from``); the base never reads them.
+HELD_OUT_KEYS = ("held_out_base_alpha", "held_out_base_uncertainty")
 #: Where training probes go (module docstring).
 TRAINING_PROBES = ("error", "band")
 
@@ -246,7 +253,7 @@ class ProbeRefiner(MattingModel):
         of a re-prediction's time). A reuse also leaves the random state where the base's own run
         left it, so that what the caller draws next does not depend on the reuse.
         """
-        base_batch = {key: value for key, value in batch.items() if key != "probe_map"}
+        base_batch = {key: value for key, value in batch.items() if key not in ("probe_map", *HELD_OUT_KEYS)}
         if not self.freeze_base:
             return self.base(base_batch, num_samples)
         key = None if self.training else self._base_key(base_batch, num_samples)
@@ -286,7 +293,14 @@ class ProbeRefiner(MattingModel):
 
     def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         image = batch["image"]
-        outputs = dict(self._base_outputs(batch, num_samples))
+        held_out = batch.get("held_out_base_alpha") if self.training else None
+        if held_out is None:
+            outputs = dict(self._base_outputs(batch, num_samples))
+        else:
+            # Cross-fitting: the base's prediction by a fold model that did not train on the case.
+            outputs = {"alpha": held_out.float()}
+            if batch.get("held_out_base_uncertainty") is not None:
+                outputs["uncertainty_map"] = batch["held_out_base_uncertainty"].float()
         base_alpha = outputs["alpha"].float()
         logit = outputs.get("alpha_logits")
         logit = torch.logit(base_alpha.clamp(LOGIT_EPS, 1.0 - LOGIT_EPS)) if logit is None else logit.float()

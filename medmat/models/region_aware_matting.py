@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import ChannelAttention, cat_channels, positive_ints, residual_stage
+from medmat.models.blocks import ChannelAttention, cat_channels, positive_ints, residual_stage, with_map
 from medmat.models.implicit_decoder import (
     ACTIVATIONS,
     DECODERS,
@@ -113,9 +113,6 @@ class MattingUNet(nn.Module):
         self.downsample = nn.AvgPool2d(kernel_size=2, stride=2, ceil_mode=True)
         self.decoder = MultiScaleImplicitDecoder(widths, implicit_channels, decoder, offset_kernel, decoder_activation)
 
-    def _with_map(self, x: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
-        return cat_channels([x, uncertainty]) if self.use_uncertainty_map else x
-
     def encode(
         self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor
     ) -> list[torch.Tensor]:
@@ -126,7 +123,7 @@ class MattingUNet(nn.Module):
             if level > 0:
                 x, uncertainty = self.downsample(x), self.downsample(uncertainty)
             uncertainty_maps.append(uncertainty)
-            x = unit(self._with_map(x, uncertainty))
+            x = unit(with_map(x, uncertainty, self.use_uncertainty_map))
             if level == 0:
                 x = self.attention(x)
             features.append(x)
@@ -140,7 +137,7 @@ class MattingUNet(nn.Module):
         for level in range(len(features) - 2, -1, -1):
             coarser = F.interpolate(decoded[0], size=features[level].shape[-2:], mode="bilinear", align_corners=False)
             x = torch.cat([features[level], coarser], dim=1)
-            decoded.insert(0, self.up_units[level](self._with_map(x, uncertainty_maps[level])))
+            decoded.insert(0, self.up_units[level](with_map(x, uncertainty_maps[level], self.use_uncertainty_map)))
         return decoded
 
     def forward(
