@@ -168,6 +168,15 @@ def test_error_probes_click_where_the_prior_is_wrong_and_answer_the_quantised_tr
     assert torch.all(error_probe_maps(prior, alpha_gt, p=1.0, min_probes=1)[:, 0].sum(dim=(1, 2)) == 13)
 
 
+def test_error_probes_overlap_as_every_probe_map_does():
+    alpha_gt = torch.zeros(1, 1, 16, 16)
+    alpha_gt[0, 0, 8, 7], alpha_gt[0, 0, 8, 8] = 0.25, 1.0  # two wrong pixels side by side
+    maps = error_probe_maps(torch.zeros_like(alpha_gt), alpha_gt, p=1.0, min_probes=2)[0].numpy()
+    orders = [probe_map((16, 16), clicks) for clicks in ([(8, 7, 0.25), (8, 8, 1.0)], [(8, 8, 1.0), (8, 7, 0.25)])]
+    assert any(np.array_equal(maps, expected) for expected in orders)  # the later click's answer, not a mean
+    assert set(np.unique(maps[1])) <= {0.0, 0.25, 1.0}
+
+
 def test_a_trained_refiner_leaves_an_image_without_probes_to_its_base(single_thread):
     model = _refiner().eval()
     with torch.no_grad():

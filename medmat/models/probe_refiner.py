@@ -60,6 +60,7 @@ from medmat.data.probe_maps import (
     PROBE_MAP_CHANNELS,
     PROBE_MAP_RADIUS,
     RandomProbeMapd,
+    probe_map,
 )
 from medmat.errors import MedmatError
 from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
@@ -91,9 +92,9 @@ def error_probe_maps(prior: torch.Tensor, alpha_gt: torch.Tensor, p: float = PRO
         radius: disc radius (pixels) of every click, as :func:`~medmat.data.probe_maps.probe_map`.
 
     Returns:
-        (B, 2, H, W) float32 probe maps: clicks drawn without replacement with probability
-        proportional to the squared error, each answered with ``alpha_gt`` quantised to the five
-        levels (where discs overlap, the mean of their answers).
+        (B, 2, H, W) float32 probe maps (:func:`~medmat.data.probe_maps.probe_map`): clicks drawn
+        without replacement with probability proportional to the squared error, in the order drawn,
+        each answered with ``alpha_gt`` quantised to the five levels.
     """
     batch, _, height, width = prior.shape
     error = (prior.detach().float() - alpha_gt.float()).square().flatten(1) + 1e-12
@@ -103,21 +104,17 @@ def error_probe_maps(prior: torch.Tensor, alpha_gt: torch.Tensor, p: float = PRO
     if p < 1.0:
         counts = (min_probes + (torch.log(uniform) / math.log(1.0 - p)).floor()).clamp(max=max_probes).long()
     levels = torch.tensor(PROBE_LEVELS, device=prior.device)
-    points = torch.zeros(batch, 2, height * width, device=prior.device)
+    maps = []
     for index in range(batch):
         count = int(counts[index])
+        clicks = []
         if count:
             picked = torch.multinomial(error[index], count, replacement=False)
-            answers = alpha_gt[index, 0].flatten()[picked].float()
-            points[index, 0, picked] = 1.0
-            points[index, 1, picked] = levels[(answers[:, None] - levels).abs().argmin(dim=1)]
-    reach = int(math.floor(radius))
-    offsets = torch.arange(-reach, reach + 1, device=prior.device, dtype=torch.float32)
-    disc = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2).float()[None, None]
-    spread = F.conv2d(points.view(batch * 2, 1, height, width), disc, padding=reach).view(batch, 2, height, width)
-    weight = (spread[:, :1] > 0.5).float()
-    answer = spread[:, 1:] / spread[:, :1].clamp_min(1.0)
-    return torch.cat([weight, answer * weight], dim=1)
+            answers = levels[(alpha_gt[index, 0].flatten()[picked].float()[:, None] - levels).abs().argmin(dim=1)]
+            clicks = [(int(i) // width, int(i) % width, float(a)) for i, a in zip(picked.tolist(), answers.tolist())]
+        # The one disc rule of every probe map (the later click's answer where discs overlap).
+        maps.append(torch.from_numpy(probe_map((height, width), clicks, radius)))
+    return torch.stack(maps).to(prior.device)
 
 
 def _random_state(device: torch.device) -> tuple[torch.Tensor, ...]:
