@@ -221,7 +221,11 @@ def test_a_frozen_base_runs_once_while_only_the_probes_change(single_thread):
     run({"image": image.flip(-1), "probe_map": clicks[1]})
     run({"image": image.flip(-1), "probe_map": clicks[1]}, seed=2)
     assert len(calls) == 4
-    model.base.load_state_dict(model.base.state_dict())
+    model.base.load_state_dict(model.base.state_dict())  # the same weights again: kept
+    run({"image": image.flip(-1), "probe_map": clicks[1]}, seed=2)
+    assert len(calls) == 4
+    changed = {key: value + 0.01 if value.is_floating_point() else value for key, value in model.base.state_dict().items()}
+    model.base.load_state_dict(changed)
     run({"image": image.flip(-1), "probe_map": clicks[1]}, seed=2)
     assert len(calls) == 5
     model.train()
