@@ -363,7 +363,7 @@ def test_held_out_maps_refuse_another_split_and_a_missing_fold(tmp_path, single_
         held_out_base_maps(tmp_path / "other", samples[:2], mine, (32, 32), num_samples=2)
     samples, split = _base_crossval(tmp_path / "gap")
     (tmp_path / "gap" / "fold-1" / "final.pt").unlink()
-    with pytest.raises(MedmatError, match="no final.pt or checkpoint.pt"):
+    with pytest.raises(MedmatError, match="fold 1 has not finished"):
         held_out_base_maps(tmp_path / "gap", samples, split, (32, 32), num_samples=2)
     with pytest.raises(MedmatError, match="split file not found"):
         held_out_base_maps(tmp_path / "nothing", samples, split, (32, 32), num_samples=2)

@@ -23,6 +23,7 @@ import torch
 
 from medmat.data.sample import Sample
 from medmat.data.splits import load_split
+from medmat.engine.checkpoint import FINAL_NAME
 from medmat.engine.config import model_input_size
 from medmat.engine.dataset import fit_to_size, unfit_from_size
 from medmat.engine.inference import load_run, predict_as_trained
@@ -60,7 +61,8 @@ def held_out_base_maps(
         "uncertainty_map" when it gives one, else the binary entropy of its alpha.
 
     Raises:
-        MedmatError: no split or fold model there, another split, or a case no fold held out.
+        MedmatError: no split there, a fold model missing or unfinished (no ``final.pt``), another
+            split, or a case no fold held out.
     """
     folder = Path(source)
     record = load_split(folder / SPLIT_FILE)
@@ -76,7 +78,10 @@ def held_out_base_maps(
     maps: dict[str, dict[str, np.ndarray]] = {}
     with torch.random.fork_rng(devices=[]):
         for fold in sorted({fold_of[sample.id] for sample in samples}):
-            model, config = load_run(folder / f"fold-{fold}")
+            final = folder / f"fold-{fold}" / FINAL_NAME
+            if not final.is_file():
+                raise MedmatError(f"train.cross_fit_from: fold {fold} has not finished (no {FINAL_NAME})", final.parent)
+            model, config = load_run(final)
             small = model_input_size(config)
             for index, sample in enumerate(samples):
                 if fold_of[sample.id] != fold:
