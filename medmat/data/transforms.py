@@ -30,8 +30,9 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from medmat.errors import MedmatError
 
-SPATIAL_KEYS = ("image", "masks", "alpha", "trimap", "pseudo_mask", "uncertainty", "held_out_base_alpha",
-                "held_out_base_uncertainty")
+#: A base model's prediction of a case by a fold model that did not train on it (cross-fitting).
+HELD_OUT_BASE_KEYS = ("held_out_base_alpha", "held_out_base_uncertainty")
+SPATIAL_KEYS = ("image", "masks", "alpha", "trimap", "pseudo_mask", "uncertainty", *HELD_OUT_BASE_KEYS)
 
 
 def present_keys(data: dict, keys: Sequence[str]) -> list[str]:

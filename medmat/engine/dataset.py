@@ -7,9 +7,10 @@ every training item has a ``trimap``, and with ``data.noisy_trimaps`` a ``trimap
 With a user-map transform (dugMatting's "nig" models) every training item has a ``user_map``
 (1,H,W) in {-1, 0, 0.5, 1}. With ``case_maps`` (``train.cross_fit_from``) every training item has
 the base's held-out ``held_out_base_alpha`` and ``held_out_base_uncertainty`` (1,H,W). With
-``model_input_size`` (h, w) (``data.model_input_size``, LIIF-style training of resolution-free models) the model's inputs of a training item (``image``,
-``pseudo_mask``, trimaps, ``user_map``) are resampled to (h, w), the targets (``alpha``, ``masks``)
-stay at (H, W), and ``output_size`` (2,) int64 = (H, W) tells the model where to read its alpha.
+``model_input_size`` (h, w) (``data.model_input_size``, LIIF-style training of resolution-free
+models) the model's inputs of a training item (``image``, ``pseudo_mask``, trimaps, ``user_map``)
+are resampled to (h, w), the targets (``alpha``, ``masks``) stay at (H, W), and ``output_size``
+(2,) int64 = (H, W) tells the model where to read its alpha.
 
 :func:`resize_sample` is medmat's one resampling of a whole case to another size (``data.resize``).
 
@@ -44,7 +45,7 @@ NOISY_TRIMAP_KEY = "trimap_noisy"
 #: Masks are resampled as fractions of their pixels, then kept where at least half is inside.
 MASK_LEVEL = 0.5
 #: Per-case maps a training item may carry besides the case's own arrays (``case_maps``).
-CASE_MAP_KEYS = ("held_out_base_alpha", "held_out_base_uncertainty")
+CASE_MAP_KEYS = transforms.HELD_OUT_BASE_KEYS
 #: Batch keys the model reads as input (resampled by ``model_input_size``); the rest are targets.
 MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map", "probe_map", *CASE_MAP_KEYS)
 

@@ -62,6 +62,7 @@ from medmat.data.probe_maps import (
     RandomProbeMapd,
     probe_map,
 )
+from medmat.data.transforms import HELD_OUT_BASE_KEYS
 from medmat.errors import MedmatError
 from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
 from medmat.models.contract import MattingModel, ModelSpec
@@ -74,8 +75,6 @@ LOGIT_EPS = 1e-4
 LOGIT_RANGE = 8.0
 #: The training perturbation's field is drawn at 1/FIELD_STRIDE of the image's resolution.
 FIELD_STRIDE = 16
-#: Training inputs that stand for the base's outputs (``train.cross_fit_from``); the base never reads them.
-HELD_OUT_KEYS = ("held_out_base_alpha", "held_out_base_uncertainty")
 #: Where training probes go (module docstring).
 TRAINING_PROBES = ("error", "band")
 
@@ -250,7 +249,7 @@ class ProbeRefiner(MattingModel):
         of a re-prediction's time). A reuse also leaves the random state where the base's own run
         left it, so that what the caller draws next does not depend on the reuse.
         """
-        base_batch = {key: value for key, value in batch.items() if key not in ("probe_map", *HELD_OUT_KEYS)}
+        base_batch = {key: value for key, value in batch.items() if key not in ("probe_map", *HELD_OUT_BASE_KEYS)}
         if not self.freeze_base:
             return self.base(base_batch, num_samples)
         key = None if self.training else self._base_key(base_batch, num_samples)
