@@ -72,9 +72,15 @@ def held_out_predictions(run: str, data: str | None = None, trimaps: str | None 
 
 def ceiling_cases(run: str, data: str | None, trimaps: str | None, num_samples: int, seed: int) -> list[dict]:
     """``offset_ceiling`` of every held-out case of ``run``, with its id (fold order)."""
-    return [{"id": sample.id, **offset_ceiling(prediction["alpha"], sample.alpha, sample.trimap, region),
-             "regions": region_oracles(prediction["alpha"], sample.alpha, sample.trimap, region, ORACLE_COUNTS)}
-            for sample, prediction, region in held_out_predictions(run, data, trimaps, num_samples, seed)]
+    records = []
+    for sample, prediction, region in held_out_predictions(run, data, trimaps, num_samples, seed):
+        ceiling = offset_ceiling(prediction["alpha"], sample.alpha, sample.trimap, region)
+        # The oracles' global step starts from the ceiling's own correction (searched once).
+        found = ceiling["offset_temperature"]
+        regions = region_oracles(prediction["alpha"], sample.alpha, sample.trimap, region, ORACLE_COUNTS,
+                                 global_correction=(found["offset"], found["scale"]))
+        records.append({"id": sample.id, **ceiling, "regions": regions})
+    return records
 
 
 def ceiling_markdown(records: list[dict]) -> str:

@@ -384,3 +384,20 @@ def test_a_region_shifted_in_logit_gets_its_own_offset_back(phantom):
     before = table_iv_metrics(prior, truth, trimap)["region"]["SAD"]
     assert oracles["region_offset_temperature"]["1"]["region"]["SAD"] < 0.1 * before
     assert oracles["global_then_pasted"]["1"]["region"]["SAD"] < before
+
+
+def test_the_oracles_global_step_starts_from_the_correction_they_are_given():
+    truth, prior, _, _ = two_error_squares()
+    trimap = np.full(truth.shape, 128, np.uint8)
+
+    def sads(oracles, name):
+        return [oracles[name][k]["region"]["SAD"] for k in ("1", "2")]
+
+    searched = region_oracles(prior, truth, trimap, counts=(1, 2))
+    ceiling = offset_ceiling(prior, truth, trimap)["offset_temperature"]
+    given = region_oracles(prior, truth, trimap, counts=(1, 2), global_correction=(ceiling["offset"], ceiling["scale"]))
+    assert sads(given, "global_then_pasted") == pytest.approx(sads(searched, "global_then_pasted"), rel=1e-6)
+    # A correction far from the best one: the global step adds error that one pasted region cannot remove.
+    wrong = region_oracles(prior, truth, trimap, counts=(1, 2), global_correction=(4.0, 1.0))
+    assert sads(wrong, "global_then_pasted")[0] > 5 * sads(given, "global_then_pasted")[0]
+    assert sads(wrong, "pasted_levels") == sads(given, "pasted_levels")

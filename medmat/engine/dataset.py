@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medmat.data import transforms
+from medmat.data.transforms import HELD_OUT_BASE_KEYS
 from medmat.data.sample import Sample
 from medmat.data.trimap import trimap_levels
 from medmat.data.validate import validate_dataset, validate_sample
@@ -44,10 +45,8 @@ TRAIN_TRIMAP_SOURCES = {"alpha": "alpha", "annotators": "masks"}
 NOISY_TRIMAP_KEY = "trimap_noisy"
 #: Masks are resampled as fractions of their pixels, then kept where at least half is inside.
 MASK_LEVEL = 0.5
-#: Per-case maps a training item may carry besides the case's own arrays (``case_maps``).
-CASE_MAP_KEYS = transforms.HELD_OUT_BASE_KEYS
 #: Batch keys the model reads as input (resampled by ``model_input_size``); the rest are targets.
-MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map", "probe_map", *CASE_MAP_KEYS)
+MODEL_INPUT_KEYS = ("image", "pseudo_mask", "trimap", NOISY_TRIMAP_KEY, "user_map", "probe_map", *HELD_OUT_BASE_KEYS)
 
 
 def center_window(source: int, target: int) -> tuple[slice, slice]:
@@ -244,7 +243,7 @@ class MattingDataset(Dataset):
             kept at ``size`` and ``output_size`` added (:func:`to_model_input`); None = ``size``.
         case_maps: extra (H, W) float maps per case id, added to the case's arrays before the
             augmentations so that they move with the image: a base model's held-out prediction
-            (:data:`CASE_MAP_KEYS`, :mod:`medmat.engine.cross_fit`). Every case needs the same keys.
+            (:data:`HELD_OUT_BASE_KEYS`, :mod:`medmat.engine.cross_fit`). Every case needs the same keys.
     """
 
     def __init__(
@@ -312,7 +311,7 @@ class MattingDataset(Dataset):
 
 
 def _checked_case_maps(samples: Sequence[Sample], case_maps: Mapping[str, Mapping[str, np.ndarray]] | None) -> dict | None:
-    """``case_maps`` checked against the cases: one finite float32 (H, W) map per key of :data:`CASE_MAP_KEYS`."""
+    """``case_maps`` checked against the cases: one finite float32 (H, W) map per key of :data:`HELD_OUT_BASE_KEYS`."""
     if case_maps is None:
         return None
     checked = {}
@@ -323,9 +322,9 @@ def _checked_case_maps(samples: Sequence[Sample], case_maps: Mapping[str, Mappin
             raise MedmatError(f"no held-out base prediction for training case {sample.id!r}")
         if keys is None:
             keys = sorted(maps)
-        unknown = sorted(set(maps) - set(CASE_MAP_KEYS))
+        unknown = sorted(set(maps) - set(HELD_OUT_BASE_KEYS))
         if unknown or sorted(maps) != keys:
-            raise MedmatError(f"case {sample.id!r} has maps {sorted(maps)}; every case needs the same of {', '.join(CASE_MAP_KEYS)}")
+            raise MedmatError(f"case {sample.id!r} has maps {sorted(maps)}; every case needs the same of {', '.join(HELD_OUT_BASE_KEYS)}")
         checked[sample.id] = {}
         for key, value in maps.items():
             value = np.asarray(value, dtype=np.float32)
@@ -344,7 +343,7 @@ def to_batch_item(data: dict[str, np.ndarray], size: tuple[int, int]) -> dict[st
     item["masks"] = data["masks"].astype(np.float32)
     if "probe_map" in data:
         item["probe_map"] = data["probe_map"].astype(np.float32)
-    for key in ("alpha", "pseudo_mask", "user_map", *CASE_MAP_KEYS):
+    for key in ("alpha", "pseudo_mask", "user_map", *HELD_OUT_BASE_KEYS):
         if key in data:
             item[key] = data[key].astype(np.float32)[None]
     for key in ("trimap", NOISY_TRIMAP_KEY):
@@ -361,7 +360,7 @@ def to_model_input(item: dict[str, torch.Tensor], model_input_size: tuple[int, i
     resamples images (area when shrinking), ``pseudo_mask`` as it resamples annotator masks
     (fraction inside >= 0.5, so the posterior net and the mask loss see one consistent mask),
     trimaps and ``user_map`` by the nearest pixel (their levels stay exact), a held-out base
-    prediction (:data:`CASE_MAP_KEYS`) as the image; ``alpha`` and
+    prediction (:data:`HELD_OUT_BASE_KEYS`) as the image; ``alpha`` and
     ``masks`` are left at (H, W), and ``output_size`` = tensor([H, W]) (int64) is added.
     """
     size = tuple(item["alpha"].shape[-2:])
@@ -369,7 +368,7 @@ def to_model_input(item: dict[str, torch.Tensor], model_input_size: tuple[int, i
     for key in MODEL_INPUT_KEYS:
         if key not in item:
             continue
-        label = key not in ("image", "pseudo_mask", *CASE_MAP_KEYS)
+        label = key not in ("image", "pseudo_mask", *HELD_OUT_BASE_KEYS)
         value = torch.from_numpy(resize_planes(item[key].numpy(), model_input_size, label=label))
         if key == "image":
             value = value.clamp(0.0, 1.0)

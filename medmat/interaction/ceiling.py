@@ -129,7 +129,8 @@ def largest_error_regions(alpha: np.ndarray, alpha_gt: np.ndarray, mask: np.ndar
 
 
 def region_oracles(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray | None, region: str = "unknown",
-                   counts=(1, 3, 5), levels=PROBE_LEVELS) -> dict:
+                   counts=(1, 3, 5), levels=PROBE_LEVELS,
+                   global_correction: tuple[float, float] | None = None) -> dict:
     """What k answers could do at most on one case (module docstring: three oracles).
 
     Args:
@@ -139,6 +140,8 @@ def region_oracles(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray |
         region: "unknown" or "whole".
         counts: the numbers of answers k (increasing, at least 1).
         levels: the answers a user may give.
+        global_correction: ``(offset, scale)`` of the global correction "global_then_pasted" starts
+            from, as :func:`offset_ceiling` found it (its "offset_temperature"); searched here when None.
 
     Returns:
         ``{"region_offset_temperature" | "pasted_levels" | "global_then_pasted": {str(k):
@@ -152,7 +155,7 @@ def region_oracles(alpha: np.ndarray, alpha_gt: np.ndarray, trimap: np.ndarray |
     prediction = table_iv_metrics(alpha, truth, trimap, region)
     mask = search_region(prediction, trimap, truth.shape)
     pasted_truth = quantised_map(truth, levels)
-    offset, scale = best_offset_and_scale(alpha, truth, mask)
+    offset, scale = global_correction if global_correction is not None else best_offset_and_scale(alpha, truth, mask)
     globally = np.where(mask, corrected_alpha(alpha, offset, scale), alpha)
 
     def corrections(start: np.ndarray, fix) -> dict:
