@@ -207,6 +207,22 @@ def test_the_spread_is_clipped_and_a_probe_spreads_the_nearest_alpha_within_its_
     assert np.all(calm.offset[~calm.constrained] == 0)
 
 
+def test_spread_uncertainty_keeps_a_confident_miss_local_and_lets_an_uncertain_click_spread(phantom, prior):
+    uncertainty = fusion_uncertainty({"alpha": prior})
+    sure = tuple(np.argwhere((prior > 0.01) & (prior < 0.02) & (uncertainty < 0.1))[0])
+    unsure = tuple(np.argwhere((prior > 0.2) & (prior < 0.3) & (uncertainty > 0.7))[0])
+    params = fusion_params(spread_uncertainty=0.5)
+    for pixel, share in ((sure, uncertainty[sure] / 0.5), (unsure, 1.0)):
+        plain = fuse(phantom.image, prior, uncertainty, [Probe(*pixel, 1.0)])
+        limited = fuse(phantom.image, prior, uncertainty, [Probe(*pixel, 1.0)], params)
+        assert limited.alpha[pixel] == plain.alpha[pixel]  # the clicked pixel takes its answer either way
+        outside = ~plain.constrained
+        assert limited.offset[outside].max() <= share * DEFAULT_PARAMS.spread_limit + 1e-9
+        assert limited.offset[outside].max() == pytest.approx(share * plain.offset[outside].max(), rel=1e-6)
+    with pytest.raises(MedmatError, match="spread_uncertainty must be numbers, not negative"):
+        fusion_params(spread_uncertainty=-0.1)
+
+
 def test_fusion_inputs_and_parameters_are_checked(phantom, prior):
     uncertainty = fusion_uncertainty({"alpha": prior})
     with pytest.raises(MedmatError, match="lies outside the 96 x 96 image"):

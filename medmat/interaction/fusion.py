@@ -61,6 +61,11 @@ from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.entropy import MAX_ENTROPY
 
 
+#: FusionParams fields that may be 0 but not negative.
+NON_NEGATIVE_PARAMS = ("confidence_power", "band_uncertainty", "band_margin", "click_radius", "answer_tolerance",
+                       "spread_uncertainty")
+
+
 @dataclass(frozen=True)
 class FusionParams:
     """The fusion's parameters (module docstring), in one place. The defaults were chosen by the
@@ -80,6 +85,9 @@ class FusionParams:
             pixels take their whole target.
         answer_tolerance: a probe spreads the offset to the nearest alpha within this of its answer
             (half a level: the answer is the level nearest the alpha the user sees).
+        spread_uncertainty: u in bits at a probe's clicked pixel below which its spread shrinks in
+            proportion (``spread_limit * min(1, u / spread_uncertainty)``): a click where the model
+            was sure and wrong is read as a local miss, not a bias of the whole band. 0: off.
         target_eps: answers of 0 and 1 aim at ``eps`` and ``1 - eps`` (logit +-6.9 for 1e-3).
     """
 
@@ -94,6 +102,7 @@ class FusionParams:
     click_radius: float = 1.5
     spread_limit: float = 2.0
     answer_tolerance: float = 0.0625
+    spread_uncertainty: float = 0.0
     target_eps: float = 1e-3
 
     def __post_init__(self):
@@ -106,10 +115,9 @@ class FusionParams:
             raise MedmatError(f"fusion parameter band_margin must be a whole number of pixels, got {self.band_margin!r}")
         if self.neighbours not in (4, 8):
             raise MedmatError(f"fusion parameter neighbours must be 4 or 8, got {self.neighbours!r}")
-        if min(self.confidence_power, self.band_uncertainty, self.band_margin, self.click_radius,
-               self.answer_tolerance) < 0:
-            raise MedmatError("fusion parameters confidence_power, band_uncertainty, band_margin, click_radius "
-                              "and answer_tolerance must not be negative")
+        if not all(isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name))
+                   and getattr(self, name) >= 0 for name in NON_NEGATIVE_PARAMS):
+            raise MedmatError(f"fusion parameters {', '.join(NON_NEGATIVE_PARAMS)} must be numbers, not negative")
         if not self.target_eps < 0.5:
             raise MedmatError(f"fusion parameter target_eps must lie below 0.5, got {self.target_eps!r}")
 
@@ -219,7 +227,8 @@ def edge_weights(image: np.ndarray, params: FusionParams = DEFAULT_PARAMS) -> li
 
 
 def action_targets(
-    actions: Sequence[Action], prior_logit: np.ndarray, params: FusionParams = DEFAULT_PARAMS
+    actions: Sequence[Action], prior_logit: np.ndarray, params: FusionParams = DEFAULT_PARAMS,
+    uncertainty: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The pixels the actions give a target offset, the targets, and what spreads from them.
 
@@ -234,11 +243,14 @@ def action_targets(
     - A stroke or patch answer of 0 (1) aims each of its pixels at ``logit(eps)``
       (``logit(1 - eps)``): the user said so of every pixel.
     - An answer of 0 (1) never raises (lowers) a pixel already beyond it; a "transition" patch
-      says nothing. The spread offsets are clipped to ``spread_limit``.
+      says nothing. The spread offsets are clipped to ``spread_limit`` (for a probe, with
+      ``spread_uncertainty`` set, to its share of it by the clicked pixel's uncertainty).
 
     Args:
         actions: checked actions.
         prior_logit: float64 (H, W), the prior alpha's logit.
+        uncertainty: float (H, W) in [0, 1] bits (:func:`fusion_uncertainty`); needed only with
+            ``params.spread_uncertainty`` set.
 
     Returns:
         ``(constrained, target, spread)``: bool (H, W), float64 (H, W) offsets the constrained
@@ -265,8 +277,13 @@ def action_targets(
             low, high = logit(np.array([value - params.answer_tolerance, value + params.answer_tolerance]),
                               params.target_eps)
             spreading = np.broadcast_to(np.clip(aimed, low, high) - aimed, wanted.shape)
+        limit = params.spread_limit
+        if isinstance(action, Probe) and params.spread_uncertainty > 0:
+            if uncertainty is None:
+                raise MedmatError("fusion parameter spread_uncertainty needs the uncertainty map")
+            limit *= min(1.0, float(uncertainty[action.row, action.col]) / params.spread_uncertainty)
         target[pixels] = wanted
-        spread[pixels] = np.clip(spreading, -params.spread_limit, params.spread_limit)
+        spread[pixels] = np.clip(spreading, -limit, limit)
         constrained |= pixels
     return constrained, target, spread
 
@@ -368,7 +385,7 @@ def fuse(
         check_action(action, shape)
     prior = np.clip(np.asarray(alpha, dtype=np.float64), 0.0, 1.0)
     prior_logit = logit(prior, PRIOR_EPS)
-    constrained, target, spread = action_targets(actions, prior_logit, params)
+    constrained, target, spread = action_targets(actions, prior_logit, params, uncertainty)
     offset = np.zeros(shape, dtype=np.float64)
     influence = np.zeros(shape, dtype=np.float32) if with_influence else None
     if not constrained.any():
