@@ -9,7 +9,7 @@ at some interaction, and the median fusion time. This is the measurement behind 
 (docs/interaction.md).
 
     python benchmarks/fusion_params.py --run runs/brain-lite/fold-0 --steps 5 \\
-        --grid smoothness=3,10,30 --grid confidence_power=1,2,4 [--protocol probe] [--limit N] [--json PATH]
+        --grid smoothness=3,10,30 --grid confidence_power=1,2,4 [--protocol probe] [--skip N] [--limit N] [--json PATH]
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="Values of one parameter.")
     parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N held-out cases.")
+    parser.add_argument("--limit", type=int, default=None, help="Only the first N held-out cases (after --skip).")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="Leave out the first N held-out cases (fold order): score on cases not chosen on.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -68,12 +70,14 @@ def main(argv=None) -> int:
         grid = parse_grid(args.grid)
         combinations = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
         params = [fusion_params(**combination) for combination in combinations]
-        cases = held_out_predictions(args.run, num_samples=args.samples, seed=args.seed)[: args.limit]
+        if args.skip < 0 or (args.limit is not None and args.limit < 1):
+            raise ValueError("--skip must be >= 0 and --limit >= 1")
+        cases = held_out_predictions(args.run, num_samples=args.samples, seed=args.seed)[args.skip:][: args.limit]
     except (MedmatError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     shown = sorted({1, 3, args.steps} & set(range(1, args.steps + 1)))
-    lines = [f"{len(cases)} cases, {args.protocol} user, mean Table IV SAD relative to the prediction's",
+    lines = [f"{len(cases)} cases (from held-out case {args.skip}), {args.protocol} user, mean Table IV SAD relative to the prediction's",
              "| parameters | " + " | ".join(f"after {k}" for k in shown) + " | whole-image worse | median s |",
              "|---|" + "---|" * (len(shown) + 2)]
     results = []
@@ -86,7 +90,7 @@ def main(argv=None) -> int:
                      + f" | {result['whole_worse']} | {timing} |")
         print(lines[-1], flush=True)
     lines.append(machine_line())
-    report = {"run": args.run, "protocol": args.protocol, "steps": args.steps, "cases": len(cases),
+    report = {"run": args.run, "protocol": args.protocol, "steps": args.steps, "cases": len(cases), "skip": args.skip,
               "results": results, "machine": describe_machine()}
     return finish_report(report, "\n".join(lines), args.json)
 

@@ -323,3 +323,8 @@ def test_the_cost_and_parameter_benchmarks_report_what_they_measured(following_r
     results = json.loads((tmp_path / "p.json").read_text())["results"]
     assert [r["parameters"] for r in results] == [{"smoothness": 10}, {"smoothness": 100}]
     assert all(r["mean_ratio"][0] == 1.0 and len(r["mean_ratio"]) == 3 for r in results)
+    everything = json.loads((tmp_path / "p.json").read_text())["cases"]
+    assert sweep.main([*arguments[:-2], "--skip", "1", "--json", str(tmp_path / "s.json")]) == 0
+    skipped = json.loads((tmp_path / "s.json").read_text())
+    assert skipped["cases"] == everything - 1 and skipped["skip"] == 1
+    assert sweep.main([*arguments[:-2], "--skip", "-1"]) == 1
