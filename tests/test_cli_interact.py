@@ -29,6 +29,7 @@ from medmat.reporting import example_grid
 from medmat.interaction.actions import PROBE_LEVELS
 from medmat.interaction.fusion import DEFAULT_PARAMS
 from tiny_configs import (
+    finished_run,
     IMAGE_FOLLOWING,
     MEDICAL_TINY,
     NIG_TINY,
@@ -52,9 +53,7 @@ def medical_run(tmp_path_factory):
     """An untrained Medical Matting "run": its final.pt and a metrics.json naming 4 held-out phantoms."""
     run = save_run(tmp_path_factory.mktemp("medical") / "run", MEDICAL_TINY, loss={"name": "medical_matting"},
                    two_folds=True)
-    ids = [sample.id for sample in load_samples(tiny_phantom_config(MEDICAL_TINY))]
-    (run / "metrics.json").write_text(json.dumps({"train_ids": ids[:4], "test_ids": ids[4:]}))
-    return run
+    return finished_run(run, MEDICAL_TINY)
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -219,10 +218,7 @@ def test_interact_simulates_on_the_view_the_model_was_trained_on(tmp_path):
 def following_run(tmp_path_factory):
     """tiny_configs' image-following model as a finished run: sure of a phantom's background and
     lesion, unsure on its border; a metrics.json naming 4 held-out phantoms of 32 x 32."""
-    run = image_following_run(tmp_path_factory.mktemp("following") / "run")
-    ids = [sample.id for sample in load_samples(tiny_phantom_config(IMAGE_FOLLOWING))]
-    (run / "metrics.json").write_text(json.dumps({"train_ids": ids[:4], "test_ids": ids[4:]}))
-    return run
+    return finished_run(image_following_run(tmp_path_factory.mktemp("following") / "run"), IMAGE_FOLLOWING)
 
 
 def test_probe_clicks_on_any_run_give_rounds_noisy_rows_noc_and_the_figure(following_run, tmp_path):

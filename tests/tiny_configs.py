@@ -7,6 +7,7 @@ the constants and helpers (``from tiny_configs import MEDICAL_TINY``).
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +17,7 @@ import torch
 from medmat.engine import load_config
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.inference import build_model_from_config
+from medmat.engine.trainer import load_samples
 from medmat.models import build_model
 from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import register_model
@@ -135,6 +137,14 @@ def save_run(folder: Path, model: dict, wired: bool = False, loss: dict | None =
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / "final.pt", model=network.state_dict(), config=config)
     return folder
+
+
+def finished_run(run: Path, model: dict) -> Path:
+    """Make ``run`` (from :func:`save_run` with ``two_folds``) a finished run: a metrics.json naming the 4
+    training and 4 held-out phantoms of :func:`tiny_phantom_config`'s 2-fold split."""
+    ids = [sample.id for sample in load_samples(tiny_phantom_config(model))]
+    (run / "metrics.json").write_text(json.dumps({"train_ids": ids[:4], "test_ids": ids[4:]}))
+    return run
 
 
 def user_map_following_run(folder: Path) -> Path:
