@@ -219,7 +219,7 @@ def test_spread_uncertainty_keeps_a_confident_miss_local_and_lets_an_uncertain_c
         outside = ~plain.constrained
         assert limited.offset[outside].max() <= share * DEFAULT_PARAMS.spread_limit + 1e-9
         assert limited.offset[outside].max() == pytest.approx(share * plain.offset[outside].max(), rel=1e-6)
-    with pytest.raises(MedmatError, match="spread_uncertainty must be numbers, not negative"):
+    with pytest.raises(MedmatError, match="spread_uncertainty must be a number >= 0, got -0.1"):
         fusion_params(spread_uncertainty=-0.1)
 
 

@@ -115,9 +115,10 @@ class FusionParams:
             raise MedmatError(f"fusion parameter band_margin must be a whole number of pixels, got {self.band_margin!r}")
         if self.neighbours not in (4, 8):
             raise MedmatError(f"fusion parameter neighbours must be 4 or 8, got {self.neighbours!r}")
-        if not all(isinstance(getattr(self, name), (int, float)) and math.isfinite(getattr(self, name))
-                   and getattr(self, name) >= 0 for name in NON_NEGATIVE_PARAMS):
-            raise MedmatError(f"fusion parameters {', '.join(NON_NEGATIVE_PARAMS)} must be numbers, not negative")
+        for name in NON_NEGATIVE_PARAMS:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise MedmatError(f"fusion parameter {name} must be a number >= 0, got {value!r}")
         if not self.target_eps < 0.5:
             raise MedmatError(f"fusion parameter target_eps must lie below 0.5, got {self.target_eps!r}")
 
