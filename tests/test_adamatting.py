@@ -217,7 +217,8 @@ def test_overfits_one_tiny_image():
         return parts["trimap_ce"], (outputs["alpha"] - batch["alpha"])[unknown].abs().mean().item()
 
     first_ce, first_error = errors()
-    for _ in range(60):
+    # 100 steps: at 60 the alpha error sat at the bound on one CPU (0.148 against 0.146); by 100 it is ~0.03.
+    for _ in range(100):
         total, _ = criterion(model(batch), batch, 0, 1)
         optimizer.zero_grad()
         total.backward()
