@@ -234,9 +234,9 @@ def test_tiny_model_overfits_one_phantom():
     optimiser = torch.optim.Adam(list(model.parameters()) + list(criterion.parameters()), lr=1e-2)
     batch = _phantom(size=24, batch=1)
     history = []
-    for step in range(80):
+    for step in range(120):
         optimiser.zero_grad()
-        total, parts = criterion(model(batch), batch, epoch=step, num_epochs=80)
+        total, parts = criterion(model(batch), batch, epoch=step, num_epochs=120)
         total.backward()
         optimiser.step()
         history.append(parts)
@@ -244,8 +244,9 @@ def test_tiny_model_overfits_one_phantom():
     assert at_50["total"] < 0.1 * history[0]["total"]
     assert at_50["alpha_l1"] < 0.15 * history[0]["alpha_l1"]
     assert at_50["alpha_gradient"] < 0.5 * history[0]["alpha_gradient"]
-    # The masks' cross-entropy falls later: after 50 steps it is 0.36-0.56 of the first step's
-    # depending on the order of float sums (threads, memory layout), after 80 under 0.12.
+    # The masks' cross-entropy falls later, and when depends on the order of float sums (threads,
+    # memory layout, the CPU's kernels): over steps 70-80 it was 0.10 of the first step's with 2
+    # threads and 0.38 with 1 on an Intel Xeon; over steps 110-120 under 0.07 with either.
     last_ce = sum(parts["ce"] for parts in history[-10:]) / 10
     assert last_ce < 0.3 * history[0]["ce"]
 
