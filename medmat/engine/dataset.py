@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from medmat.data import transforms
-from medmat.data.transforms import HELD_OUT_BASE_KEYS
 from medmat.data.sample import Sample
+from medmat.data.transforms import HELD_OUT_BASE_KEYS
 from medmat.data.trimap import trimap_levels
 from medmat.data.validate import validate_dataset, validate_sample
 from medmat.errors import MedmatError
