@@ -29,10 +29,10 @@ from medmat.reporting import example_grid
 from medmat.interaction.actions import PROBE_LEVELS
 from medmat.interaction.fusion import DEFAULT_PARAMS
 from tiny_configs import (
-    finished_run,
     IMAGE_FOLLOWING,
     MEDICAL_TINY,
     NIG_TINY,
+    finished_run,
     image_following_run,
     load_benchmark,
     nig_config,

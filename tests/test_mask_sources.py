@@ -24,11 +24,11 @@ def test_the_terms_add_up_to_the_ged_medmat_reports(truth):
     rng = np.random.default_rng(0)
     masks = truth[None] >= rng.uniform(0.1, 0.9, 5)[:, None, None]
     targets = label_masks_from_alpha(truth)
-    terms = mask_sources.ged_terms(masks, targets)
+    terms = mask_sources.scored(masks, targets)
     assert terms["GED"] == pytest.approx(ged(masks, targets), abs=1e-12)
-    assert terms["GED"] == pytest.approx(2 * terms["cross"] - terms["within_masks"] - terms["within_targets"])
+    assert terms["GED"] == pytest.approx(2 * terms["cross"] - terms["within_pred"] - terms["within_labels"])
     assert terms["Dice"] == pytest.approx(adapted_dice(masks, targets))
-    assert terms["within_masks"] > 0.05  # five different thresholds of a soft matte differ
+    assert terms["within_pred"] > 0.05  # five different thresholds of a soft matte differ
 
 
 def test_a_perfect_alpha_gives_level_sets_equal_to_the_targets_and_identical_samples_have_no_diversity(truth):
@@ -36,9 +36,9 @@ def test_a_perfect_alpha_gives_level_sets_equal_to_the_targets_and_identical_sam
     scores = mask_sources.mask_sources(truth, samples, truth, np.random.default_rng(0))
     assert scores["alpha level sets"]["GED"] == pytest.approx(0.0, abs=1e-12)
     assert scores["alpha level sets"]["Dice"] == pytest.approx(1.0)
-    assert scores["sampled"]["within_masks"] == 0.0
+    assert scores["sampled"]["within_pred"] == 0.0
     # Identical samples cannot match the targets' diversity: their GED is above the level sets' 0.
-    assert scores["sampled"]["GED"] > 0.02 and scores["sampled"]["within_targets"] > 0.02
+    assert scores["sampled"]["GED"] > 0.02 and scores["sampled"]["within_labels"] > 0.02
 
 
 def test_the_script_scores_every_held_out_case_and_refuses_a_model_that_does_not_sample(tmp_path, capsys):

@@ -12,12 +12,13 @@ from medmat.metrics.matting import (
     sad,
     table_iv_metrics,
 )
-from medmat.metrics.segmentation import adapted_dice, ged, pairwise_dice, pairwise_iou, trimap_accuracy, trimap_miou
+from medmat.metrics.segmentation import adapted_dice, ged, ged_terms, pairwise_dice, pairwise_iou, trimap_accuracy, trimap_miou
 
 __all__ = [
     "adapted_dice",
     "connectivity_error",
     "ged",
+    "ged_terms",
     "gradient_error",
     "matting_metrics",
     "mean_table_iv_metrics",

@@ -76,6 +76,25 @@ def pairwise_dice(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.where(total == 0, 1.0, 2 * intersection / np.maximum(total, 1))
 
 
+def ged_terms(pred_masks: np.ndarray, label_masks: np.ndarray) -> dict[str, float]:
+    """The generalised energy distance and its three terms (d = 1 - IoU, means over all ordered pairs,
+    self-pairs included).
+
+    Args:
+        pred_masks: bool (N, H, W) samples of the predicted distribution.
+        label_masks: bool (M, H, W) annotators' masks.
+
+    Returns:
+        ``{"GED": 2 cross - within_pred - within_labels, "cross": mean d(S_i, Y_j), "within_pred":
+        mean d(S_i, S_k) (the samples' spread), "within_labels": mean d(Y_j, Y_l)}``.
+    """
+    cross = float(np.mean(1 - pairwise_iou(pred_masks, label_masks)))
+    within_pred = float(np.mean(1 - pairwise_iou(pred_masks, pred_masks)))
+    within_labels = float(np.mean(1 - pairwise_iou(label_masks, label_masks)))
+    return {"GED": 2 * cross - within_pred - within_labels, "cross": cross, "within_pred": within_pred,
+            "within_labels": within_labels}
+
+
 def ged(pred_masks: np.ndarray, label_masks: np.ndarray) -> float:
     """Generalised energy distance D^2 between predicted and annotated masks (d = 1 - IoU).
 
@@ -85,12 +104,9 @@ def ged(pred_masks: np.ndarray, label_masks: np.ndarray) -> float:
 
     Returns:
         D^2 = 2 mean d(S_i, Y_j) - mean d(S_i, S_k) - mean d(Y_j, Y_l), means over all ordered
-        pairs (self-pairs included); 0 for identical sets, at most 2.
+        pairs (self-pairs included); 0 for identical sets, at most 2 (:func:`ged_terms`).
     """
-    cross = 1 - pairwise_iou(pred_masks, label_masks)
-    within_pred = 1 - pairwise_iou(pred_masks, pred_masks)
-    within_labels = 1 - pairwise_iou(label_masks, label_masks)
-    return float(2 * cross.mean() - within_pred.mean() - within_labels.mean())
+    return ged_terms(pred_masks, label_masks)["GED"]
 
 
 def adapted_dice(pred_masks: np.ndarray, label_masks: np.ndarray) -> float:
