@@ -186,6 +186,19 @@ def test_criterion_without_matting_network_trains_the_masks_only():
     assert set(parts) == {"ce", "kl", "seg", "total"}
 
 
+def test_criterion_adds_the_prior_only_kl_at_its_own_weight():
+    criterion = build_criterion({"name": "medical_matting", "kl_weight": 0.5, "prior_kl_weight": 4.0})
+    outputs, batch = _outputs_and_batch(with_matting=False)
+    with pytest.raises(MedmatError, match="prior_kl_weight needs a model that gives 'kl_prior'"):
+        criterion(outputs, batch, epoch=0, num_epochs=1)
+    outputs["kl_prior"] = torch.tensor([0.1, 0.3])
+    total, parts = criterion(outputs, batch, epoch=0, num_epochs=1)
+    assert total.item() == pytest.approx(math.log(2) + (0.5 + 4.0) * 0.2, abs=1e-6)
+    assert parts["kl"] == pytest.approx(0.2)
+    with pytest.raises(MedmatError, match="prior_kl_weight"):
+        build_criterion({"name": "medical_matting", "prior_kl_weight": -1})
+
+
 @pytest.mark.parametrize("weighting", ["none", "uws", "oaws"])
 def test_criterion_combines_seg_and_matt_with_the_chosen_weighting(weighting):
     criterion = build_criterion({"name": "medical_matting", "weighting": weighting})

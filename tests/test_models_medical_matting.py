@@ -134,6 +134,18 @@ def test_kl_is_positive_and_zero_when_the_posterior_equals_the_prior():
     torch.testing.assert_close(model(batch)["kl"], torch.zeros(2), atol=1e-6, rtol=0)
 
 
+def test_kl_prior_has_the_kl_value_and_trains_only_the_prior_net():
+    model = _tiny_model().train()
+    outputs = model(_phantom())
+    torch.testing.assert_close(outputs["kl_prior"], outputs["kl"])
+    outputs["kl_prior"].sum().backward()
+    prob_unet = model.prob_unet
+    prior_grads = [p.grad for p in prob_unet.prior_net.parameters() if p.grad is not None]
+    assert prior_grads and any(g.abs().sum() > 0 for g in prior_grads)
+    for module in (prob_unet.posterior_net, prob_unet.unet, prob_unet.fcomb):
+        assert all(p.grad is None or not p.grad.any() for p in module.parameters())
+
+
 def test_prior_samples_give_different_masks_because_the_latent_matters():
     model = _tiny_model(num_samples=6)
     image = _phantom()["image"]

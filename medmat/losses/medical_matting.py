@@ -1,7 +1,9 @@
 """Losses of Medical Matting (§III.D.1, Eq. 5-8) and the criterion combining them.
 
 - masks: ``L_seg = mu * L_ce + upsilon * L_kl``: cross-entropy of the reparameterised posterior
-  sample's mask against the pseudo mask (Eq. 5), KL(posterior || prior) (Eq. 6);
+  sample's mask against the pseudo mask (Eq. 5), KL(posterior || prior) (Eq. 6); optionally
+  ``+ upsilon_prior * KL(sg(posterior) || prior)``, a KL whose gradient trains only the prior
+  (KL balancing, Hafner et al. 2021; not in the paper, off by default);
 - alpha: ``L_matt = zeta * L_alpha + xi * L_grad``: L1 to the ground-truth alpha (Eq. 7), and
   the L1 difference of Sobel gradients restricted to the uncertain region
   ``R = uncertainty_map > tau`` (Eq. 8);
@@ -78,7 +80,7 @@ def alpha_gradient_loss(
 class MedicalMattingLoss(nn.Module):
     """The Medical Matting training loss, ``forward(outputs, batch, epoch, num_epochs)``.
 
-    Uses ``outputs`` "mask_logits", "kl", and, when the model has a matting network (its
+    Uses ``outputs`` "mask_logits", "kl" ("kl_prior" too when ``prior_kl_weight`` > 0), and, when the model has a matting network (its
     outputs then hold "alpha_logits"), "alpha" and "uncertainty_map"; ``batch`` "pseudo_mask"
     and "alpha". Without a matting network (the "Prob. U-Net alone" ablation) the total is
     L_seg and the weighting is not used. ``epoch`` is the 0-based epoch index (OAWS's n);
@@ -91,6 +93,9 @@ class MedicalMattingLoss(nn.Module):
     Args:
         weighting: "none", "uws" or "oaws".
         ce_weight, kl_weight, alpha_weight, gradient_weight: mu, upsilon, zeta, xi.
+        prior_kl_weight: weight of a second KL term that reaches only the prior net, so the prior
+            learns to cover the posterior's codes at this weight while ``kl_weight`` alone pulls
+            the posterior towards the prior (a small ``kl_weight`` keeps the latent in use).
         gradient_threshold: tau of Eq. 8, in nats.
         sigma_init: UWS initial sigmas.
         oaws_a, oaws_b, oaws_t: OAWS coefficients a, b, t.
@@ -108,15 +113,17 @@ class MedicalMattingLoss(nn.Module):
         oaws_a: float = 0.05,
         oaws_b: float = 0.03,
         oaws_t: float = 0.5,
+        prior_kl_weight: float = 0.0,
     ):
         super().__init__()
         weights = {"ce_weight": ce_weight, "kl_weight": kl_weight, "alpha_weight": alpha_weight}
-        weights["gradient_weight"] = gradient_weight
+        weights.update(gradient_weight=gradient_weight, prior_kl_weight=prior_kl_weight)
         for name, value in weights.items():
             if not value >= 0:
                 raise MedmatError(f"loss option {name} must be >= 0, got {value}")
         self.ce_weight, self.kl_weight = float(ce_weight), float(kl_weight)
         self.alpha_weight, self.gradient_weight = float(alpha_weight), float(gradient_weight)
+        self.prior_kl_weight = float(prior_kl_weight)
         self.gradient_threshold = float(gradient_threshold)
         options = {"uws": {"sigma_init": sigma_init}, "oaws": {"a": oaws_a, "b": oaws_b, "t": oaws_t}}
         self.weighting = build_weighting(weighting, **options.get(str(weighting).lower(), {}))
@@ -127,6 +134,10 @@ class MedicalMattingLoss(nn.Module):
         ce = mask_cross_entropy(outputs["mask_logits"], batch["pseudo_mask"])
         kl = outputs["kl"].mean()
         seg = self.ce_weight * ce + self.kl_weight * kl
+        if self.prior_kl_weight > 0:
+            if "kl_prior" not in outputs:
+                raise MedmatError("loss option prior_kl_weight needs a model that gives 'kl_prior' (a Prob. U-Net)")
+            seg = seg + self.prior_kl_weight * outputs["kl_prior"].mean()
         parts = {"ce": ce.item(), "kl": kl.item(), "seg": seg.item()}
         if "alpha_logits" not in outputs:
             parts["total"] = parts["seg"]

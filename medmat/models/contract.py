@@ -61,6 +61,7 @@ OUTPUTS: dict[str, str] = {
     "sample_masks": "(B, N, H, W) sampled score maps in [0, 1]",
     "mask_logits": "logits of the mask the cross-entropy trains",
     "kl": "(B,) KL(posterior || prior) of the Prob. U-Net",
+    "kl_prior": "(B,) the same KL with the posterior held fixed (its gradient reaches only the prior)",
     "trimap_logits": "(B, 3, H, W) background / unknown / foreground logits",
     "adapted_trimap": "adapted trimap, levels 0 / 0.5 / 1",
     "nig_gamma": "NIG gamma (the alpha) in [0, 1]",

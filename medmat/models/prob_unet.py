@@ -115,7 +115,7 @@ class AxisAlignedGaussianEncoder(nn.Module):
 #: constructors keep "orthogonal" so that runs whose config predates the option retrain as they did.
 FCOMB_INITS = ("orthogonal", "orthogonal_relu")
 #: Outputs of :func:`masks_and_uncertainty` that a model built on the Prob. U-Net passes on.
-PROB_UNET_OUTPUTS = ("sample_masks", "uncertainty_map", "mask_logits", "kl")
+PROB_UNET_OUTPUTS = ("sample_masks", "uncertainty_map", "mask_logits", "kl", "kl_prior")
 
 
 class Fcomb(nn.Module):
@@ -157,6 +157,12 @@ class Fcomb(nn.Module):
             hidden = torch.relu(layer(hidden))
         logits = self.to_logits(hidden)[..., 0]
         return logits, hidden.permute(0, 1, 4, 2, 3)
+
+
+def detached_gaussian(distribution: Independent) -> Independent:
+    """An axis-aligned Gaussian (batch (B,), event (D,)) with its mean and scale cut from the graph."""
+    base = distribution.base_dist
+    return Independent(Normal(base.loc.detach(), base.scale.detach()), 1)
 
 
 class ProbabilisticUNet(nn.Module):
@@ -212,6 +218,9 @@ class ProbabilisticUNet(nn.Module):
             "mask_logits" (B, 1, H, W): from one reparameterised posterior sample (trained by
                 cross-entropy against ``mask``).
             "kl" (B,): analytic KL(Q || P) per image, >= 0.
+            "kl_prior" (B,): the same value with Q held fixed: its gradient trains only the
+                prior net (KL balancing: a loss can train the prior to follow the posterior
+                faster than it pulls the posterior towards the prior).
             "latent_features" (B, F, H, W): Fcomb's hidden features for that same sample.
             "sample_logits" (B, N, H, W): ``num_samples`` further posterior samples, drawn
                 without reparameterisation as in the authors' release: their gradient reaches
@@ -231,6 +240,7 @@ class ProbabilisticUNet(nn.Module):
                 raise ValueError("the Prob. U-Net needs the (pseudo) mask in training mode, for its posterior")
             posterior = self.posterior(image, mask)
             outputs["kl"] = kl_divergence(posterior, prior)
+            outputs["kl_prior"] = kl_divergence(detached_gaussian(posterior), prior)
             mask_logits, latent_features = self.fcomb(features, posterior.rsample()[:, None])
             outputs["mask_logits"] = mask_logits
             outputs["latent_features"] = latent_features[:, 0]
