@@ -149,6 +149,30 @@ def test_a_frozen_base_stays_in_eval_mode_and_only_the_refiner_learns(single_thr
     assert any(not torch.equal(v, refiner_before[k]) for k, v in model.refiner.state_dict().items())
 
 
+def test_a_base_trained_with_its_refiner_learns_from_its_own_criterion_too(single_thread):
+    model = _refiner(freeze_base=False).train()
+    assert model.base.training
+    criterion = build_criterion({**REFINER_LOSS, "base": {"name": "medical_matting"}, "base_weight": 0.5})
+    image, alpha = soft_discs(32)
+    batch = {"image": image, "alpha": alpha, "pseudo_mask": (alpha > 0.5).float()}
+    torch.manual_seed(3)
+    outputs = model(batch)
+    total, parts = criterion(outputs, batch, 0, 1)
+    refined_only, refined_parts = build_criterion(REFINER_LOSS)(outputs, batch, 0, 1)
+    assert {"base_ce", "base_kl", "base_alpha_l1", "base_total"} <= set(parts)
+    # The base term reads the base's alpha, not the refined one, at its weight.
+    base_l1 = (outputs["base_alpha"] - alpha).abs().mean().item()
+    assert parts["base_alpha_l1"] == pytest.approx(base_l1, rel=1e-5)
+    assert total.item() == pytest.approx(refined_only.item() + 0.5 * parts["base_total"], rel=1e-5)
+    total.backward()
+    assert next(model.base.prob_unet.prior_net.parameters()).grad is not None  # reached by the KL only
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.base.matting_net.parameters())
+    with pytest.raises(MedmatError, match="base_alpha"):
+        criterion({k: v for k, v in outputs.items() if k != "base_alpha"}, batch, 0, 1)
+    with pytest.raises(MedmatError, match="cannot itself be 'alpha_refinement'"):
+        build_criterion({**REFINER_LOSS, "base": REFINER_LOSS})
+
+
 def test_error_probes_click_where_the_prior_is_wrong_and_answer_the_quantised_truth():
     torch.manual_seed(0)
     alpha_gt = torch.zeros(4, 1, 24, 24)

@@ -30,7 +30,7 @@ from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.losses.medical_matting import alpha_gradient_loss
-from medmat.losses.registry import build_criterion, register_criterion
+from medmat.losses.registry import base_criterion_end_epoch, base_criterion_term, build_base_criterion, register_criterion
 from medmat.uncertainty.nig import NIG
 
 #: Outputs removed before the base criterion sees the base outputs, so that it leaves alpha alone.
@@ -104,14 +104,10 @@ class NIGLoss(nn.Module):
         for name, value in weights.items():
             if not value >= 0:
                 raise MedmatError(f"loss option {name} must be >= 0, got {value}")
-        if base is not None and (not isinstance(base, Mapping) or not isinstance(base.get("name"), str)):
-            raise MedmatError("loss option base must be null or a mapping with the base criterion's name")
-        if base is not None and base["name"] == "nig":
-            raise MedmatError("loss option base cannot itself be 'nig'")
         self.evidence_weight, self.gradient_weight = float(evidence_weight), float(gradient_weight)
         self.gradient_threshold, self.base_weight = float(gradient_threshold), float(base_weight)
+        self.base = build_base_criterion(base, "nig")
         self.base_name = None if base is None else base["name"]
-        self.base = None if base is None else build_criterion(base)
         self.base_alpha = bool(base_alpha)
 
     def base_outputs(self, outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,14 +134,12 @@ class NIGLoss(nn.Module):
             total = total + self.gradient_weight * gradient
             parts["alpha_gradient"] = gradient.item()
         if self.base is not None:
-            base_total, base_parts = self.base(self.base_outputs(outputs), batch, epoch, num_epochs)
+            base_total, base_parts = base_criterion_term(self.base, self.base_outputs(outputs), batch, epoch, num_epochs)
             total = total + self.base_weight * base_total
-            parts.update({f"base_{key}": value for key, value in base_parts.items()})
+            parts.update(base_parts)
         parts["total"] = total.item()
         return total, parts
 
     def end_epoch(self, epoch_mean_parts: dict) -> None:
         """Pass the epoch's means on to the base criterion when it keeps per-epoch state."""
-        if self.base is not None and hasattr(self.base, "end_epoch"):
-            prefix = "base_"
-            self.base.end_epoch({k[len(prefix):]: v for k, v in epoch_mean_parts.items() if k.startswith(prefix)})
+        base_criterion_end_epoch(self.base, epoch_mean_parts)

@@ -7,16 +7,23 @@ loss (Eq. 8) over the *hard region*: the pixels whose uncertainty exceeds ``thre
 ground truth lies strictly between 0 and 1.
 
     loss = l1_weight * L1(image) + band_weight * L1(hard region) + gradient_weight * Grad(hard region)
+
+A refiner trained together with its base (``freeze_base: false``, as RITM trains one network with
+the clicks as input) adds the base's own criterion (``base: {name: ..., ...}``) on the base's
+outputs, whose alpha is the model's "base_alpha", so that the matte a user sees before any click
+stays trained as the base alone would be.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.losses.medical_matting import alpha_gradient_loss, alpha_l1_loss
-from medmat.losses.registry import register_criterion
+from medmat.losses.registry import base_criterion_end_epoch, base_criterion_term, build_base_criterion, register_criterion
 from medmat.uncertainty.entropy import lesion_uncertainty
 
 #: Ground-truth alpha within this of 0 or 1 counts as background or foreground.
@@ -40,20 +47,28 @@ class AlphaRefinementLoss(nn.Module):
     """``forward(outputs, batch, epoch, num_epochs)`` -> ``(total, parts)`` (module docstring).
 
     Reads outputs "alpha" and "uncertainty_map" (the binary entropy of "base_alpha", else of
-    "alpha", when the model gives none) and the batch's "alpha", all (B, 1, H, W).
+    "alpha", when the model gives none) and the batch's "alpha", all (B, 1, H, W); with ``base``,
+    also the base's outputs and whatever its criterion reads in the batch.
+
+    Returns ``(total, parts)``: floats "alpha_l1", "band_l1", "alpha_gradient", the base
+    criterion's parts prefixed "base_" (with ``base``), and "total".
 
     Args:
         l1_weight, band_weight, gradient_weight: weights of the three terms (>= 0).
         threshold: uncertainty (nats) above which a pixel is hard (the gradient loss's tau).
+        base: the base criterion's config (``{"name": ..., **options}``) for a base that trains
+            with the refiner, or None (a frozen base).
+        base_weight: weight of the base criterion's total (>= 0).
     """
 
     def __init__(self, l1_weight: float = 1.0, band_weight: float = 1.0, gradient_weight: float = 1.0,
-                 threshold: float = 0.1):
+                 threshold: float = 0.1, base: Mapping | None = None, base_weight: float = 1.0):
         super().__init__()
-        if min(l1_weight, band_weight, gradient_weight, threshold) < 0:
+        if min(l1_weight, band_weight, gradient_weight, threshold, base_weight) < 0:
             raise MedmatError("alpha_refinement weights and threshold must not be negative")
         self.l1_weight, self.band_weight, self.gradient_weight = float(l1_weight), float(band_weight), float(gradient_weight)
-        self.threshold = float(threshold)
+        self.threshold, self.base_weight = float(threshold), float(base_weight)
+        self.base = build_base_criterion(base, "alpha_refinement")
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], epoch: int, num_epochs: int):
         alpha, alpha_gt = outputs["alpha"].float(), batch["alpha"]
@@ -66,5 +81,17 @@ class AlphaRefinementLoss(nn.Module):
         # The region as its "uncertainty" with a threshold of 0.5: Eq. 8 over exactly the hard pixels.
         gradient = alpha_gradient_loss(alpha, alpha_gt, region, threshold=0.5)
         total = self.l1_weight * whole + self.band_weight * band + self.gradient_weight * gradient
-        parts = {"alpha_l1": whole.item(), "band_l1": band.item(), "alpha_gradient": gradient.item(), "total": total.item()}
+        parts = {"alpha_l1": whole.item(), "band_l1": band.item(), "alpha_gradient": gradient.item()}
+        if self.base is not None:
+            if "base_alpha" not in outputs:
+                raise MedmatError("loss option base needs a model that gives 'base_alpha' (a refiner)")
+            base_outputs = dict(outputs, alpha=outputs["base_alpha"])
+            base_total, base_parts = base_criterion_term(self.base, base_outputs, batch, epoch, num_epochs)
+            total = total + self.base_weight * base_total
+            parts.update(base_parts)
+        parts["total"] = total.item()
         return total, parts
+
+    def end_epoch(self, epoch_mean_parts: dict) -> None:
+        """Pass the epoch's means on to the base criterion when it keeps per-epoch state."""
+        base_criterion_end_epoch(self.base, epoch_mean_parts)

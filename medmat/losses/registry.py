@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
+from medmat.errors import MedmatError
 from medmat.registry import Registry
 
 CRITERIA = Registry("loss", "losses")
@@ -36,3 +38,33 @@ def build_criterion(loss_config: Mapping) -> nn.Module:
     """
     options = dict(loss_config)
     return CRITERIA.build(options.pop("name", None), **options)
+
+
+def build_base_criterion(base: Mapping | None, wrapper: str) -> nn.Module | None:
+    """The wrapped base model's own criterion inside the criterion ``wrapper`` (None for ``base=None``).
+
+    Raises:
+        MedmatError: ``base`` is not a mapping with a criterion name, or names ``wrapper`` itself.
+    """
+    if base is None:
+        return None
+    if not isinstance(base, Mapping) or not isinstance(base.get("name"), str):
+        raise MedmatError("loss option base must be null or a mapping with the base criterion's name")
+    if base["name"] == wrapper:
+        raise MedmatError(f"loss option base cannot itself be {wrapper!r}")
+    return build_criterion(base)
+
+
+def base_criterion_term(
+    criterion: nn.Module, base_outputs: dict, batch: dict, epoch: int, num_epochs: int
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The base criterion's total on the base's outputs, and its parts prefixed "base_"."""
+    total, parts = criterion(base_outputs, batch, epoch, num_epochs)
+    return total, {f"base_{key}": value for key, value in parts.items()}
+
+
+def base_criterion_end_epoch(criterion: nn.Module | None, epoch_mean_parts: dict) -> None:
+    """Hand the epoch's means of the "base_" parts on to a base criterion that keeps per-epoch state."""
+    if criterion is not None and hasattr(criterion, "end_epoch"):
+        prefix = "base_"
+        criterion.end_epoch({k[len(prefix):]: v for k, v in epoch_mean_parts.items() if k.startswith(prefix)})
