@@ -24,7 +24,11 @@ def cat_channels(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     (24 copies of full-resolution joins per `lite` step: ``benchmarks/step_profile.py --shapes``).
     The values are those the convolution's own autocast cast would give.
     """
-    reference = max(tensors, key=lambda tensor: tensor.shape[1])
+    # A loop rather than max(key=...), which torch.compile cannot trace (a graph break per join).
+    reference = tensors[0]
+    for tensor in tensors[1:]:
+        if tensor.shape[1] > reference.shape[1]:
+            reference = tensor
     tensors = [tensor.to(reference.dtype) for tensor in tensors]
     if reference.dim() == 4 and reference.is_contiguous(memory_format=torch.channels_last) and not reference.is_contiguous():
         # Joined along the last axis of the (B, H, W, C) views: the result is channels-last.
