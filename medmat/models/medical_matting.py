@@ -100,6 +100,8 @@ class MedicalMatting(MattingModel):
         use_matting_net: False = "Prob. U-Net alone" ablation.
         use_uncertainty_map: False = matting network without the uncertainty map.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
+        matting_latent: "sample" (the paper's) or "mean": the Prob. U-Net code whose features the
+            matting network reads (:class:`~medmat.models.prob_unet.ProbabilisticUNet`).
 
     ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1], and in training
     "pseudo_mask" (B, 1, H, W) in {0, 1}; it draws ``num_samples`` masks (None: the configured N;
@@ -129,6 +131,7 @@ class MedicalMatting(MattingModel):
         use_matting_net: bool = True,
         use_uncertainty_map: bool = True,
         num_samples: int = 8,
+        matting_latent: str = "sample",
     ):
         super().__init__()
         (in_channels,) = positive_ints("in_channels", in_channels, 1)
@@ -139,7 +142,9 @@ class MedicalMatting(MattingModel):
         if num_fcomb_convs < 2:
             raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
 
-        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init)
+        self.prob_unet = ProbabilisticUNet(
+            in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init, matting_latent
+        )
         self.matting_net: MattingNetwork | None = None
         if use_matting_net:
             self.matting_net = MattingNetwork(

@@ -114,6 +114,8 @@ class AxisAlignedGaussianEncoder(nn.Module):
 #: the power: 1 step, as a plain 1x1 head. The packaged configs choose "orthogonal_relu"; the
 #: constructors keep "orthogonal" so that runs whose config predates the option retrain as they did.
 FCOMB_INITS = ("orthogonal", "orthogonal_relu")
+#: Which code's Fcomb features the matting network reads (:class:`ProbabilisticUNet`).
+MATTING_LATENTS = ("sample", "mean")
 #: Outputs of :func:`masks_and_uncertainty` that a model built on the Prob. U-Net passes on.
 PROB_UNET_OUTPUTS = ("sample_masks", "uncertainty_map", "mask_logits", "kl", "kl_prior")
 
@@ -176,6 +178,12 @@ class ProbabilisticUNet(nn.Module):
         num_fcomb_convs: 1x1 convolutions in Fcomb (4 in both papers).
         batch_norm: batch norm in the U-Net (the Medical Matting release uses it).
         fcomb_init: Fcomb's initialisation, one of :data:`FCOMB_INITS`.
+        matting_latent: whose Fcomb features "latent_features" (the matting network's input)
+            are in eval mode, one of :data:`MATTING_LATENTS`: "sample" (the paper's: prior
+            sample 0) or "mean" (the prior's mean code: one more Fcomb pass, and a matte that does
+            not change with the draw when the latent carries information). Training is the
+            same for both (the reparameterised posterior sample's features), so a run trained
+            with either can be predicted with either.
     """
 
     def __init__(
@@ -186,8 +194,12 @@ class ProbabilisticUNet(nn.Module):
         num_fcomb_convs: int = 4,
         batch_norm: bool = True,
         fcomb_init: str = "orthogonal",
+        matting_latent: str = "sample",
     ):
         super().__init__()
+        if matting_latent not in MATTING_LATENTS:
+            raise MedmatError(f"model option matting_latent must be one of {', '.join(MATTING_LATENTS)}, got {matting_latent!r}")
+        self.matting_latent = matting_latent
         self.unet = UNet(in_channels, filters, batch_norm)
         self.prior_net = AxisAlignedGaussianEncoder(in_channels, filters, latent_dim)
         self.posterior_net = AxisAlignedGaussianEncoder(in_channels + 1, filters, latent_dim)
@@ -251,8 +263,13 @@ class ProbabilisticUNet(nn.Module):
         sample_logits, latent_features = self.fcomb(features, prior.sample((num_samples,)).transpose(0, 1))
         outputs["sample_logits"] = sample_logits
         outputs["mask_logits"] = sample_logits[:, :1]
-        outputs["latent_features"] = latent_features[:, 0]
+        outputs["latent_features"] = self._mean_features(features, prior) if self.matting_latent == "mean" else latent_features[:, 0]
         return outputs
+
+    def _mean_features(self, features: torch.Tensor, distribution: Independent) -> torch.Tensor:
+        """Fcomb's hidden features (B, F, H, W) at the mean code of ``distribution``."""
+        _, mean_features = self.fcomb(features, distribution.mean[:, None])
+        return mean_features[:, 0]
 
 
 def masks_and_uncertainty(
