@@ -80,8 +80,9 @@ def alpha_gradient_loss(
 class MedicalMattingLoss(nn.Module):
     """The Medical Matting training loss, ``forward(outputs, batch, epoch, num_epochs)``.
 
-    Uses ``outputs`` "mask_logits", "kl" ("kl_prior" too when ``prior_kl_weight`` > 0), and, when the model has a matting network (its
-    outputs then hold "alpha_logits"), "alpha" and "uncertainty_map"; ``batch`` "pseudo_mask"
+    Uses ``outputs`` "mask_logits", "kl" ("kl_prior" too when ``prior_kl_weight`` > 0), and,
+    when the model has a matting network (its outputs then hold "alpha_logits"), "alpha" and
+    "uncertainty_map"; ``batch`` "pseudo_mask"
     and "alpha". Without a matting network (the "Prob. U-Net alone" ablation) the total is
     L_seg and the weighting is not used. ``epoch`` is the 0-based epoch index (OAWS's n);
     ``num_epochs`` is accepted for the engine contract and not needed.

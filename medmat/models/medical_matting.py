@@ -101,7 +101,8 @@ class MedicalMatting(MattingModel):
         use_uncertainty_map: False = matting network without the uncertainty map.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
         matting_latent: "sample" (the paper's) or "mean": the Prob. U-Net code whose features the
-            matting network reads (:class:`~medmat.models.prob_unet.ProbabilisticUNet`).
+            matting network reads at prediction (training is the same for both;
+            :class:`~medmat.models.prob_unet.ProbabilisticUNet`).
 
     ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1], and in training
     "pseudo_mask" (B, 1, H, W) in {0, 1}; it draws ``num_samples`` masks (None: the configured N;
@@ -117,6 +118,8 @@ class MedicalMatting(MattingModel):
             posterior sample; eval: prior sample 0);
         "kl" (B,): KL(posterior || prior) per image, in training, or in eval when
             "pseudo_mask" is in the batch.
+        "kl_prior" (B,): in training, the same KL with the posterior held fixed (its gradient
+            reaches only the prior net; ``loss.prior_kl_weight``).
     """
 
     def __init__(
