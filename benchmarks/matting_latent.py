@@ -32,9 +32,9 @@ from medmat.models.prob_unet import MATTING_LATENTS
 from options import add_run_options
 
 
-def evaluate_both(run: str, data: str | None, trimaps: str | None, num_samples: int, seed: int) -> dict[str, list[dict]]:
-    """Per matting latent, the per-fold records of ``medmat evaluate`` (``write_summary``'s input)."""
-    config = run_config(run, data, trimaps)
+def evaluate_both(run: str, config: dict, num_samples: int, seed: int) -> dict[str, list[dict]]:
+    """Per matting latent, the per-fold records of ``medmat evaluate`` (``write_summary``'s input);
+    ``config`` is :func:`~medmat.cli.model_commands.run_config` of ``run`` (its data are scored)."""
     samples = load_samples(config)
     records: dict[str, list[dict]] = {latent: [] for latent in MATTING_LATENTS}
     for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.run is None:
         parser.error("--run is required")
     try:
-        records = evaluate_both(args.run, args.data, args.trimaps, args.samples, args.seed)
         config = run_config(args.run, args.data, args.trimaps)
+        records = evaluate_both(args.run, config, args.samples, args.seed)
         with tempfile.TemporaryDirectory() as scratch:
             for latent, latent_records in records.items():
                 folder = Path(args.output or scratch) / latent

@@ -21,7 +21,7 @@ def test_both_codes_score_the_same_masks_and_different_mattes(tmp_path, capsys):
     assert "reads the sample code" in printed and "reads the mean code" in printed
     sample_v, mean_v = (json.dumps(s) for s in summaries.values())
     assert sample_v != mean_v  # the mattes differ ...
-    records = matting_latent.evaluate_both(str(run), None, None, 3, 0)
+    records = matting_latent.evaluate_both(str(run), matting_latent.run_config(str(run), None, None), 3, 0)
     sample_cases, mean_cases = records["sample"][0]["cases"], records["mean"][0]["cases"]
     assert len(sample_cases) == len(mean_cases) == 4
     for sampled, mean in zip(sample_cases, mean_cases):
