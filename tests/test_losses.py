@@ -199,6 +199,23 @@ def test_criterion_adds_the_prior_only_kl_at_its_own_weight():
         build_criterion({"name": "medical_matting", "prior_kl_weight": -1})
 
 
+def test_criterion_kl_target_pulls_a_collapsing_latent_back_up():
+    criterion = build_criterion({"name": "medical_matting", "kl_weight": 0.5, "kl_target": 0.2})
+    outputs, batch = _outputs_and_batch(with_matting=False)
+    kl = torch.tensor([0.1, 0.3], requires_grad=True)
+    outputs["kl"] = kl
+    total, parts = criterion(outputs, batch, epoch=0, num_epochs=1)
+    # 0.5 * mean(|0.1 - 0.2|, |0.3 - 0.2|) = 0.05; "kl" still reports the KL itself
+    assert total.item() == pytest.approx(math.log(2) + 0.05, abs=1e-6)
+    assert parts["kl"] == pytest.approx(0.2)
+    total.backward()
+    # below the target the gradient raises the KL, above it lowers it
+    assert kl.grad.tolist() == pytest.approx([-0.25, 0.25])
+    for bad in (-1.0, "three"):
+        with pytest.raises(MedmatError, match="kl_target"):
+            build_criterion({"name": "medical_matting", "kl_target": bad})
+
+
 @pytest.mark.parametrize("weighting", ["none", "uws", "oaws"])
 def test_criterion_combines_seg_and_matt_with_the_chosen_weighting(weighting):
     criterion = build_criterion({"name": "medical_matting", "weighting": weighting})

@@ -97,6 +97,9 @@ class MedicalMattingLoss(nn.Module):
         prior_kl_weight: weight of a second KL term that reaches only the prior net, so the prior
             learns to cover the posterior's codes at this weight while ``kl_weight`` alone pulls
             the posterior towards the prior (a small ``kl_weight`` keeps the latent in use).
+        kl_target: None (the paper's term, ``kl_weight * KL``) or a capacity in nats: the term
+            becomes ``kl_weight * |KL - kl_target|`` per image (Burgess et al. 2018), which pulls
+            a collapsing latent back up to ``kl_target`` nats instead of letting it fall to 0.
         gradient_threshold: tau of Eq. 8, in nats.
         sigma_init: UWS initial sigmas.
         oaws_a, oaws_b, oaws_t: OAWS coefficients a, b, t.
@@ -115,6 +118,7 @@ class MedicalMattingLoss(nn.Module):
         oaws_b: float = 0.03,
         oaws_t: float = 0.5,
         prior_kl_weight: float = 0.0,
+        kl_target: float | None = None,
     ):
         super().__init__()
         weights = {"ce_weight": ce_weight, "kl_weight": kl_weight, "alpha_weight": alpha_weight}
@@ -125,6 +129,9 @@ class MedicalMattingLoss(nn.Module):
         self.ce_weight, self.kl_weight = float(ce_weight), float(kl_weight)
         self.alpha_weight, self.gradient_weight = float(alpha_weight), float(gradient_weight)
         self.prior_kl_weight = float(prior_kl_weight)
+        if kl_target is not None and not (isinstance(kl_target, (int, float)) and kl_target >= 0):
+            raise MedmatError(f"loss option kl_target must be null or a number of nats >= 0, got {kl_target!r}")
+        self.kl_target = None if kl_target is None else float(kl_target)
         self.gradient_threshold = float(gradient_threshold)
         options = {"uws": {"sigma_init": sigma_init}, "oaws": {"a": oaws_a, "b": oaws_b, "t": oaws_t}}
         self.weighting = build_weighting(weighting, **options.get(str(weighting).lower(), {}))
@@ -133,8 +140,13 @@ class MedicalMattingLoss(nn.Module):
         self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], epoch: int, num_epochs: int
     ) -> tuple[torch.Tensor, dict[str, float]]:
         ce = mask_cross_entropy(outputs["mask_logits"], batch["pseudo_mask"])
-        kl = outputs["kl"].mean()
-        seg = self.ce_weight * ce + self.kl_weight * kl
+        kl_per_image = outputs["kl"]
+        kl = kl_per_image.mean()
+        if self.kl_target is None:
+            kl_term = kl
+        else:
+            kl_term = (kl_per_image - self.kl_target).abs().mean()
+        seg = self.ce_weight * ce + self.kl_weight * kl_term
         if self.prior_kl_weight > 0:
             if "kl_prior" not in outputs:
                 raise MedmatError("loss option prior_kl_weight needs a model that gives 'kl_prior' (a Prob. U-Net)")
