@@ -257,6 +257,32 @@ def test_a_frozen_base_runs_once_while_only_the_probes_change(single_thread):
     assert len(calls) == 7
 
 
+def test_iterative_probes_add_clicks_at_the_refiners_own_errors(single_thread):
+    model = _refiner(iterative_probes=3, prior_noise=0.0).train()
+    image, alpha = soft_discs(32)
+    calls = []
+
+    def record(module, inputs):
+        calls.append((module.training, torch.is_grad_enabled(), inputs[0][:, -2:].clone()))
+
+    model.refiner.register_forward_pre_hook(record)
+    rounds = []
+    torch.manual_seed(0)
+    for _ in range(12):
+        calls.clear()
+        model({"image": image, "alpha": alpha})
+        rounds.append(len(calls) - 1)
+        # the extra passes: eval mode, no gradient; the last one trains, with every click so far
+        assert [(t, g) for t, g, _ in calls] == [(False, False)] * (len(calls) - 1) + [(True, True)]
+        weights = [maps[:, 0] > 0 for _, _, maps in calls]
+        for before, after in zip(weights, weights[1:]):
+            assert torch.all(after[before]) and after.sum() > before.sum()
+    assert set(rounds) == {0, 1, 2, 3}
+    assert model.refiner.training
+    with pytest.raises(MedmatError, match="iterative_probes"):
+        _refiner(iterative_probes=-1)
+
+
 def test_refiner_options_are_checked():
     with pytest.raises(MedmatError, match="base"):
         build_model_from_config(tiny_phantom_config({"name": "probe_refiner", "base": "medical_matting"}, REFINER_LOSS))

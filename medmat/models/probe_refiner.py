@@ -30,7 +30,11 @@ Training (docs/interaction.md):
   rarely see an error to correct: the base logit it reads is perturbed by a random smooth offset
   (a global offset and a field drawn at 1/16 of the resolution, each ~ N(0, ``prior_noise``),
   scaled by ``0.25 + u / ln 2`` with u the uncertainty, so that confident pixels move least), the
-  errors a held-out case shows. The loss trains the refined alpha against the ground truth.
+  errors a held-out case shows. The loss trains the refined alpha against the ground truth;
+- with ``iterative_probes`` = M > 0 (RITM's iterative sampling, Sofiiuk et al. 2022) a training
+  batch adds 0..M more clicks (uniform), one at a time, each drawn where the refiner's own alpha
+  with the clicks so far is wrong (refiner in eval mode, no gradient), as the simulated user
+  clicks the refined matte's remaining error; the gradient step then reads all the clicks.
 
 With ``train.cross_fit_from`` (:mod:`medmat.engine.cross_fit`) a training batch carries each case's
 prediction by the base fold model that held it out ("held_out_base_alpha", "held_out_base_uncertainty"),
@@ -181,6 +185,8 @@ class ProbeRefiner(MattingModel):
         training_probes: "error" (where the perturbed base alpha is wrong) or "band" (uniformly
             in the ground truth's transition band, drawn by the dataset, :meth:`training_transform`).
         identity_without_probes: the base's alpha, unchanged, for an image without probes.
+        iterative_probes: most training clicks added at the refiner's own errors (module
+            docstring); 0 (the default) adds none.
     """
 
     def __init__(
@@ -193,8 +199,12 @@ class ProbeRefiner(MattingModel):
         random_probe_maps: bool = True,
         training_probes: str = "error",
         identity_without_probes: bool = True,
+        iterative_probes: int = 0,
     ):
         super().__init__()
+        if isinstance(iterative_probes, bool) or not isinstance(iterative_probes, int) or iterative_probes < 0:
+            raise MedmatError(f"model option iterative_probes must be an integer >= 0, got {iterative_probes!r}")
+        self.iterative_probes = iterative_probes
         if not (isinstance(prior_noise, (int, float)) and math.isfinite(prior_noise) and prior_noise >= 0):
             raise MedmatError(f"model option prior_noise must be a number >= 0, got {prior_noise!r}")
         if training_probes not in TRAINING_PROBES:
@@ -290,6 +300,33 @@ class ProbeRefiner(MattingModel):
         field = F.interpolate(field, size=(height, width), mode="bilinear", align_corners=False)
         return (offset + field) * (0.25 + uncertainty / math.log(2.0))
 
+    @staticmethod
+    def _refiner_inputs(image: torch.Tensor, logit: torch.Tensor, uncertainty: torch.Tensor,
+                        probes: torch.Tensor) -> torch.Tensor:
+        """The refiner U-Net's input (B, C + 2 + 2, H, W): image, scaled logit, scaled uncertainty, probes."""
+        scaled_logit = logit.clamp(-LOGIT_RANGE, LOGIT_RANGE) / LOGIT_RANGE
+        return torch.cat([image, scaled_logit, uncertainty / math.log(2.0), probes.to(image)], dim=1)
+
+    def _iterated_probes(self, image: torch.Tensor, logit: torch.Tensor, uncertainty: torch.Tensor,
+                         probes: torch.Tensor, alpha_gt: torch.Tensor) -> torch.Tensor:
+        """``probes`` plus 0..``iterative_probes`` clicks, each at the refined alpha's error so far."""
+        rounds = int(torch.randint(0, self.iterative_probes + 1, ()))
+        if not rounds:
+            return probes
+        was_training = self.refiner.training
+        # Eval mode, as RITM: the clicks are placed by the network a user would click against.
+        self.refiner.eval()
+        try:
+            with torch.no_grad():
+                for _ in range(rounds):
+                    offset = self.refiner(self._refiner_inputs(image, logit, uncertainty, probes)).float()
+                    click = error_probe_maps(torch.sigmoid(logit + offset), alpha_gt, p=1.0, max_probes=1, min_probes=1)
+                    # The later click's answer where discs overlap, the rule of every probe map.
+                    probes = torch.where(click[:, :1] > 0, click, probes)
+        finally:
+            self.refiner.train(was_training)
+        return probes
+
     def forward(self, batch: dict[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         image = batch["image"]
         held_out = batch.get("held_out_base_alpha") if self.training else None
@@ -313,13 +350,11 @@ class ProbeRefiner(MattingModel):
         wants_error_probes = self.random_probe_maps and self.training_probes == "error"
         if probes is None and self.training and wants_error_probes and batch.get("alpha") is not None:
             probes = error_probe_maps(torch.sigmoid(logit), batch["alpha"], min_probes=int(self.identity_without_probes))
+            if self.iterative_probes:
+                probes = self._iterated_probes(image, logit, uncertainty, probes, batch["alpha"])
         if probes is None:
             probes = image.new_zeros(image.shape[0], PROBE_MAP_CHANNELS, *image.shape[-2:])
-        inputs = torch.cat(
-            [image, logit.clamp(-LOGIT_RANGE, LOGIT_RANGE) / LOGIT_RANGE, uncertainty / math.log(2.0), probes.to(image)],
-            dim=1,
-        )
-        offset = self.refiner(inputs).float()
+        offset = self.refiner(self._refiner_inputs(image, logit, uncertainty, probes)).float()
         if self.identity_without_probes:
             answered = (probes[:, :1].flatten(1).amax(dim=1) > 0).to(offset.dtype)
             offset = offset * answered[:, None, None, None]
