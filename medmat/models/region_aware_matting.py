@@ -177,6 +177,8 @@ class RegionAwareMatting(MattingModel):
         unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init: the Prob. U-Net, as in
             :class:`~medmat.models.medical_matting.MedicalMatting`.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
+        matting_latent: "sample" or "mean", the Prob. U-Net code whose features the Matting U-Net
+            reads at prediction, as in :class:`~medmat.models.medical_matting.MedicalMatting`.
 
     ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
     (B, 1, H, W) in {0, 1}; it returns the outputs of the core model, at the input size, so the
@@ -209,6 +211,7 @@ class RegionAwareMatting(MattingModel):
         batch_norm: bool = True,
         fcomb_init: str = "orthogonal",
         num_samples: int = 8,
+        matting_latent: str = "sample",
     ):
         super().__init__()
         (in_channels,) = positive_ints("in_channels", in_channels, 1)
@@ -230,7 +233,9 @@ class RegionAwareMatting(MattingModel):
         if num_fcomb_convs < 2:
             raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
 
-        self.prob_unet = ProbabilisticUNet(in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init)
+        self.prob_unet = ProbabilisticUNet(
+            in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init, matting_latent
+        )
         self.matting_net = MattingUNet(
             in_channels,
             self.prob_unet.latent_channels,
