@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from machine import describe_machine, finish_report, machine_line  # benchmarks/ is the script's folder
-from medmat.cli.model_commands import run_config
+from medmat.engine.held_out import run_config
 from medmat.engine.config import input_size
 from medmat.engine.dataset import fit_sample
 from medmat.engine.trainer import load_samples

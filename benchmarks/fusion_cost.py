@@ -51,7 +51,7 @@ def phantom_case(size: int) -> tuple[Sample, dict]:
 
 def run_case(run: str, case_id: str, size: int, num_samples: int) -> tuple[Sample, dict]:
     """A held-out case of a run with the model's maps, resized to ``size``."""
-    from medmat.cli.model_commands import run_config
+    from medmat.engine.held_out import run_config
     from medmat.engine import load_run
     from medmat.engine.config import input_size
     from medmat.engine.dataset import fit_sample

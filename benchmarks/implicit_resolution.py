@@ -150,29 +150,21 @@ def trained_runs(
 ) -> tuple[list[tuple[torch.nn.Module, list[Sample]]], int]:
     """(model, held-out full-resolution cases) of a train run or of every fold of a crossval run,
     and the run's input side (``data.input_size``)."""
-    from medmat.cli.model_commands import runs_and_cases
     from medmat.engine import load_run
     from medmat.engine.config import input_size, model_input_size
+    from medmat.engine.held_out import run_config, runs_and_cases
     from medmat.engine.trainer import load_samples
 
-    first = load_run(f"{run}/fold-0" if _is_crossval(run) else run)[1]
+    first = run_config(run, data, trimaps)
     size = model_input_size(first) or input_size(first)
     if size is None or size[0] != size[1]:
         message = f"the run's model input must be one square size (a run of `train` here), got {size}"
         raise MedmatError(message, run)
     # The ground truth is scored at full resolution: the cases are not resized as in training.
     first["data"]["resize"] = None
-    if data is not None:
-        first["data"].update(dataset=data, trimaps=trimaps)
     samples = load_samples(first)
     runs = [(load_run(model_dir)[0], cases) for model_dir, cases in runs_and_cases(run, samples)]
     return runs, size[0]
-
-
-def _is_crossval(run: str) -> bool:
-    from pathlib import Path
-
-    return (Path(run) / "fold-0").is_dir()
 
 
 def score_command(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from machine import describe_machine, machine_line  # benchmarks/ is the script's folder, first on sys.path
-from medmat.cli.model_commands import run_config, runs_and_cases
+from medmat.engine.held_out import run_config, runs_and_cases
 from medmat.engine import load_run
 from medmat.engine.config import input_size
 from medmat.engine.dataset import fit_sample

@@ -19,12 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 from machine import machine_line
-from medmat.cli.model_commands import run_config, runs_and_cases
-from medmat.engine import evaluate_samples, load_run, mean_case_metrics
-from medmat.engine.config import input_size
+from medmat.engine import load_run
+from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
 from medmat.engine.summary import write_summary
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
@@ -34,7 +31,7 @@ from options import add_run_options
 
 def evaluate_both(run: str, config: dict, num_samples: int, seed: int) -> dict[str, list[dict]]:
     """Per matting latent, the per-fold records of ``medmat evaluate`` (``write_summary``'s input);
-    ``config`` is :func:`~medmat.cli.model_commands.run_config` of ``run`` (its data are scored)."""
+    ``config`` is :func:`~medmat.engine.held_out.run_config` of ``run`` (its data are scored)."""
     samples = load_samples(config)
     records: dict[str, list[dict]] = {latent: [] for latent in MATTING_LATENTS}
     for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
@@ -44,11 +41,7 @@ def evaluate_both(run: str, config: dict, num_samples: int, seed: int) -> dict[s
             raise MedmatError("the run's model has no Prob. U-Net (prob_unet)", model_dir)
         for latent in MATTING_LATENTS:
             prob_unet.matting_latent = latent
-            torch.manual_seed(seed)
-            evaluated = evaluate_samples(model, cases, num_samples, fold_config["eval"]["region"], input_size(fold_config),
-                                         flip=fold_config["eval"]["flip"])
-            records[latent].append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
-                                    "mean": mean_case_metrics(evaluated)})
+            records[latent].append(evaluate_fold(model, fold_config, cases, num_samples, seed, fold))
     return records
 
 

@@ -50,7 +50,7 @@ from torch import nn
 
 from machine import describe_machine  # benchmarks/ is the script's folder, first on sys.path
 from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha
-from medmat.cli.model_commands import run_config, runs_and_cases
+from medmat.engine.held_out import run_config, runs_and_cases
 from medmat.data.sample import Sample
 from medmat.data.trimap import optimal_trimap_classes, trimap_classes, trimap_levels, trimap_regions
 from medmat.engine import load_run, predict

@@ -146,10 +146,11 @@ def test_kl_prior_has_the_kl_value_and_trains_only_the_prior_net():
         assert all(p.grad is None or not p.grad.any() for p in module.parameters())
 
 
+@pytest.mark.parametrize("model_name", ["medical_matting", "region_aware_matting"])
 @pytest.mark.parametrize("matting_latent", ["sample", "mean"])
-def test_the_mean_code_makes_the_matte_independent_of_the_draw(matting_latent):
+def test_the_mean_code_makes_the_matte_independent_of_the_draw(model_name, matting_latent):
     # Without the uncertainty map, which is made from the draws whatever code the matting network reads.
-    model = _tiny_model(matting_latent=matting_latent, use_uncertainty_map=False).eval()
+    model = tiny_network(model_name, num_samples=3, matting_latent=matting_latent, use_uncertainty_map=False).eval()
     with torch.no_grad():
         model.prob_unet.prior_net.to_mean_log_sigma.bias[2:].fill_(1.0)  # a wide prior: draws differ
         image = _phantom()["image"]
@@ -161,7 +162,7 @@ def test_the_mean_code_makes_the_matte_independent_of_the_draw(matting_latent):
     same_alpha = torch.allclose(first["alpha"], second["alpha"], atol=1e-6)
     assert same_alpha == (matting_latent == "mean")
     with pytest.raises(MedmatError, match="matting_latent"):
-        _tiny_model(matting_latent="median")
+        tiny_network(model_name, matting_latent="median")
 
 
 def test_prior_samples_give_different_masks_because_the_latent_matters():

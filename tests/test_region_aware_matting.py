@@ -222,22 +222,6 @@ def test_outputs_in_training_and_evaluation():
     _assert_range(evaluated["lesion_uncertainty"], LN2)
 
 
-@pytest.mark.parametrize("matting_latent", ["sample", "mean"])
-def test_the_mean_code_makes_the_matte_independent_of_the_draw(matting_latent):
-    model = _tiny_model(matting_latent=matting_latent, use_uncertainty_map=False).eval()
-    with torch.no_grad():
-        model.prob_unet.prior_net.to_mean_log_sigma.bias[2:].fill_(1.0)  # a wide prior: draws differ
-        image = _phantom()["image"]
-        torch.manual_seed(1)
-        first = model({"image": image})
-        torch.manual_seed(2)
-        second = model({"image": image})
-    assert not torch.allclose(first["sample_masks"], second["sample_masks"], atol=1e-4)
-    assert torch.allclose(first["alpha"], second["alpha"], atol=1e-6) == (matting_latent == "mean")
-    with pytest.raises(MedmatError, match="matting_latent"):
-        _tiny_model(matting_latent="median")
-
-
 def test_predict_at_other_sizes_and_at_the_input_size():
     model = _tiny_model().train()
     image = _phantom()["image"]

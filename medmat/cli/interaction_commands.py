@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from medmat.cli.model_commands import run_config, runs_and_cases
+from medmat.engine.held_out import run_config, runs_and_cases
 from medmat.cli.options import command_line, machine_description
 
 

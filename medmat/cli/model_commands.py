@@ -261,39 +261,6 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     click.echo(f"{len(files)} predictions written to {output}")
 
 
-def runs_and_cases(run: str, samples) -> list[tuple[str, list]]:
-    """(model folder, its held-out samples) for a train run or each fold of a crossval run."""
-    from medmat.data.splits import load_split
-
-    root = Path(run)
-    by_id = {sample.id: sample for sample in samples}
-    fold_dirs = sorted(d for d in root.glob("fold-*") if d.is_dir())
-    split = load_split(root / "split.json", list(by_id))["folds"] if (root / "split.json").is_file() else None
-    if fold_dirs:
-        if split is None:
-            raise MedmatError("cross-validation folder without split.json", root)
-        return [(str(d), [by_id[i] for i in split[int(d.name.split("-")[1])]["test"]]) for d in fold_dirs]
-    import json
-
-    metrics = root / "metrics.json"
-    if not metrics.is_file():
-        raise MedmatError("not a finished medmat run (no metrics.json or fold-*/)", root)
-    test_ids = json.loads(metrics.read_text())["test_ids"]
-    return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
-
-
-def run_config(run: str, data: str | None, trimaps: str | None) -> dict:
-    """The config of a train run (or of fold 0 of a crossval folder), with --data / --trimaps applied."""
-    from medmat.engine import load_run
-
-    config = load_run(Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else run)[1]
-    if data is not None:
-        config["data"].update(dataset=data, trimaps=trimaps)
-    elif trimaps is not None:
-        config["data"]["trimaps"] = trimaps
-    return config
-
-
 @click.command("evaluate")
 @click.option("--run", "-r", "run", required=True, help="A train run folder or a crossval folder.")
 @click.option("--data", "-d", default=None, help="Dataset (default: the run's data.dataset).")
@@ -318,7 +285,8 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     """
     import torch
 
-    from medmat.engine import evaluate_samples, load_run, mean_case_metrics, predict_as_trained
+    from medmat.engine import load_run, predict_as_trained
+    from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
     from medmat.engine.summary import write_summary
     from medmat.engine.trainer import load_samples
     from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
@@ -340,17 +308,10 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
         size = input_size(fold_config)  # score as training did: at data.input_size when it is set
         small_input = model_input_size(fold_config)
         fold_flip = fold_config["eval"]["flip"] if flip is None else flip
-        torch.manual_seed(seed)
-        # A LIIF-style run (data.model_input_size) is scored as it was trained: small inputs, full-size alpha.
-        evaluated = evaluate_samples(
-            model, cases, num_samples, fold_config["eval"]["region"], size,
-            model_input_size=small_input, flip=fold_flip,
-        )
+        records.append(evaluate_fold(model, fold_config, cases, num_samples, seed, fold, fold_flip))
         torch.manual_seed(seed)
         volume_records += [{"fold": fold, **r} for r in evaluate_volumes(model, cases, num_samples, size, small_input)]
         cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
-        records.append({"fold": fold, "test_ids": [c.id for c in cases], "cases": evaluated,
-                        "mean": mean_case_metrics(evaluated)})
         if uncertainty:
             torch.manual_seed(seed)
             uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]

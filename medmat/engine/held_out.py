@@ -1,0 +1,78 @@
+"""A finished run's models and the cases each held out, and scoring a fold as it was trained.
+
+A *run* is a ``medmat train`` folder (one model, its test cases in ``metrics.json``) or a
+``medmat crossval`` folder (``fold-*/`` models, the split in ``split.json``). ``medmat evaluate``,
+``medmat interact`` and the benchmarks that rescore a run all walk it through
+:func:`runs_and_cases`, and score a fold through :func:`evaluate_fold`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from medmat.data.sample import Sample
+from medmat.data.splits import load_split
+from medmat.engine.config import input_size, model_input_size
+from medmat.engine.evaluation import METRICS_NAME, evaluate_samples, mean_case_metrics
+from medmat.engine.inference import load_run
+from medmat.errors import MedmatError
+from medmat.models import MattingModel
+
+
+def runs_and_cases(run: str | Path, samples: Sequence[Sample]) -> list[tuple[str, list[Sample]]]:
+    """(model folder, its held-out samples) for a train run or each fold of a crossval run.
+
+    Raises:
+        MedmatError: a crossval folder without ``split.json``, or a folder that is neither.
+    """
+    root = Path(run)
+    by_id = {sample.id: sample for sample in samples}
+    fold_dirs = sorted(d for d in root.glob("fold-*") if d.is_dir())
+    split = load_split(root / "split.json", list(by_id))["folds"] if (root / "split.json").is_file() else None
+    if fold_dirs:
+        if split is None:
+            raise MedmatError("cross-validation folder without split.json", root)
+        return [(str(d), [by_id[i] for i in split[int(d.name.split("-")[1])]["test"]]) for d in fold_dirs]
+    metrics = root / METRICS_NAME
+    if not metrics.is_file():
+        raise MedmatError(f"not a finished medmat run (no {METRICS_NAME} or fold-*/)", root)
+    test_ids = json.loads(metrics.read_text())["test_ids"]
+    return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
+
+
+def run_config(run: str | Path, data: str | None, trimaps: str | None) -> dict:
+    """The config of a train run (or of fold 0 of a crossval folder), with ``data`` / ``trimaps``
+    (a dataset and its trimaps to score instead of the run's) applied when given."""
+    config = load_run(Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else run)[1]
+    if data is not None:
+        config["data"].update(dataset=data, trimaps=trimaps)
+    elif trimaps is not None:
+        config["data"]["trimaps"] = trimaps
+    return config
+
+
+def evaluate_fold(model: MattingModel, fold_config: dict, cases: Sequence[Sample], num_samples: int, seed: int,
+                  fold: int = 0, flip: bool | None = None) -> dict:
+    """One fold's held-out cases scored as the fold was trained.
+
+    At the fold's ``data.input_size`` (and ``data.model_input_size`` for a LIIF-style run), with its
+    ``eval.region`` and ``eval.flip`` (``flip`` overrides it), torch's generator seeded with
+    ``seed`` first so that every fold draws its masks from the same state.
+
+    Returns:
+        ``{"fold", "test_ids", "cases", "mean"}``: the per-case results of
+        :func:`~medmat.engine.evaluation.evaluate_samples` and their
+        :func:`~medmat.engine.evaluation.mean_case_metrics`, the record
+        :func:`~medmat.engine.summary.write_summary` takes.
+    """
+    fold_flip = fold_config["eval"]["flip"] if flip is None else flip
+    torch.manual_seed(seed)
+    evaluated = evaluate_samples(
+        model, cases, num_samples, fold_config["eval"]["region"], input_size(fold_config),
+        model_input_size=model_input_size(fold_config), flip=fold_flip,
+    )
+    return {"fold": fold, "test_ids": [case.id for case in cases], "cases": evaluated, "mean": mean_case_metrics(evaluated)}

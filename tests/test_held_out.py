@@ -1,0 +1,55 @@
+"""medmat.engine.held_out: a run's models and held-out cases, and a fold scored as it was trained."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medmat.data.splits import save_split
+from medmat.engine import evaluate_samples, load_run
+from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
+from medmat.engine.trainer import load_samples
+from medmat.errors import MedmatError
+from tiny_configs import MEDICAL_TINY, finished_run, save_run, tiny_phantom_config
+
+
+def test_a_train_run_gives_its_model_and_test_cases(tmp_path):
+    run = finished_run(save_run(tmp_path / "run", MEDICAL_TINY, two_folds=True), MEDICAL_TINY)
+    samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
+    [(model_dir, cases)] = runs_and_cases(run, samples)
+    assert model_dir == str(run)
+    assert [c.id for c in cases] == json.loads((run / "metrics.json").read_text())["test_ids"]
+    other = run_config(run, "phantom:3", None)
+    assert other["data"]["dataset"] == "phantom:3" and other["data"]["trimaps"] is None
+
+
+def test_a_crossval_run_gives_each_folds_held_out_cases(tmp_path):
+    samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
+    ids = [s.id for s in samples]
+    root = tmp_path / "cv"
+    for fold in (0, 1):
+        save_run(root / f"fold-{fold}", MEDICAL_TINY, two_folds=True)
+    with pytest.raises(MedmatError, match="without split.json"):
+        runs_and_cases(root, samples)
+    folds = [{"fold": 0, "train": ids[4:], "test": ids[:4]}, {"fold": 1, "train": ids[:4], "test": ids[4:]}]
+    save_split(root / "split.json", folds, {"scheme": "random", "seed": 0, "k": 2})
+    pairs = runs_and_cases(root, samples)
+    assert [d for d, _ in pairs] == [str(root / "fold-0"), str(root / "fold-1")]
+    assert [[c.id for c in cases] for _, cases in pairs] == [ids[:4], ids[4:]]
+    with pytest.raises(MedmatError, match="not a finished medmat run"):
+        runs_and_cases(tmp_path / "empty", samples)
+
+
+def test_evaluate_fold_is_evaluate_samples_at_the_folds_settings_and_seed(tmp_path):
+    run = finished_run(save_run(tmp_path / "run", MEDICAL_TINY, two_folds=True), MEDICAL_TINY)
+    model, config = load_run(run)
+    [(_, cases)] = runs_and_cases(run, load_samples(config))
+    record = evaluate_fold(model, config, cases, 3, seed=5, fold=2)
+    assert record["fold"] == 2 and record["test_ids"] == [c.id for c in cases]
+    assert record["mean"]["num_cases"] == len(cases) == len(record["cases"])
+    torch.manual_seed(5)
+    direct = evaluate_samples(model, cases, 3, config["eval"]["region"], None, flip=config["eval"]["flip"])
+    assert record["cases"] == direct
+    assert evaluate_fold(model, config, cases, 3, seed=5)["cases"] == direct  # the same draws again
