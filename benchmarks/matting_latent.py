@@ -25,21 +25,24 @@ from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
 from medmat.engine.summary import write_summary
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
-from medmat.models.prob_unet import MATTING_LATENTS
 from options import add_run_options
+
+
+#: The codes a trained run is scored with ("prior_mean" predicts as "mean" does).
+SCORED_LATENTS = ("sample", "mean")
 
 
 def evaluate_both(run: str, config: dict, num_samples: int, seed: int) -> dict[str, list[dict]]:
     """Per matting latent, the per-fold records of ``medmat evaluate`` (``write_summary``'s input);
     ``config`` is :func:`~medmat.engine.held_out.run_config` of ``run`` (its data are scored)."""
     samples = load_samples(config)
-    records: dict[str, list[dict]] = {latent: [] for latent in MATTING_LATENTS}
+    records: dict[str, list[dict]] = {latent: [] for latent in SCORED_LATENTS}
     for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
         model, fold_config = load_run(model_dir)
         prob_unet = getattr(model, "prob_unet", None)
         if prob_unet is None:
             raise MedmatError("the run's model has no Prob. U-Net (prob_unet)", model_dir)
-        for latent in MATTING_LATENTS:
+        for latent in SCORED_LATENTS:
             prob_unet.matting_latent = latent
             records[latent].append(evaluate_fold(model, fold_config, cases, num_samples, seed, fold))
     return records

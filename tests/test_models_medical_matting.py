@@ -147,7 +147,7 @@ def test_kl_prior_has_the_kl_value_and_trains_only_the_prior_net():
 
 
 @pytest.mark.parametrize("model_name", ["medical_matting", "region_aware_matting"])
-@pytest.mark.parametrize("matting_latent", ["sample", "mean"])
+@pytest.mark.parametrize("matting_latent", ["sample", "mean", "prior_mean"])
 def test_the_mean_code_makes_the_matte_independent_of_the_draw(model_name, matting_latent):
     # Without the uncertainty map, which is made from the draws whatever code the matting network reads.
     model = tiny_network(model_name, num_samples=3, matting_latent=matting_latent, use_uncertainty_map=False).eval()
@@ -160,9 +160,22 @@ def test_the_mean_code_makes_the_matte_independent_of_the_draw(model_name, matti
         second = model({"image": image})
     assert not torch.allclose(first["sample_masks"], second["sample_masks"], atol=1e-4)
     same_alpha = torch.allclose(first["alpha"], second["alpha"], atol=1e-6)
-    assert same_alpha == (matting_latent == "mean")
+    assert same_alpha == (matting_latent != "sample")
     with pytest.raises(MedmatError, match="matting_latent"):
         tiny_network(model_name, matting_latent="median")
+
+
+@pytest.mark.parametrize("matting_latent", ["sample", "mean", "prior_mean"])
+def test_only_the_prior_mean_code_keeps_the_matting_loss_from_the_posterior(matting_latent):
+    model = _tiny_model(matting_latent=matting_latent).train()
+    outputs = model(_phantom())
+    outputs["alpha"].sum().backward()
+    prob_unet = model.prob_unet
+
+    def reached(module):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    assert reached(prob_unet.posterior_net) == (matting_latent != "prior_mean")
+    assert reached(prob_unet.prior_net) == (matting_latent == "prior_mean")
 
 
 def test_prior_samples_give_different_masks_because_the_latent_matters():

@@ -100,9 +100,9 @@ class MedicalMatting(MattingModel):
         use_matting_net: False = "Prob. U-Net alone" ablation.
         use_uncertainty_map: False = matting network without the uncertainty map.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
-        matting_latent: "sample" (the paper's) or "mean": the Prob. U-Net code whose features the
-            matting network reads at prediction (training is the same for both;
-            :class:`~medmat.models.prob_unet.ProbabilisticUNet`).
+        matting_latent: "sample" (the paper's), "mean" (the prior's mean code at prediction only)
+            or "prior_mean" (the prior's mean code in training too): the Prob. U-Net code whose
+            features the matting network reads (:class:`~medmat.models.prob_unet.ProbabilisticUNet`).
 
     ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1], and in training
     "pseudo_mask" (B, 1, H, W) in {0, 1}; it draws ``num_samples`` masks (None: the configured N;

@@ -115,7 +115,7 @@ class AxisAlignedGaussianEncoder(nn.Module):
 #: constructors keep "orthogonal" so that runs whose config predates the option retrain as they did.
 FCOMB_INITS = ("orthogonal", "orthogonal_relu")
 #: Which code's Fcomb features the matting network reads (:class:`ProbabilisticUNet`).
-MATTING_LATENTS = ("sample", "mean")
+MATTING_LATENTS = ("sample", "mean", "prior_mean")
 #: Outputs of :func:`masks_and_uncertainty` that a model built on the Prob. U-Net passes on.
 PROB_UNET_OUTPUTS = ("sample_masks", "uncertainty_map", "mask_logits", "kl", "kl_prior")
 
@@ -179,11 +179,14 @@ class ProbabilisticUNet(nn.Module):
         batch_norm: batch norm in the U-Net (the Medical Matting release uses it).
         fcomb_init: Fcomb's initialisation, one of :data:`FCOMB_INITS`.
         matting_latent: whose Fcomb features "latent_features" (the matting network's input)
-            are in eval mode, one of :data:`MATTING_LATENTS`: "sample" (the paper's: prior
-            sample 0) or "mean" (the prior's mean code: one more Fcomb pass, and a matte that does
-            not change with the draw when the latent carries information). Training is the
-            same for both (the reparameterised posterior sample's features), so a run trained
-            with either can be predicted with either.
+            are, one of :data:`MATTING_LATENTS`: "sample" (the paper's: the reparameterised
+            posterior sample's in training, prior sample 0's in eval mode); "mean" (the same in
+            training, the prior's mean code in eval mode: one more Fcomb pass, and a matte that
+            does not change with the draw when the latent carries information; a run trained
+            with "sample" can be predicted with "mean"); "prior_mean" (the prior's mean code in
+            training too, so the matting loss never reaches the posterior: a posterior sample's
+            code says which pseudo mask was drawn, which the matte should not depend on, and the
+            matting loss would otherwise push the posterior to forget it).
     """
 
     def __init__(
@@ -233,13 +236,15 @@ class ProbabilisticUNet(nn.Module):
             "kl_prior" (B,): the same value with Q held fixed: its gradient trains only the
                 prior net (KL balancing: a loss can train the prior to follow the posterior
                 faster than it pulls the posterior towards the prior).
-            "latent_features" (B, F, H, W): Fcomb's hidden features for that same sample.
+            "latent_features" (B, F, H, W): Fcomb's hidden features for that same sample (for
+                the prior's mean code with ``matting_latent="prior_mean"``).
             "sample_logits" (B, N, H, W): ``num_samples`` further posterior samples, drawn
                 without reparameterisation as in the authors' release: their gradient reaches
                 the U-Net and Fcomb, not the posterior net.
         Eval mode: everything comes from the prior P(z | image).
             "sample_logits" (B, N, H, W): ``num_samples`` prior samples.
-            "mask_logits" (B, 1, H, W) and "latent_features" (B, F, H, W): those of sample 0.
+            "mask_logits" (B, 1, H, W) and "latent_features" (B, F, H, W): those of sample 0
+                (the features those of the prior's mean code unless ``matting_latent="sample"``).
             "kl" (B,): only when ``mask`` is given (for a validation loss).
         """
         if num_samples < 1:
@@ -255,7 +260,10 @@ class ProbabilisticUNet(nn.Module):
             outputs["kl_prior"] = kl_divergence(detached_gaussian(posterior), prior)
             mask_logits, latent_features = self.fcomb(features, posterior.rsample()[:, None])
             outputs["mask_logits"] = mask_logits
-            outputs["latent_features"] = latent_features[:, 0]
+            if self.matting_latent == "prior_mean":
+                outputs["latent_features"] = self._mean_features(features, prior)
+            else:
+                outputs["latent_features"] = latent_features[:, 0]
             outputs["sample_logits"], _ = self.fcomb(features, posterior.sample((num_samples,)).transpose(0, 1))
             return outputs
         if mask is not None:
@@ -263,7 +271,10 @@ class ProbabilisticUNet(nn.Module):
         sample_logits, latent_features = self.fcomb(features, prior.sample((num_samples,)).transpose(0, 1))
         outputs["sample_logits"] = sample_logits
         outputs["mask_logits"] = sample_logits[:, :1]
-        outputs["latent_features"] = self._mean_features(features, prior) if self.matting_latent == "mean" else latent_features[:, 0]
+        if self.matting_latent == "sample":
+            outputs["latent_features"] = latent_features[:, 0]
+        else:
+            outputs["latent_features"] = self._mean_features(features, prior)
         return outputs
 
     def _mean_features(self, features: torch.Tensor, distribution: Independent) -> torch.Tensor:

@@ -177,8 +177,8 @@ class RegionAwareMatting(MattingModel):
         unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init: the Prob. U-Net, as in
             :class:`~medmat.models.medical_matting.MedicalMatting`.
         num_samples: N, score maps sampled per image for the uncertainty map (paper 8).
-        matting_latent: "sample" or "mean", the Prob. U-Net code whose features the Matting U-Net
-            reads at prediction, as in :class:`~medmat.models.medical_matting.MedicalMatting`.
+        matting_latent: "sample", "mean" or "prior_mean", the Prob. U-Net code whose features the
+            Matting U-Net reads, as in :class:`~medmat.models.medical_matting.MedicalMatting`.
 
     ``forward(batch)`` takes "image" (B, C, H, W) in [0, 1], and in training "pseudo_mask"
     (B, 1, H, W) in {0, 1}; it returns the outputs of the core model, at the input size, so the
