@@ -805,3 +805,12 @@ def test_cpu_config_is_its_lite_in_bfloat16_with_twice_the_epochs(name):
     assert cpu["model"] == {**lite["model"], **activation}
     assert {**cpu["optim"], "epochs": 60} == lite["optim"] and {**cpu["eval"], "every": 10} == lite["eval"]
     assert {**cpu["train"], "precision": "fp32", "channels_last": False} == lite["train"]
+
+
+def test_diverse_cpu_config_is_cpu_with_kl_balancing_and_the_prior_mean_code():
+    cpu, diverse = load_config("cpu"), load_config("medical_matting_cpu_diverse")
+    assert diverse["model"] == {**cpu["model"], "matting_latent": "prior_mean"}
+    assert diverse["loss"] == {**cpu["loss"], "kl_weight": 0.001, "prior_kl_weight": 10.0}
+    assert {**diverse, "model": None, "loss": None} == {**cpu, "model": None, "loss": None}
+    model = build_model_from_config(diverse)
+    assert model.prob_unet.matting_latent == "prior_mean"
