@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from medmat.engine.held_out import run_config, runs_and_cases
+from medmat.engine.held_out import ensemble_runs_and_cases, run_config, runs_and_cases
 from medmat.cli.options import command_line, machine_description
 
 
@@ -34,8 +34,9 @@ PROTOCOLS = ("dugmatting", "probe", "binary", "brush", "patch")
 
 
 @click.command("interact")
-@click.option("--run", "-r", "run", required=True,
-              help="A train run folder or a crossval folder (any model; a 'nig' model for --protocol dugmatting).")
+@click.option("--run", "-r", "runs", required=True, multiple=True,
+              help="A train run folder or a crossval folder (any model; a 'nig' model for --protocol dugmatting); "
+                   "given several times with a fusion protocol, the runs predict as one deep ensemble.")
 @click.option("--protocol", default="dugmatting", show_default=True, type=click.Choice(PROTOCOLS),
               help="probe: clicks answered at five alpha levels; binary: clicks answered 0 or 1; brush: strokes; "
                    "patch: dugMatting's answers for proposed patches; all four fused into any model's alpha. "
@@ -65,7 +66,7 @@ PROTOCOLS = ("dugmatting", "probe", "binary", "brush", "patch")
               help="Cases shown in interaction.png.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents, the noisy "
               "user and the refiner.")
-def interact_command(run, protocol, rounds, proposals, patch_size, threshold, refine_steps, noisy, fusion_settings,
+def interact_command(runs, protocol, rounds, proposals, patch_size, threshold, refine_steps, noisy, fusion_settings,
                      num_samples, data, trimaps, output, figure_cases, seed):
     """Simulate a user correcting a run's held-out cases and score every interaction (Table IV).
 
@@ -77,12 +78,12 @@ def interact_command(run, protocol, rounds, proposals, patch_size, threshold, re
     actions on the figure; dugmatting adds "after refinement" and the epistemic maps with the
     proposed patches outlined.
     """
+    from medmat.errors import MedmatError
+
     if protocol != "dugmatting":
         if refine_steps or threshold:
-            from medmat.errors import MedmatError
-
             raise MedmatError("--refine-steps and --threshold belong to --protocol dugmatting")
-        _interact_with_fusion(run, protocol, rounds, proposals, patch_size, noisy, fusion_settings, num_samples,
+        _interact_with_fusion(runs, protocol, rounds, proposals, patch_size, noisy, fusion_settings, num_samples,
                               data, trimaps, output, figure_cases, seed)
         return
     import numpy as np
@@ -101,6 +102,9 @@ def interact_command(run, protocol, rounds, proposals, patch_size, threshold, re
     from medmat.engine.config import input_size
     from medmat.engine.dataset import fit_sample
 
+    if len(runs) > 1:
+        raise MedmatError("--protocol dugmatting takes one run: a deep ensemble gives no NIG maps")
+    (run,) = runs
     start = time.perf_counter()
     config = run_config(run, data, trimaps)
     require_nig_config(config, run)
@@ -188,14 +192,14 @@ def fusion_overrides(settings) -> dict:
     return overrides
 
 
-def _interact_with_fusion(run, protocol, steps, proposals, patch_size, noisy, fusion_settings, num_samples, data,
+def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, fusion_settings, num_samples, data,
                           trimaps, output, figure_cases, seed):
     """``medmat interact`` with a fusion protocol (probe, binary, brush, patch) on any run."""
     import dataclasses
 
     import torch
 
-    from medmat.engine import load_run
+    from medmat.engine import load_runs
     from medmat.engine.config import input_size
     from medmat.engine.dataset import fit_sample
     from medmat.engine.trainer import load_samples
@@ -211,15 +215,16 @@ def _interact_with_fusion(run, protocol, steps, proposals, patch_size, noisy, fu
 
     start = time.perf_counter()
     params = fusion_params(**fusion_overrides(fusion_settings))
-    config = run_config(run, data, trimaps)
+    run = runs[0] if len(runs) == 1 else " + ".join(runs)  # how the results name the model
+    config = run_config(runs[0], data, trimaps)
     samples = load_samples(config)
     settings = {"protocol": protocol, "steps": steps, "noisy": noisy, "samples": num_samples, "seed": seed,
                 "fusion": dataclasses.asdict(params)}
     if protocol == "patch":
         settings.update(proposals=proposals, patch_size=patch_size)
     simulations, folds, figure_rows, figure_boxes, labels = [], [], [], [], []
-    for model_dir, cases in runs_and_cases(run, samples):
-        model, fold_config = load_run(model_dir)
+    for model_dirs, cases in ensemble_runs_and_cases(runs, samples):
+        model, fold_config = load_runs(model_dirs)
         region = fold_config["eval"].get("region", "unknown")
         # The view the model was trained and evaluated on (data.input_size), as `medmat evaluate`.
         cases = [fit_sample(sample, input_size(fold_config)) for sample in cases]

@@ -194,7 +194,9 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
 @click.command("predict")
 @click.option("--input", "-i", "input_path", required=True, help="An image (PNG, NIfTI, DICOM) or a folder of them.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--model", "-m", "run", required=True, help="A run folder (or its checkpoint) from train / crossval fold-<i>.")
+@click.option("--model", "-m", "runs", required=True, multiple=True,
+              help="A run folder (or its checkpoint) from train / crossval fold-<i>; given several times, the runs "
+                   "predict as one deep ensemble (mean alpha, pooled sampled masks).")
 @click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1), help="Sampled masks N.")
 @click.option("--format", "file_format", default=None, type=click.Choice(["png", "nifti"]),
               help="Output format (default: NIfTI for NIfTI/DICOM input, keeping its geometry; PNG otherwise).")
@@ -215,9 +217,12 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
                    "slides the run's window over every slice and keeps windows predicting alpha > 0.5.")
 @click.option("--roi-slices", default=1, show_default=True, type=click.IntRange(min=1),
               help="Slices a seed:z,y,x box spans, centred on the seed's slice.")
-def predict_command(input_path, output, run, num_samples, file_format, trimaps, seed, output_size, scale,
+def predict_command(input_path, output, runs, num_samples, file_format, trimaps, seed, output_size, scale,
                     window, rois, roi_slices):
     """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images.
+
+    Several --model: the runs predict as one deep ensemble (the mean of their alphas, the pool of their
+    sampled masks), e.g. one config trained with several seeds.
 
     A 3-D NIfTI or a DICOM series folder is a volume: its lesions are predicted at the run's training
     size and written as float32 NIfTI volumes on the input's grid, with <name>_lesions.json
@@ -225,13 +230,14 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
     """
     import torch
 
-    from medmat.engine import load_run, predict
+    from medmat.engine import load_runs, predict
     from medmat.engine.inference import fit_channels, require_output_size
     from medmat.io.images import read_image, read_trimap
 
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
-    model, config = load_run(run)
+    model, config = load_runs(runs)
+    run = runs[0] if len(runs) == 1 else " + ".join(runs)  # how the volumes' JSON names the model
     if output_size or scale is not None:
         require_output_size(model, config["model"]["name"])
     volumes, files = _volume_inputs(input_path)
@@ -262,7 +268,9 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
 
 
 @click.command("evaluate")
-@click.option("--run", "-r", "run", required=True, help="A train run folder or a crossval folder.")
+@click.option("--run", "-r", "runs", required=True, multiple=True,
+              help="A train run folder or a crossval folder; given several times, the runs (one split, e.g. one "
+                   "config trained with several seeds) predict as one deep ensemble.")
 @click.option("--data", "-d", default=None, help="Dataset (default: the run's data.dataset).")
 @click.option("--trimaps", default=None, help="Trimaps for the Table IV region (default: the run's data.trimaps).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for tables and the figure.")
@@ -274,7 +282,7 @@ def predict_command(input_path, output, run, num_samples, file_format, trimaps, 
                    "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
 @click.option("--flip/--no-flip", default=None,
               help="Test-time flip averaging of the alpha (default: each fold's eval.flip, as it was trained).")
-def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed, uncertainty, flip):
+def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, seed, uncertainty, flip):
     """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
 
     Table IV: SAD/MSE/Grad/Conn on trimap == 128 (whole image without trimaps), mean over all test
@@ -282,11 +290,13 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     mean ± std over folds. On a dataset of volumes (a folder dataset of 3-D NIfTI cases) also
     volumes.md: per lesion, 3-D SAD/MSE and GED/Dice of the thresholded mattes. With --uncertainty, the pixels of every fold's held-out cases are
     pooled into one uncertainty report (each pixel scored by the model that did not train on it).
+    Several --run: each fold is scored by the mean alpha of the runs' fold models and the pool
+    of their sampled masks (a deep ensemble); the runs must hold out the same cases.
     """
     import torch
 
-    from medmat.engine import load_run, predict_as_trained
-    from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
+    from medmat.engine import load_runs, predict_as_trained
+    from medmat.engine.held_out import ensemble_runs_and_cases, evaluate_fold, run_config
     from medmat.engine.summary import write_summary
     from medmat.engine.trainer import load_samples
     from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
@@ -297,14 +307,16 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
 
     from medmat.engine.volumes import evaluate_volumes, write_volume_tables
 
-    config = run_config(run, data, trimaps)
+    config = run_config(runs[0], data, trimaps)
+    if len(runs) > 1:  # the summary's config says which models scored
+        config = {**config, "ensemble": [str(run) for run in runs]}
     if flip is not None:  # the summary's config says how the tables were made
         config = {**config, "eval": {**config["eval"], "flip": flip}}
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
     volume_records = []  # per-lesion 3-D scores of a dataset of volumes
-    for fold, (model_dir, cases) in enumerate(runs_and_cases(run, samples)):
-        model, fold_config = load_run(model_dir)
+    for fold, (model_dirs, cases) in enumerate(ensemble_runs_and_cases(runs, samples)):
+        model, fold_config = load_runs(model_dirs)
         size = input_size(fold_config)  # score as training did: at data.input_size when it is set
         small_input = model_input_size(fold_config)
         fold_flip = fold_config["eval"]["flip"] if flip is None else flip
@@ -330,7 +342,7 @@ def evaluate_command(run, data, trimaps, output, num_samples, figure_cases, seed
     os.makedirs(output, exist_ok=True)
     summary = write_summary(records, {**config, "evaluated_by": command_line(), "machine": machine_description()}, output)
     if figure_rows:
-        example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {run}")
+        example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {' + '.join(runs)}")
     click.echo(Path(output, "summary.md").read_text(encoding="utf-8"))
     if volume_records:
         write_volume_tables(volume_records, output, {"evaluated_by": command_line(), "machine": machine_description()})

@@ -18,7 +18,7 @@ from medmat.engine.config import load_config, packaged_configs, save_config
 from medmat.engine.crossval import crossval
 from medmat.engine.dataset import MattingDataset
 from medmat.engine.evaluation import evaluate_samples, label_masks_from_alpha, mean_case_metrics
-from medmat.engine.inference import load_run, predict, predict_as_trained, predict_samples
+from medmat.engine.inference import load_run, load_runs, predict, predict_as_trained, predict_samples
 from medmat.engine.trainer import train
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "label_masks_from_alpha",
     "load_config",
     "load_run",
+    "load_runs",
     "mean_case_metrics",
     "packaged_configs",
     "predict",

@@ -3,7 +3,8 @@
 A *run* is a ``medmat train`` folder (one model, its test cases in ``metrics.json``) or a
 ``medmat crossval`` folder (``fold-*/`` models, the split in ``split.json``). ``medmat evaluate``,
 ``medmat interact`` and the benchmarks that rescore a run all walk it through
-:func:`runs_and_cases`, and score a fold through :func:`evaluate_fold`.
+:func:`runs_and_cases` (several runs of one split as deep ensembles through
+:func:`ensemble_runs_and_cases`), and score a fold through :func:`evaluate_fold`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,27 @@ def runs_and_cases(run: str | Path, samples: Sequence[Sample]) -> list[tuple[str
         raise MedmatError(f"not a finished medmat run (no {METRICS_NAME} or fold-*/)", root)
     test_ids = json.loads(metrics.read_text())["test_ids"]
     return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
+
+
+def ensemble_runs_and_cases(runs: Sequence[str | Path], samples: Sequence[Sample]) -> list[tuple[list[str], list[Sample]]]:
+    """(the model folder of every run, their held-out samples) per fold, for runs that split alike.
+
+    One run gives :func:`runs_and_cases` with one-folder lists. Several (the members of a deep
+    ensemble, :func:`~medmat.engine.inference.load_runs`) must hold out the same cases in every
+    fold, so that each case is still scored by models that never trained on it.
+
+    Raises:
+        MedmatError: a run with another number of folds or other held-out cases than the first.
+    """
+    per_run = [runs_and_cases(run, samples) for run in runs]
+    first = per_run[0]
+    for run, folds in zip(runs[1:], per_run[1:]):
+        if len(folds) != len(first):
+            raise MedmatError(f"{len(folds)} folds here, {len(first)} in {runs[0]}: an ensemble's runs must split alike", run)
+        for fold, ((_, cases), (_, first_cases)) in enumerate(zip(folds, first)):
+            if [case.id for case in cases] != [case.id for case in first_cases]:
+                raise MedmatError(f"fold {fold} holds out other cases than in {runs[0]}: an ensemble's runs must split alike", run)
+    return [([folds[fold][0] for folds in per_run], cases) for fold, (_, cases) in enumerate(first)]
 
 
 def run_config(run: str | Path, data: str | None, trimaps: str | None) -> dict:

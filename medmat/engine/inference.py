@@ -1,7 +1,8 @@
 """Prediction with medmat models: the one path every caller (CLI, evaluation, interaction, app,
 benchmarks) takes.
 
-- :func:`load_run` rebuilds a trained model from a run folder or checkpoint file;
+- :func:`load_run` rebuilds a trained model from a run folder or checkpoint file, :func:`load_runs`
+  several as one deep ensemble;
 - :func:`predict` runs any :class:`~medmat.models.contract.MattingModel` on one image or a batch,
   reading what to feed and what comes back from the model's :class:`~medmat.models.contract.ModelSpec`;
 - :func:`predict_samples` predicts many images in batches; :func:`predict_as_trained` predicts an
@@ -21,10 +22,11 @@ import torch.nn.functional as F
 
 from medmat.data.trimap import trimap_levels
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint
-from medmat.engine.config import load_config
+from medmat.engine.config import input_size, load_config, model_input_size, resize_size
 from medmat.engine.dataset import resize_planes
 from medmat.errors import MedmatError
 from medmat.models import MattingModel, build_model
+from medmat.models.ensemble import DeepEnsemble
 from medmat.uncertainty import lesion_uncertainty
 
 
@@ -72,6 +74,36 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
         first_line = str(error).strip().splitlines()[0]
         raise MedmatError(f"weights do not fit model {config['model']['name']!r}: {first_line}", path) from None
     return model.to(device).eval(), config
+
+
+def _image_view(config: dict) -> tuple:
+    """How a run's model sees its images: (resize, input size, model input size, eval region)."""
+    return resize_size(config), input_size(config), model_input_size(config), config["eval"]["region"]
+
+
+def load_runs(runs: Sequence[str | os.PathLike], device: str | torch.device = "cpu") -> tuple[MattingModel, dict]:
+    """Rebuild one run's model (:func:`load_run`), or several runs' models as one :class:`DeepEnsemble`.
+
+    The members must see their images alike: the same ``data.resize``, ``data.input_size``,
+    ``data.model_input_size`` and ``eval.region``. The first run's config stands for the ensemble.
+
+    Raises:
+        MedmatError: no runs, or what :func:`load_run` raises, or a member trained to see its
+            images otherwise than the first (naming it and the setting).
+    """
+    if not runs:
+        raise MedmatError("no run to load")
+    loaded = [load_run(run, device) for run in runs]
+    if len(loaded) == 1:
+        return loaded[0]
+    config = loaded[0][1]
+    for run, (_, other) in zip(runs[1:], loaded[1:]):
+        if _image_view(other) != _image_view(config):
+            raise MedmatError(
+                f"an ensemble's runs must see images alike: (resize, input size, model input size, eval region) "
+                f"{_image_view(other)} here, {_image_view(config)} in {runs[0]}", run,
+            )
+    return DeepEnsemble([model for model, _ in loaded]).to(device).eval(), config
 
 
 def load_initial_weights(model: MattingModel, config: dict) -> Path | None:

@@ -1,0 +1,169 @@
+"""Deep ensembles: several trained runs predicting as one model (medmat.models.ensemble, load_runs,
+ensemble_runs_and_cases, and several --run / --model on the command line)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medmat.cli.main import main
+from medmat.data.splits import save_split
+from medmat.engine import load_runs, predict
+from medmat.engine.checkpoint import save_checkpoint
+from medmat.engine.held_out import ensemble_runs_and_cases
+from medmat.engine.inference import build_model_from_config
+from medmat.engine.trainer import load_samples
+from medmat.errors import MedmatError
+from medmat.models import build_model
+from medmat.models.ensemble import DeepEnsemble
+from medmat.uncertainty import lesion_uncertainty, uncertainty_map
+from tiny_configs import MEDICAL_TINY, TINY_MODELS, finished_run, tiny_model, tiny_phantom_config
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+#: Deterministic alpha (the prior's mean code), random sampled masks.
+MEAN_CODE = tiny_model("medical_matting", matting_latent="prior_mean")
+
+
+def _network(name: str, seed: int, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, **{**TINY_MODELS[name], **overrides}).eval()
+
+
+def _seeded_run(folder: Path, seed: int, model: dict = MEAN_CODE, resize: int = 32) -> Path:
+    """A finished run (tiny_configs.finished_run) holding an untrained network built after torch.manual_seed(seed)."""
+    config = tiny_phantom_config(model)
+    config["data"]["resize"] = resize
+    torch.manual_seed(seed)
+    network = build_model_from_config(config).eval()
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "final.pt", model=network.state_dict(), config=config)
+    return finished_run(folder, model)
+
+
+def test_the_ensembles_alpha_is_the_members_mean_and_its_masks_their_interleaved_pool():
+    members = [_network("medical_matting", seed, matting_latent="prior_mean") for seed in (0, 1)]
+    ensemble = DeepEnsemble(members).eval()
+    batch = {"image": torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))}
+    with torch.no_grad():
+        torch.manual_seed(7)
+        alone = [member(batch, 3) for member in members]  # ceil(5 / 2) masks each, in member order
+        torch.manual_seed(7)
+        outputs = ensemble(batch, 5)
+    mean_alpha = (alone[0]["alpha"] + alone[1]["alpha"]) / 2
+    assert not torch.allclose(alone[0]["alpha"], alone[1]["alpha"], atol=1e-3)  # two different models
+    torch.testing.assert_close(outputs["alpha"], mean_alpha)
+    first, second = alone[0]["sample_masks"], alone[1]["sample_masks"]
+    interleaved = torch.stack([first[:, 0], second[:, 0], first[:, 1], second[:, 1], first[:, 2]], dim=1)
+    torch.testing.assert_close(outputs["sample_masks"], interleaved)
+    torch.testing.assert_close(outputs["uncertainty_map"], uncertainty_map(interleaved))
+    torch.testing.assert_close(outputs["lesion_uncertainty"], lesion_uncertainty(mean_alpha))
+    assert set(outputs) == set(ensemble.spec.gives) == {"alpha", "lesion_uncertainty", "uncertainty_map", "sample_masks"}
+
+
+def test_an_ensemble_takes_what_any_member_takes_and_samples_only_when_all_do():
+    members = [_network("medical_matting", 0, matting_latent="prior_mean"), _network("adamatting", 1)]
+    ensemble = DeepEnsemble(members)
+    spec = ensemble.spec
+    assert spec.takes == ("image", "trimap") and spec.requires == ("image", "trimap")
+    assert spec.gives == ("alpha", "lesion_uncertainty")
+    assert spec.size_multiple == np.lcm(members[0].spec.size_multiple, members[1].spec.size_multiple)
+    image = np.random.default_rng(0).random((1, 32, 32)).astype(np.float32)  # no padding for either
+    trimap = np.full((32, 32), 128, np.uint8)
+    trimap[:4], trimap[-4:] = 0, 255
+    with pytest.raises(MedmatError, match="needs a trimap"):
+        predict(ensemble, image)
+    together = predict(ensemble, image, trimap)["alpha"]
+    apart = [predict(member, image, trimap)["alpha"] for member in members]
+    np.testing.assert_allclose(together, (apart[0] + apart[1]) / 2, atol=1e-6)
+
+
+def test_an_ensemble_refuses_one_member_mixed_channels_and_training():
+    with pytest.raises(ValueError, match="at least two"):
+        DeepEnsemble([_network("medical_matting", 0)])
+    with pytest.raises(ValueError, match="different channels"):
+        DeepEnsemble([_network("medical_matting", 0), _network("medical_matting", 1, in_channels=3)])
+    ensemble = DeepEnsemble([_network("medical_matting", 0), _network("medical_matting", 1)]).train()
+    with pytest.raises(ValueError, match="only predicts"):
+        ensemble({"image": torch.rand(1, 1, 32, 32), "pseudo_mask": torch.zeros(1, 1, 32, 32)})
+
+
+def test_load_runs_gives_the_model_of_one_run_and_an_ensemble_of_several(tmp_path):
+    first, second = _seeded_run(tmp_path / "a", 0), _seeded_run(tmp_path / "b", 1)
+    model, config = load_runs([first])
+    assert not isinstance(model, DeepEnsemble) and config["model"]["name"] == "medical_matting"
+    ensemble, config = load_runs([first, second])
+    assert isinstance(ensemble, DeepEnsemble) and len(ensemble.members) == 2 and not ensemble.training
+    other_size = _seeded_run(tmp_path / "c", 2, resize=24)
+    with pytest.raises(MedmatError, match="see images alike") as error:
+        load_runs([first, other_size])
+    assert str(other_size) in str(error.value)
+    with pytest.raises(MedmatError, match="no run"):
+        load_runs([])
+
+
+def test_ensemble_runs_must_hold_out_the_same_cases(tmp_path):
+    samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
+    ids = [s.id for s in samples]
+
+    def crossval_folder(name: str, tests: list[list[str]]) -> Path:
+        root = tmp_path / name
+        for fold in range(len(tests)):
+            _seeded_run(root / f"fold-{fold}", fold)
+        folds = [{"fold": f, "train": [i for i in ids if i not in t], "test": t} for f, t in enumerate(tests)]
+        save_split(root / "split.json", folds, {"scheme": "random", "seed": 0, "k": len(tests)})
+        return root
+
+    a = crossval_folder("a", [ids[:4], ids[4:]])
+    b = crossval_folder("b", [ids[:4], ids[4:]])
+    pairs = ensemble_runs_and_cases([a, b], samples)
+    assert [dirs for dirs, _ in pairs] == [[str(a / "fold-0"), str(b / "fold-0")], [str(a / "fold-1"), str(b / "fold-1")]]
+    assert [[c.id for c in cases] for _, cases in pairs] == [ids[:4], ids[4:]]
+    swapped = crossval_folder("swapped", [ids[4:], ids[:4]])
+    with pytest.raises(MedmatError, match="fold 0 holds out other cases"):
+        ensemble_runs_and_cases([a, swapped], samples)
+    three = crossval_folder("three", [ids[:3], ids[3:6], ids[6:]])
+    with pytest.raises(MedmatError, match="3 folds here, 2"):
+        ensemble_runs_and_cases([a, three], samples)
+
+
+def test_evaluate_and_predict_take_several_runs_as_one_ensemble(tmp_path):
+    first, second = _seeded_run(tmp_path / "a", 0), _seeded_run(tmp_path / "b", 1)
+    scores = {}
+    for name, runs in (("a", [first]), ("b", [second]), ("ab", [first, second])):
+        out = tmp_path / f"evaluate-{name}"
+        args = [arg for run in runs for arg in ("--run", str(run))]
+        assert main(["evaluate", *args, "-o", str(out), "--figure", "1"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["table_iv"]["n"] == 4
+        scores[name] = summary["table_iv"]["mean"]["SAD"]
+    assert summary["config"]["ensemble"] == [str(first), str(second)]
+    assert scores["ab"] not in (scores["a"], scores["b"])  # both models took part
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = (np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(images / "scan.png")
+    out = tmp_path / "predicted"
+    assert main(["predict", "-i", str(images), "-o", str(out), "-m", str(first), "-m", str(second),
+                 "--samples", "3"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert "scan_alpha.png" in written and any("uncertainty" in name for name in written), written
+
+
+def test_interact_fuses_probes_into_an_ensembles_alpha_and_dugmatting_refuses_one(tmp_path, capsys):
+    first, second = _seeded_run(tmp_path / "a", 0), _seeded_run(tmp_path / "b", 1)
+    runs = ["--run", str(first), "--run", str(second)]
+    out = tmp_path / "interact"
+    assert main(["interact", *runs, "--protocol", "probe", "--simulate", "1", "--figure", "0", "-o", str(out)]) == 0
+    record = json.loads((out / "interaction.json").read_text())
+    assert record["settings"]["run"] == f"{first} + {second}"
+    assert [len(fold) for fold in record["folds"]] == [4]
+    capsys.readouterr()
+    assert main(["interact", *runs, "--protocol", "dugmatting", "--simulate", "1", "-o", str(tmp_path / "dug")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "takes one run" in lines[0] and not (tmp_path / "dug").exists()
