@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from medmat.app.session import MattingSession
 from medmat.cli.main import main
 from medmat.data.splits import save_split
 from medmat.engine import load_runs, predict
@@ -167,3 +168,17 @@ def test_interact_fuses_probes_into_an_ensembles_alpha_and_dugmatting_refuses_on
     assert main(["interact", *runs, "--protocol", "dugmatting", "--simulate", "1", "-o", str(tmp_path / "dug")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "takes one run" in lines[0] and not (tmp_path / "dug").exists()
+
+
+def test_the_app_session_serves_an_ensemble_and_fuses_a_probe_into_its_alpha(tmp_path):
+    first, second = _seeded_run(tmp_path / "a", 0), _seeded_run(tmp_path / "b", 1)
+    session = MattingSession.from_run([first, second], num_samples=4)
+    assert session.run == f"{first} + {second}" and isinstance(session.model, DeepEnsemble)
+    pixels = (np.random.default_rng(1).random((32, 32)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "scan.png")
+    session.open_image((tmp_path / "scan.png").read_bytes(), "scan.png")
+    before = session.current.maps["alpha"]
+    assert session.current.maps["sample_masks"].shape == (4, 32, 32)
+    step = session.probe(16, 16, 1.0)
+    assert step.maps["alpha"][16, 16] > before[16, 16] + 0.2  # the answer reached the matte
+    assert session.undo().maps["alpha"].tobytes() == before.tobytes()

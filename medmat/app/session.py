@@ -37,6 +37,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import nibabel
@@ -49,7 +50,7 @@ from medmat import __version__
 from medmat.data.readers.folder import read_dataset_json
 from medmat.data.readers.lidc import is_lidc_folder
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION
-from medmat.engine.inference import fit_channels, load_run, predict
+from medmat.engine.inference import fit_channels, load_run, load_runs, predict
 from medmat.errors import MedmatError
 from medmat.interaction.actions import (
     PROBE_LEVELS,
@@ -242,10 +243,12 @@ class MattingSession:
         self.history: list[Step] = []
 
     @classmethod
-    def from_run(cls, run: str | os.PathLike, **options) -> "MattingSession":
-        """A session on the model of a run folder or checkpoint (MedmatError when it is not a medmat run)."""
-        model, config = load_run(run)
-        return cls(model, config, run, **options)
+    def from_run(cls, run: str | os.PathLike | Sequence[str | os.PathLike], **options) -> "MattingSession":
+        """A session on the model of a run folder or checkpoint, or on several runs as one deep ensemble
+        (:func:`~medmat.engine.inference.load_runs`; MedmatError when one is not a medmat run)."""
+        runs = [run] if isinstance(run, (str, os.PathLike)) else list(run)
+        model, config = load_runs(runs)
+        return cls(model, config, " + ".join(str(r) for r in runs), **options)
 
     # ----------------------------------------------------------------------------------------
     # What the session shows

@@ -16,8 +16,9 @@ DEFAULT_PORT = 8765
 
 
 @click.command("serve")
-@click.option("--run", "-r", "run", required=True,
-              help="A run folder (or its checkpoint) from train / crossval fold-<i>.")
+@click.option("--run", "-r", "runs", required=True, multiple=True,
+              help="A run folder (or its checkpoint) from train / crossval fold-<i>; given several times, the runs "
+                   "predict as one deep ensemble.")
 @click.option("--output", "-o", default="medmat-app-output", show_default=True, type=click.Path(file_okay=False),
               help="Folder where Save writes the alpha, uncertainty maps, user map and interactions.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -34,14 +35,14 @@ DEFAULT_PORT = 8765
               help="Masks drawn by models that sample (a 'nig' model hands the count to its base).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
 @click.option("--verbose", is_flag=True, help="Log every request.")
-def serve_command(run, output, host, port, image, proposals, patch_size, num_samples, seed, verbose):
+def serve_command(runs, output, host, port, image, proposals, patch_size, num_samples, seed, verbose):
     """Serve the browser app: open an image, see the matte and its uncertainty, correct it, save."""
     from pathlib import Path
 
     from medmat.app.server import make_server
     from medmat.app.session import MattingSession
 
-    session = MattingSession.from_run(run, num_samples=num_samples, num_proposals=proposals,
+    session = MattingSession.from_run(runs, num_samples=num_samples, num_proposals=proposals,
                                       patch_size=patch_size, seed=seed)
     if image is not None:
         session.open_image(Path(image).read_bytes(), Path(image).name)
@@ -49,7 +50,7 @@ def serve_command(run, output, host, port, image, proposals, patch_size, num_sam
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"medmat: warning: listening on {host}: anyone who can reach it can use the app and "
                    f"write into {output}", err=True)
-    click.echo(f"medmat app on {server.url} (model {session.model_name!r} from {run}); Ctrl+C stops it")
+    click.echo(f"medmat app on {server.url} (model {session.model_name!r} from {session.run}); Ctrl+C stops it")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
