@@ -1,8 +1,9 @@
 """One table from several cross-validation runs: Table IV and Table V of Medical Matting side by side.
 
 Reads each run's finished folds (``fold-*/metrics.json``, written by ``medmat crossval`` as each
-fold ends, so a run still going or stopped early can be compared on the folds it has) and
-prints a Markdown table:
+fold ends, so a run still going or stopped early can be compared on the folds it has; or the
+``summary.json`` of a ``medmat evaluate`` output, e.g. several runs scored as one deep ensemble)
+and prints a Markdown table:
 Table IV (region trimap == 128, mean over all test predictions of the chosen folds) and Table V
 (whole image; GED, Dice, SAD, MSE, Grad as mean ± std over the chosen folds). ``--folds`` keeps
 only some folds, so a full cross-validation can be compared with ablations run on fewer folds.
@@ -32,11 +33,16 @@ TABLE_V = ("GED", "Dice", "SAD", "MSE", "Grad")
 
 
 def finished_folds(run_dir: str) -> list[dict]:
-    """The ``metrics.json`` record ("fold", "test_ids", "mean") of every finished fold of a crossval folder."""
+    """The record ("fold", "test_ids", "mean") of every finished fold of a crossval folder
+    (``fold-*/metrics.json``), or of every fold a ``medmat evaluate`` output scored (its
+    ``summary.json``: a run rescored, or several runs as a deep ensemble)."""
     paths = sorted(Path(run_dir).glob("fold-*/metrics.json"), key=lambda path: int(path.parent.name[5:]))
-    if not paths:
-        raise SystemExit(f"error: {run_dir}: no finished fold (fold-*/metrics.json)")
-    return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    if paths:
+        return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    summary = Path(run_dir) / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text(encoding="utf-8"))["per_fold"]
+    raise SystemExit(f"error: {run_dir}: no finished fold (fold-*/metrics.json) and no summary.json of medmat evaluate")
 
 
 def fold_rows(records: list[dict], folds: list[int] | None, run_dir: str = "") -> list[dict]:

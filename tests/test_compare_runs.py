@@ -56,3 +56,20 @@ def test_seeds_get_a_mean_and_spread_row_and_their_folds_a_table(tmp_path, monke
     assert mean[7] == "0.8500 ± 0.0500"  # Table V Dice: the runs' fold means 0.8 and 0.9
     folds = tables[1].splitlines()[2:]
     assert len(folds) == 4 and folds[3].split(" | ")[:4] == ["| s1", "1", "2", "0.6000"]
+
+
+def test_an_evaluate_output_is_read_from_its_summary(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _fold(run, 0, n=1, sad=0.4, dice=0.8)
+    _fold(run, 1, n=3, sad=0.8, dice=0.9)
+    records = [json.loads((run / f"fold-{fold}" / "metrics.json").read_text()) for fold in (0, 1)]
+    evaluated = tmp_path / "ensemble"  # what `medmat evaluate --run A --run B -o ensemble` writes
+    evaluated.mkdir()
+    (evaluated / "summary.json").write_text(json.dumps({"per_fold": records, "folds": [0, 1]}))
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"run={run}", f"ensemble={evaluated}"])
+    _script().main()
+    run_row, ensemble_row = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert ensemble_row.split(" | ")[1:] == run_row.split(" | ")[1:]
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"empty={tmp_path}"])
+    with pytest.raises(SystemExit, match="no summary.json"):
+        _script().main()
