@@ -65,6 +65,8 @@ def test_the_ensembles_alpha_is_the_members_mean_and_its_masks_their_interleaved
     torch.testing.assert_close(outputs["uncertainty_map"], uncertainty_map(interleaved))
     torch.testing.assert_close(outputs["lesion_uncertainty"], lesion_uncertainty(mean_alpha))
     assert set(outputs) == set(ensemble.spec.gives) == {"alpha", "lesion_uncertainty", "uncertainty_map", "sample_masks"}
+    with torch.no_grad():
+        assert DeepEnsemble(members, num_samples=3).eval()(batch)["sample_masks"].shape[1] == 3  # None: its own N
 
 
 def test_an_ensemble_takes_what_any_member_takes_and_samples_only_when_all_do():
@@ -87,6 +89,8 @@ def test_an_ensemble_takes_what_any_member_takes_and_samples_only_when_all_do():
 def test_an_ensemble_refuses_one_member_mixed_channels_and_training():
     with pytest.raises(ValueError, match="at least two"):
         DeepEnsemble([_network("medical_matting", 0)])
+    with pytest.raises(ValueError, match="num_samples must be >= 1"):
+        DeepEnsemble([_network("medical_matting", 0), _network("medical_matting", 1)], num_samples=0)
     with pytest.raises(ValueError, match="different channels"):
         DeepEnsemble([_network("medical_matting", 0), _network("medical_matting", 1, in_channels=3)])
     ensemble = DeepEnsemble([_network("medical_matting", 0), _network("medical_matting", 1)]).train()

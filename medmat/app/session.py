@@ -50,7 +50,7 @@ from medmat import __version__
 from medmat.data.readers.folder import read_dataset_json
 from medmat.data.readers.lidc import is_lidc_folder
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION
-from medmat.engine.inference import fit_channels, load_run, load_runs, predict
+from medmat.engine.inference import fit_channels, load_run, load_runs, predict, runs_label
 from medmat.errors import MedmatError
 from medmat.interaction.actions import (
     PROBE_LEVELS,
@@ -248,7 +248,7 @@ class MattingSession:
         (:func:`~medmat.engine.inference.load_runs`; MedmatError when one is not a medmat run)."""
         runs = [run] if isinstance(run, (str, os.PathLike)) else list(run)
         model, config = load_runs(runs)
-        return cls(model, config, " + ".join(str(r) for r in runs), **options)
+        return cls(model, config, runs_label(runs), **options)
 
     # ----------------------------------------------------------------------------------------
     # What the session shows

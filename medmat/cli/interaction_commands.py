@@ -202,6 +202,7 @@ def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, f
     from medmat.engine import load_runs
     from medmat.engine.config import input_size
     from medmat.engine.dataset import fit_sample
+    from medmat.engine.inference import runs_label
     from medmat.engine.trainer import load_samples
     from medmat.interaction.evaluation import (
         fusion_figure_row,
@@ -215,7 +216,7 @@ def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, f
 
     start = time.perf_counter()
     params = fusion_params(**fusion_overrides(fusion_settings))
-    run = runs[0] if len(runs) == 1 else " + ".join(runs)  # how the results name the model
+    run = runs_label(runs)  # how the results name the model
     config = run_config(runs[0], data, trimaps)
     samples = load_samples(config)
     settings = {"protocol": protocol, "steps": steps, "noisy": noisy, "samples": num_samples, "seed": seed,

@@ -231,13 +231,13 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     import torch
 
     from medmat.engine import load_runs, predict
-    from medmat.engine.inference import fit_channels, require_output_size
+    from medmat.engine.inference import fit_channels, require_output_size, runs_label
     from medmat.io.images import read_image, read_trimap
 
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
     model, config = load_runs(runs)
-    run = runs[0] if len(runs) == 1 else " + ".join(runs)  # how the volumes' JSON names the model
+    run = runs_label(runs)  # how the volumes' JSON names the model
     if output_size or scale is not None:
         require_output_size(model, config["model"]["name"])
     volumes, files = _volume_inputs(input_path)
@@ -297,6 +297,7 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
 
     from medmat.engine import load_runs, predict_as_trained
     from medmat.engine.held_out import ensemble_runs_and_cases, evaluate_fold, run_config
+    from medmat.engine.inference import runs_label
     from medmat.engine.summary import write_summary
     from medmat.engine.trainer import load_samples
     from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
@@ -342,7 +343,7 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
     os.makedirs(output, exist_ok=True)
     summary = write_summary(records, {**config, "evaluated_by": command_line(), "machine": machine_description()}, output)
     if figure_rows:
-        example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {' + '.join(runs)}")
+        example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {runs_label(runs)}")
     click.echo(Path(output, "summary.md").read_text(encoding="utf-8"))
     if volume_records:
         write_volume_tables(volume_records, output, {"evaluated_by": command_line(), "machine": machine_description()})

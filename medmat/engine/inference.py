@@ -76,6 +76,11 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     return model.to(device).eval(), config
 
 
+def runs_label(runs: Sequence[str | os.PathLike]) -> str:
+    """How results name the model of one run (its path) or of several as one ensemble ("A + B + C")."""
+    return " + ".join(str(run) for run in runs)
+
+
 def _image_view(config: dict) -> tuple:
     """How a run's model sees its images: (resize, input size, model input size, eval region)."""
     return resize_size(config), input_size(config), model_input_size(config), config["eval"]["region"]

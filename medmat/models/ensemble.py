@@ -30,14 +30,15 @@ class DeepEnsemble(MattingModel):
     Args:
         members: two or more trained models of the same image channels, in eval mode or not (the
             ensemble's mode is theirs).
+        num_samples: N, masks a sampling ensemble draws when ``forward`` gets None (paper 8).
 
     ``forward(batch, num_samples=None)`` takes what any member takes (each member reads the inputs
     it declares) and returns, (B, 1, H, W) unless stated:
         "alpha" in [0, 1]: the members' mean alpha;
         "lesion_uncertainty" in [0, ln 2] nats: the binary entropy of that alpha;
         when every member samples masks, "sample_masks" (B, N, H, W) in [0, 1]: ceil(N / M) masks
-        from each of the M members, interleaved member by member and cut to N (None: the first
-        member's configured N), and "uncertainty_map" in [0, ln 2] nats: the entropy of their
+        from each of the M members, interleaved member by member and cut to N (None: the
+        ensemble's ``num_samples``), and "uncertainty_map" in [0, ln 2] nats: the entropy of their
         mean (Eq. 4).
 
     Raises:
@@ -45,7 +46,7 @@ class DeepEnsemble(MattingModel):
             in training mode.
     """
 
-    def __init__(self, members: Sequence[MattingModel]):
+    def __init__(self, members: Sequence[MattingModel], num_samples: int = 8):
         super().__init__()
         if len(members) < 2:
             raise ValueError(f"a deep ensemble needs at least two members, got {len(members)}")
@@ -63,7 +64,9 @@ class DeepEnsemble(MattingModel):
             size_multiple=math.lcm(*(spec.size_multiple for spec in specs)),
             resolution_free=all(spec.resolution_free for spec in specs),
         )
-        self.num_samples = getattr(members[0], "num_samples", 8)
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = num_samples
 
     def forward(self, batch: Mapping[str, torch.Tensor], num_samples: int | None = None) -> dict[str, torch.Tensor]:
         if self.training:
