@@ -19,6 +19,10 @@ import subprocess
 import sys
 import time
 
+# Imported for the record only (the children train): so that "machine" names the torch version and
+# the GPU the folds ran on, which describe_machine reports only once torch is imported.
+import torch  # noqa: F401
+
 from machine import describe_machine  # benchmarks/ is the script's folder, first on sys.path
 
 

@@ -12,7 +12,9 @@
 #
 # Environment: PYTHON (default: .venv/bin/python when it exists, else python3), DATA (default:
 # ../shared/data/medical-matting/brain_growth_alpha.zip), JOBS (folds at once; default: as many as
-# fit in the GPU's memory at 20 GiB a fold, at most 4).
+# fit in the GPU's memory at 8 GiB a fold, at most 4: a `paper` fold process peaked near 2 GiB on
+# an H200), SEEDS (space-separated training seeds, one whole cross-validation each; default "0":
+# with several, the table adds their mean ± std, the form of every headline figure in the docs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUTPUT=${1:-results/gpu-check}
@@ -33,7 +35,7 @@ EOF
 if [[ "$GPU_MEMORY_GIB" -gt 0 ]]; then
     MODE=gpu
     DATA=${DATA:-../shared/data/medical-matting/brain_growth_alpha.zip}
-    JOBS=${JOBS:-$(( GPU_MEMORY_GIB / 20 < 1 ? 1 : (GPU_MEMORY_GIB / 20 > 4 ? 4 : GPU_MEMORY_GIB / 20) ))}
+    JOBS=${JOBS:-$(( GPU_MEMORY_GIB / 8 < 1 ? 1 : (GPU_MEMORY_GIB / 8 > 4 ? 4 : GPU_MEMORY_GIB / 8) ))}
     CONFIG=paper
     SETTINGS=(--set train.device=cuda --set train.precision=auto --set train.progress=false)
     echo "gpu_check: CUDA GPU with ${GPU_MEMORY_GIB} GiB: the paper's 4-fold cross-validation, ${JOBS} folds at a time"
@@ -46,34 +48,51 @@ else
     echo "gpu_check: no CUDA GPU on this machine: running the smoke version (demo network, 16 phantoms, 2 epochs)"
 fi
 
-RUN="$OUTPUT/crossval-$CONFIG"
-# crossval_cost.py times the cross-validation and its peak memory (cost.json in the run folder).
-"$PYTHON" benchmarks/crossval_cost.py --config "$CONFIG" --run-dir "$RUN" --jobs "$JOBS" --resume \
-    --set "data.dataset=$DATA" "${SETTINGS[@]}" > "$OUTPUT/crossval.txt"
-"$PYTHON" benchmarks/predict_throughput.py --run "$RUN/fold-0" --images 32 --batch-sizes 1,8 \
+SEEDS=${SEEDS:-0}
+RUNS=()
+for SEED in $SEEDS; do
+    RUN="$OUTPUT/crossval-$CONFIG-s$SEED"
+    RUNS+=("$RUN")
+    echo "gpu_check: seed $SEED -> $RUN"
+    # crossval_cost.py times the cross-validation and its peak memory (cost.json in the run folder).
+    "$PYTHON" benchmarks/crossval_cost.py --config "$CONFIG" --run-dir "$RUN" --jobs "$JOBS" --resume \
+        --set "data.dataset=$DATA" --set "seed=$SEED" "${SETTINGS[@]}" > "$OUTPUT/crossval-s$SEED.txt"
+done
+"$PYTHON" benchmarks/predict_throughput.py --run "${RUNS[0]}/fold-0" --images 32 --batch-sizes 1,8 \
     --json "$OUTPUT/throughput.json" > "$OUTPUT/throughput.txt"
 
-"$PYTHON" - "$MODE" "$RUN" "$OUTPUT" <<'EOF'
+"$PYTHON" - "$MODE" "$OUTPUT" "${RUNS[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 
-mode, run, output = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-summary = json.loads((run / "summary.json").read_text())
-cost = json.loads((run / "cost.json").read_text())
+import numpy as np
+
+mode, output, runs = sys.argv[1], Path(sys.argv[2]), [Path(run) for run in sys.argv[3:]]
 throughput = json.loads((output / "throughput.json").read_text())
-iv = summary["table_iv"]["mean"]
-table_v = summary["table_v"]
+rows = []  # per seed: wall minutes, jobs, peak MiB, SAD, MSE, Grad, Conn, GED, Dice, cases
+for run in runs:
+    summary = json.loads((run / "summary.json").read_text())
+    cost = json.loads((run / "cost.json").read_text())
+    iv, fold_mean = summary["table_iv"]["mean"], summary["table_v"]["fold_mean"]
+    rows.append([cost["wall_minutes"], cost["jobs"], cost["peak_memory_mib"], iv["SAD"], iv["MSE"], iv["Grad"],
+                 iv["Conn"], fold_mean["GED"], fold_mean["Dice"], summary["table_iv"]["n"]])
 lines = [f"# medmat GPU check ({mode})", "",
-         "| measure | value |", "|---|---|",
-         f"| cross-validation wall time | {cost['wall_minutes']:.1f} min ({cost['jobs']} folds at a time) |",
-         f"| peak memory per fold process | {cost['peak_memory_mib']:.0f} MiB |",
-         f"| Table IV SAD / MSE / Grad / Conn ({summary['table_iv']['n']} cases) | "
-         f"{iv['SAD']:.4f} / {iv['MSE']:.4f} / {iv['Grad']:.4f} / {iv['Conn']:.4f} |",
-         f"| Table V GED / Dice (mean ± std over folds) | {table_v['fold_mean']['GED']:.4f} ± "
-         f"{table_v['fold_std']['GED']:.4f} / {table_v['fold_mean']['Dice']:.4f} ± {table_v['fold_std']['Dice']:.4f} |"]
+         "| seed run | CV wall | folds at a time | peak memory per fold process | "
+         "Table IV SAD / MSE / Grad / Conn | Table V GED / Dice (fold mean) |", "|---|---|---|---|---|---|"]
+for run, row in zip(runs, rows):
+    lines.append(f"| {run.name} | {row[0]:.1f} min | {row[1]} | {row[2]:.0f} MiB | "
+                 f"{row[3]:.4f} / {row[4]:.4f} / {row[5]:.4f} / {row[6]:.4f} ({row[9]} cases) | "
+                 f"{row[7]:.4f} / {row[8]:.4f} |")
+if len(rows) > 1:
+    values = np.array([row[3:9] for row in rows], dtype=float)
+    mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
+    cells = [f"{m:.4f} ± {s:.4f}" for m, s in zip(mean, std)]
+    lines.append(f"| **mean ± std over {len(rows)} seeds** | {np.mean([row[0] for row in rows]):.1f} min | | | "
+                 f"{' / '.join(cells[:4])} | {' / '.join(cells[4:])} |")
+lines += ["", "| prediction (fold 0 of the first seed) | slices/s |", "|---|---|"]
 for rate in throughput["rates"]:
-    lines.append(f"| prediction, {rate['device']}, {rate['model']} {rate['size']}², {rate['samples']} samples, "
-                 f"batch {rate['batch_size']} | {rate['slices_per_second']:.2f} slices/s |")
+    lines.append(f"| {rate['device']}, {rate['model']} {rate['size']}², {rate['samples']} samples, "
+                 f"batch {rate['batch_size']} | {rate['slices_per_second']:.2f} |")
 machine = throughput["machine"]
 gpu = f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ", no GPU"
 lines += ["", f"machine: {machine['machine']}, {machine['cpu_count']} cores{gpu}, torch {machine['torch']}"]
