@@ -23,7 +23,29 @@ if [[ -z "${PYTHON:-}" ]]; then
 fi
 if ! "$PYTHON" -c "import medmat" 2>/dev/null; then
     echo "gpu_check: installing medmat into $("$PYTHON" -c 'import sys; print(sys.prefix)')"
-    "$PYTHON" -m pip install --quiet -e .
+    if ! "$PYTHON" -m pip install --quiet -e .; then
+        echo "gpu_check: pip could not install medmat (no package index here?): install its dependencies" \
+             "and rerun with PYTHONPATH=$PWD" >&2
+        exit 1
+    fi
+fi
+# medmat importable from a checkout on PYTHONPATH does not mean its dependencies are there (a GPU
+# machine's own PyTorch image, say): name every missing one now, not in a traceback mid-run.
+MISSING=$("$PYTHON" - <<'EOF'
+import importlib.util
+modules = ["torch", "numpy", "scipy", "skimage", "sklearn", "pymatting", "PIL", "nibabel", "pydicom", "click",
+           "tqdm", "yaml", "matplotlib"]
+def missing(name):
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
+print(" ".join(name for name in modules if missing(name)))
+EOF
+)
+if [[ -n "$MISSING" ]]; then
+    echo "gpu_check: $PYTHON lacks medmat's dependencies: $MISSING (pip install them, or carry their wheels)" >&2
+    exit 1
 fi
 mkdir -p "$OUTPUT"
 
