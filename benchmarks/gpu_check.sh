@@ -14,7 +14,8 @@
 # ../shared/data/medical-matting/brain_growth_alpha.zip), JOBS (folds at once; default: as many as
 # fit in the GPU's memory at 8 GiB a fold, at most 4: a `paper` fold process peaked near 2 GiB on
 # an H200), SEEDS (space-separated training seeds, one whole cross-validation each; default "0":
-# with several, the table adds their mean ± std, the form of every headline figure in the docs).
+# with several, the table adds their mean ± std, the form of every headline figure in the docs),
+# SET (space-separated KEY=VALUE config overrides added to every cross-validation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUTPUT=${1:-results/gpu-check}
@@ -71,6 +72,8 @@ else
 fi
 
 SEEDS=${SEEDS:-0}
+EXTRA=()
+for OVERRIDE in ${SET:-}; do EXTRA+=(--set "$OVERRIDE"); done
 RUNS=()
 for SEED in $SEEDS; do
     RUN="$OUTPUT/crossval-$CONFIG-s$SEED"
@@ -78,7 +81,7 @@ for SEED in $SEEDS; do
     echo "gpu_check: seed $SEED -> $RUN"
     # crossval_cost.py times the cross-validation and its peak memory (cost.json in the run folder).
     "$PYTHON" benchmarks/crossval_cost.py --config "$CONFIG" --run-dir "$RUN" --jobs "$JOBS" --resume \
-        --set "data.dataset=$DATA" --set "seed=$SEED" "${SETTINGS[@]}" > "$OUTPUT/crossval-s$SEED.txt"
+        --set "data.dataset=$DATA" --set "seed=$SEED" "${SETTINGS[@]}" "${EXTRA[@]}" > "$OUTPUT/crossval-s$SEED.txt"
 done
 "$PYTHON" benchmarks/predict_throughput.py --run "${RUNS[0]}/fold-0" --images 32 --batch-sizes 1,8 \
     --json "$OUTPUT/throughput.json" > "$OUTPUT/throughput.txt"

@@ -252,6 +252,53 @@ def test_training_items_are_a_function_of_seed_epoch_and_index():
     assert all(value.dtype == torch.float32 for value in first.values())
 
 
+def test_copies_per_image_draw_anew_per_copy_and_stay_in_one_batch():
+    samples = disc_samples(4)
+    plain = MattingDataset(samples, seed=5, augment=False)
+    copies = MattingDataset(samples, seed=5, augment=False, copies_per_image=2)
+    assert len(copies) == 8 and len(plain) == 4
+    for index in range(8):
+        case = samples[index // 2]
+        assert np.array_equal(copies[index]["alpha"].numpy()[0], case.alpha)
+    # Each copy has its own pseudo-mask threshold: the pairs of one case are not all alike.
+    assert any(not torch.equal(copies[2 * c]["pseudo_mask"], copies[2 * c + 1]["pseudo_mask"]) for c in range(4))
+    # One copy per image gives the items of the plain dataset exactly (earlier runs retrain as they did).
+    single = MattingDataset(samples, seed=5, augment=False, copies_per_image=1)
+    assert all(torch.equal(single[i][key], plain[i][key]) for i in range(4) for key in plain[i])
+    with pytest.raises(MedmatError, match="at least 1"):
+        MattingDataset(samples, copies_per_image=0)
+
+    context = distributed.DistributedContext()
+    sampler = distributed.make_sampler(copies, context, seed=3, group=2)
+    sampler.set_epoch(1)
+    order = list(sampler)
+    assert sorted(order) == list(range(8)) and len(sampler) == 8
+    assert all(order[i] % 2 == 0 and order[i + 1] == order[i] + 1 for i in range(0, 8, 2))
+    # group 1 is torch's DistributedSampler over the dataset, index for index.
+    reference = torch.utils.data.DistributedSampler(plain, num_replicas=1, rank=0, shuffle=True, seed=3)
+    reference.set_epoch(1)
+    grouped = distributed.make_sampler(plain, context, seed=3)
+    grouped.set_epoch(1)
+    assert list(grouped) == list(reference)
+    # Under two processes every case's pair lands, whole, on one of them.
+    halves = [list(distributed.make_sampler(copies, distributed.DistributedContext(world_size=2, rank=r), 3, group=2))
+              for r in (0, 1)]
+    assert sorted(halves[0] + halves[1]) == list(range(8))
+    assert all(h[i] + 1 == h[i + 1] for h in halves for i in range(0, len(h), 2))
+
+
+def test_training_with_copies_per_image_takes_images_times_copies_per_batch(tmp_path):
+    with pytest.raises(MedmatError, match="not a multiple of data.copies_per_image"):
+        tiny_config("data.copies_per_image=2", "optim.batch_size=3")
+    steps = []
+    record_steps = lambda event, info: steps.append(info["epoch"]) if event == "step_end" else None  # noqa: E731
+    record = train(tiny_config("data.copies_per_image=2", "optim.batch_size=4"), tmp_path / "run",
+                   samples=disc_samples(), callbacks=[record_steps])
+    # 4 training cases x 2 copies in batches of 4 (2 images): 2 steps an epoch, as with 4 single items at batch 2.
+    assert steps == [0, 0, 1, 1, 2, 2]
+    assert len(record["cases"]) == 4 and np.isfinite(record["mean"]["whole"]["SAD"])
+
+
 def test_pseudo_mask_is_a_threshold_of_the_augmented_alpha():
     dataset = MattingDataset(disc_samples(3), seed=1)
     for epoch in range(3):

@@ -135,6 +135,10 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "augment": Option(True, (bool,), doc="flips, rotation, elastic deformation of the training items"),
         "pseudo_mask_range": Option([0.2, 0.7], (list,), check=_unit_pair, doc=(
             "Eq. 3: the pseudo mask thresholds the alpha at a level drawn from this range")),
+        "copies_per_image": Option(1, (int,), minimum=1, doc=(
+            "training items per image and epoch, each with its own augmentation and pseudo mask, side "
+            "by side in one batch (the authors' release: 2 images x 2 copies per step); optim.batch_size "
+            "counts the items and must be a multiple of it")),
         "input_size": Option(None, SIZE, check=_size_problem, doc=(
             "int or [H, W]; null pads every case to the largest one (Brain-growth, LIDC: 128)")),
         "resize": Option(None, SIZE, check=_size_problem, doc=(
@@ -398,6 +402,10 @@ def validate_config(config: dict, where=None) -> None:
     low, high = config["data"]["pseudo_mask_range"]
     if low > high:
         raise MedmatError(f"data.pseudo_mask_range must be [low, high] with low <= high, got {[low, high]}", where)
+    copies = config["data"]["copies_per_image"]
+    if config["optim"]["batch_size"] % copies:
+        raise MedmatError(f"optim.batch_size {config['optim']['batch_size']} is not a multiple of "
+                          f"data.copies_per_image {copies}: an image's copies share one batch", where)
     if config["data"]["noisy_trimaps"] and config["data"]["train_trimaps"] == "given":
         raise MedmatError("data.noisy_trimaps needs generated training trimaps (data.train_trimaps alpha or annotators)", where)
     if config["split"]["fold"] >= config["split"]["k"]:

@@ -244,6 +244,10 @@ class MattingDataset(Dataset):
         case_maps: extra (H, W) float maps per case id, added to the case's arrays before the
             augmentations so that they move with the image: a base model's held-out prediction
             (:data:`HELD_OUT_BASE_KEYS`, :mod:`medmat.engine.cross_fit`). Every case needs the same keys.
+        copies_per_image: items per case (training only): item ``i`` is case ``i // copies`` with
+            the random draws of index ``i``, so that copies differ in augmentation and pseudo mask;
+            1 gives the items of earlier runs exactly. The sampler keeps a case's copies in one batch
+            (:func:`~medmat.engine.distributed.make_sampler`).
     """
 
     def __init__(
@@ -261,8 +265,12 @@ class MattingDataset(Dataset):
         model_transform: Callable | None = None,
         model_input_size: tuple[int, int] | None = None,
         case_maps: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+        copies_per_image: int = 1,
     ):
         self.samples = validate_dataset(samples, "training data", require_alpha=True)
+        if int(copies_per_image) < 1:
+            raise MedmatError(f"copies_per_image must be at least 1, got {copies_per_image}")
+        self.copies_per_image = int(copies_per_image) if training else 1
         self.case_maps = _checked_case_maps(self.samples, case_maps)
         annotators = {s.num_annotators for s in self.samples}
         if len(annotators) > 1:
@@ -286,10 +294,10 @@ class MattingDataset(Dataset):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.samples) * self.copies_per_image
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        sample = self.samples[index]
+        sample = self.samples[index // self.copies_per_image]
         data = {key: np.array(value, copy=True) for key, value in sample.to_dict().items()}
         if self.case_maps is not None:
             data.update({key: np.array(value, copy=True) for key, value in self.case_maps[sample.id].items()})

@@ -9,12 +9,13 @@ returns a single-process context and nothing else changes. Only rank 0 writes fi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from medmat.errors import MedmatError
 
@@ -116,15 +117,44 @@ def wrap_model(module: nn.Module, context: DistributedContext, find_unused_param
     )
 
 
-def make_sampler(dataset: Dataset, context: DistributedContext, seed: int, shuffle: bool = True) -> DistributedSampler:
-    """Shuffling sampler giving each process its share of every epoch.
+class GroupedSampler(Sampler[int]):
+    """A :class:`DistributedSampler` over groups of ``group`` consecutive indices, each group kept together.
+
+    Group ``g`` (indices ``g * group`` … ``g * group + group - 1``: one case's copies, see
+    :class:`~medmat.engine.dataset.MattingDataset`) is shuffled as a unit, so that with a batch size
+    that is a multiple of ``group`` a case's copies land in one batch. With ``group`` 1 the order is
+    the plain sampler's over the dataset, index for index.
+    """
+
+    def __init__(self, num_items: int, group: int, context: DistributedContext, seed: int, shuffle: bool = True):
+        if group < 1 or num_items % group:
+            raise MedmatError(f"{num_items} items do not split into groups of {group}")
+        self.group = group
+        self.groups = DistributedSampler(
+            range(num_items // group), num_replicas=context.world_size, rank=context.rank, shuffle=shuffle,
+            seed=seed, drop_last=False,
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle the next iteration uses."""
+        self.groups.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        for group_index in self.groups:
+            yield from range(group_index * self.group, (group_index + 1) * self.group)
+
+    def __len__(self) -> int:
+        return len(self.groups) * self.group
+
+
+def make_sampler(dataset: Dataset, context: DistributedContext, seed: int, shuffle: bool = True,
+                 group: int = 1) -> GroupedSampler:
+    """Shuffling sampler giving each process its share of every epoch, ``group`` consecutive indices together.
 
     Used in a single process too (one replica), so the order of an epoch is the same function of
     ``(seed, epoch)`` with and without torchrun; call ``set_epoch`` before each epoch.
     """
-    return DistributedSampler(
-        dataset, num_replicas=context.world_size, rank=context.rank, shuffle=shuffle, seed=seed, drop_last=False
-    )
+    return GroupedSampler(len(dataset), group, context, seed, shuffle)
 
 
 def per_process_batch_size(batch_size: int, context: DistributedContext) -> int:

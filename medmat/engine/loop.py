@@ -78,7 +78,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     dataset: MattingDataset
-    sampler: torch.utils.data.DistributedSampler
+    sampler: distributed.GroupedSampler
     loader: DataLoader
     # float16 training scales its losses; disabled (a pass-through) in every other precision.
     scaler: torch.amp.GradScaler
@@ -162,8 +162,9 @@ def build_training(
         model_transform=model.training_transform(),
         model_input_size=model_input_size(config),
         case_maps=case_maps,
+        copies_per_image=config["data"]["copies_per_image"],
     )
-    sampler = distributed.make_sampler(dataset, context, seed=config["seed"])
+    sampler = distributed.make_sampler(dataset, context, seed=config["seed"], group=dataset.copies_per_image)
     loader = DataLoader(
         dataset,
         batch_size=distributed.per_process_batch_size(optim["batch_size"], context),
