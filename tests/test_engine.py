@@ -32,7 +32,7 @@ from medmat.engine.checkpoint import restore_rng_states, rng_states
 from medmat.engine.logging import read_log, rows_to_csv
 from medmat.cli.main import main
 from medmat.engine.crossval import crossval
-from medmat.engine.loop import build_criterion_from_config
+from medmat.engine.loop import build_criterion_from_config, build_training
 from medmat.engine.schedule import learning_rate_factor
 from medmat.engine.trainer import train
 from medmat.errors import MedmatError
@@ -297,6 +297,10 @@ def test_training_with_copies_per_image_takes_images_times_copies_per_batch(tmp_
     # 4 training cases x 2 copies in batches of 4 (2 images): 2 steps an epoch, as with 4 single items at batch 2.
     assert steps == [0, 0, 1, 1, 2, 2]
     assert len(record["cases"]) == 4 and np.isfinite(record["mean"]["whole"]["SAD"])
+    # Under torchrun each process's share of the batch must hold whole groups of copies too.
+    with pytest.raises(MedmatError, match="over 2 processes gives each 2 items"):
+        build_training(tiny_config("data.copies_per_image=4", "optim.batch_size=4"), disc_samples(), (24, 24),
+                       distributed.DistributedContext(world_size=2, rank=0))
 
 
 def test_pseudo_mask_is_a_threshold_of_the_augmented_alpha():

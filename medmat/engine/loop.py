@@ -134,6 +134,13 @@ def build_training(
     ``case_maps``: per training case, its base's held-out prediction
     (:func:`medmat.engine.cross_fit.held_out_base_maps`), for a model that wraps a base.
     """
+    process_batch_size = distributed.per_process_batch_size(config["optim"]["batch_size"], context)
+    copies = config["data"]["copies_per_image"]
+    if process_batch_size % copies:
+        raise MedmatError(
+            f"optim.batch_size {config['optim']['batch_size']} over {context.world_size} processes gives each "
+            f"{process_batch_size} items, not a multiple of data.copies_per_image {copies}"
+        )
     seed_everything(config["seed"])
     model = build_model_from_config(config)
     load_initial_weights(model, config)
@@ -167,7 +174,7 @@ def build_training(
     sampler = distributed.make_sampler(dataset, context, seed=config["seed"], group=dataset.copies_per_image)
     loader = DataLoader(
         dataset,
-        batch_size=distributed.per_process_batch_size(optim["batch_size"], context),
+        batch_size=process_batch_size,
         sampler=sampler,
         num_workers=config["train"]["num_workers"],
     )
