@@ -33,15 +33,20 @@ fi
 # medmat importable from a checkout on PYTHONPATH does not mean its dependencies are there (a GPU
 # machine's own PyTorch image, say): name every missing one now, not in a traceback mid-run.
 MISSING=$("$PYTHON" - <<'EOF'
-import importlib.util
-modules = ["torch", "numpy", "scipy", "skimage", "sklearn", "pymatting", "PIL", "nibabel", "pydicom", "click",
-           "tqdm", "yaml", "matplotlib"]
-def missing(name):
+import importlib.metadata
+import re
+import tomllib
+
+with open("pyproject.toml", "rb") as file:
+    requirements = tomllib.load(file)["project"]["dependencies"]
+missing = []
+for requirement in requirements:
+    name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
     try:
-        return importlib.util.find_spec(name) is None
-    except (ImportError, ValueError):
-        return True
-print(" ".join(name for name in modules if missing(name)))
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        missing.append(name)
+print(" ".join(missing))
 EOF
 )
 if [[ -n "$MISSING" ]]; then
@@ -75,9 +80,11 @@ SEEDS=${SEEDS:-0}
 EXTRA=()
 for OVERRIDE in ${SET:-}; do EXTRA+=(--set "$OVERRIDE"); done
 RUNS=()
+NAMED_RUNS=()
 for SEED in $SEEDS; do
     RUN="$OUTPUT/crossval-$CONFIG-s$SEED"
     RUNS+=("$RUN")
+    NAMED_RUNS+=("seed $SEED=$RUN")
     echo "gpu_check: seed $SEED -> $RUN"
     # crossval_cost.py times the cross-validation and its peak memory (cost.json in the run folder).
     "$PYTHON" benchmarks/crossval_cost.py --config "$CONFIG" --run-dir "$RUN" --jobs "$JOBS" --resume \
@@ -86,34 +93,24 @@ done
 "$PYTHON" benchmarks/predict_throughput.py --run "${RUNS[0]}/fold-0" --images 32 --batch-sizes 1,8 \
     --json "$OUTPUT/throughput.json" > "$OUTPUT/throughput.txt"
 
+# The accuracy table, and with several seeds their mean ± std row, is compare_runs.py's.
+MEAN=()
+if [[ ${#RUNS[@]} -gt 1 ]]; then MEAN=(--mean "mean ± std over ${#RUNS[@]} seeds"); fi
+"$PYTHON" benchmarks/compare_runs.py "${NAMED_RUNS[@]}" "${MEAN[@]}" --output "$OUTPUT/accuracy.md" > /dev/null
+
 "$PYTHON" - "$MODE" "$OUTPUT" "${RUNS[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 
-import numpy as np
-
 mode, output, runs = sys.argv[1], Path(sys.argv[2]), [Path(run) for run in sys.argv[3:]]
 throughput = json.loads((output / "throughput.json").read_text())
-rows = []  # per seed: wall minutes, jobs, peak MiB, SAD, MSE, Grad, Conn, GED, Dice, cases
-for run in runs:
-    summary = json.loads((run / "summary.json").read_text())
-    cost = json.loads((run / "cost.json").read_text())
-    iv, fold_mean = summary["table_iv"]["mean"], summary["table_v"]["fold_mean"]
-    rows.append([cost["wall_minutes"], cost["jobs"], cost["peak_memory_mib"], iv["SAD"], iv["MSE"], iv["Grad"],
-                 iv["Conn"], fold_mean["GED"], fold_mean["Dice"], summary["table_iv"]["n"]])
 lines = [f"# medmat GPU check ({mode})", "",
-         "| seed run | CV wall | folds at a time | peak memory per fold process | "
-         "Table IV SAD / MSE / Grad / Conn | Table V GED / Dice (fold mean) |", "|---|---|---|---|---|---|"]
-for run, row in zip(runs, rows):
-    lines.append(f"| {run.name} | {row[0]:.1f} min | {row[1]} | {row[2]:.0f} MiB | "
-                 f"{row[3]:.4f} / {row[4]:.4f} / {row[5]:.4f} / {row[6]:.4f} ({row[9]} cases) | "
-                 f"{row[7]:.4f} / {row[8]:.4f} |")
-if len(rows) > 1:
-    values = np.array([row[3:9] for row in rows], dtype=float)
-    mean, std = values.mean(axis=0), values.std(axis=0, ddof=1)
-    cells = [f"{m:.4f} ± {s:.4f}" for m, s in zip(mean, std)]
-    lines.append(f"| **mean ± std over {len(rows)} seeds** | {np.mean([row[0] for row in rows]):.1f} min | | | "
-                 f"{' / '.join(cells[:4])} | {' / '.join(cells[4:])} |")
+         "| seed run | CV wall | folds at a time | peak memory per fold process |", "|---|---|---|---|"]
+for run in runs:
+    cost = json.loads((run / "cost.json").read_text())
+    lines.append(f"| {run.name} | {cost['wall_minutes']:.1f} min | {cost['jobs']} | {cost['peak_memory_mib']:.0f} MiB |")
+lines += ["", "Table IV (region unknown) and Table V (whole image; GED, Dice and the rest: mean ± std over folds):", "",
+          (output / "accuracy.md").read_text().rstrip()]
 lines += ["", "| prediction (fold 0 of the first seed) | slices/s |", "|---|---|"]
 for rate in throughput["rates"]:
     lines.append(f"| {rate['device']}, {rate['model']} {rate['size']}², {rate['samples']} samples, "
