@@ -12,8 +12,8 @@
 #
 # Environment: PYTHON (default: .venv/bin/python when it exists, else python3), DATA (default:
 # ../shared/data/medical-matting/brain_growth_alpha.zip), JOBS (folds at once; default: as many as
-# fit in the GPU's memory at 8 GiB a fold, at most 4: a `paper` fold process peaked near 2 GiB on
-# an H200), SEEDS (space-separated training seeds, one whole cross-validation each; default "0":
+# fit in the GPU's memory at 8 GiB a fold, at most 4: an allowance, not a measurement; medmat
+# does not record a fold's GPU memory, and 4 `paper` folds at once ran on an H200), SEEDS (space-separated training seeds, one whole cross-validation each; default "0":
 # with several, the table adds their mean ± std, the form of every headline figure in the docs),
 # SET (space-separated KEY=VALUE config overrides added to every cross-validation).
 set -euo pipefail
