@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import shutil
 
@@ -569,12 +570,16 @@ def test_load_run_refuses_what_is_not_a_medmat_run(tmp_path):
         load_run(foreign)
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"format": "medmat-checkpoint", "payload": Interrupted("code")}, unsafe)
-    with pytest.raises(MedmatError, match="refused to unpickle"):
+    with pytest.raises(MedmatError, match=r"asks for .*Interrupted, which is not a tensor .*refused without running it"):
         load_run(unsafe)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(MedmatError, match="not a"):
+    with pytest.raises(MedmatError, match="not a PyTorch checkpoint archive"):
         load_run(garbage)
+    plain_pickle = tmp_path / "plain.pt"
+    plain_pickle.write_bytes(pickle.dumps({"format": "medmat-checkpoint"}))
+    with pytest.raises(MedmatError, match="not a PyTorch checkpoint archive"):
+        load_run(plain_pickle)
 
 
 def test_module_entry_trains_a_phantom_fold(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -53,3 +54,37 @@ def test_evaluate_fold_is_evaluate_samples_at_the_folds_settings_and_seed(tmp_pa
     direct = evaluate_samples(model, cases, 3, config["eval"]["region"], None, flip=config["eval"]["flip"])
     assert record["cases"] == direct
     assert evaluate_fold(model, config, cases, 3, seed=5)["cases"] == direct  # the same draws again
+
+
+def test_another_dataset_is_scored_whole_and_a_superset_without_the_training_cases(tmp_path):
+    run = finished_run(save_run(tmp_path / "run", MEDICAL_TINY, two_folds=True), MEDICAL_TINY)
+    samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
+    record = json.loads((run / "metrics.json").read_text())
+    train, test = record["train_ids"], record["test_ids"]
+    assert train and test and not set(train) & set(test)
+    # Other patients: ids the training set lacks, plus one that collides with a training id (another image).
+    others = [replace(sample, id=f"other-{i}") for i, sample in enumerate(samples[:3])]
+    others.append(replace(samples[-1], id=train[0]))
+    [(_, cases)] = runs_and_cases(run, others)
+    assert [c.id for c in cases] == [s.id for s in others]
+    # The run's own dataset with new cases added: the held-out cases first, then the new ones.
+    [(_, cases)] = runs_and_cases(run, list(samples) + others[:2])
+    assert [c.id for c in cases] == test + ["other-0", "other-1"]
+    # A dataset made only of the training cases leaves nothing to score.
+    with pytest.raises(MedmatError, match="nothing left to score"):
+        runs_and_cases(run, [s for s in samples if s.id in set(train)])
+
+
+def test_a_crossval_run_scores_another_dataset_with_every_fold_model(tmp_path):
+    samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
+    ids = [s.id for s in samples]
+    root = tmp_path / "cv"
+    for fold in (0, 1):
+        save_run(root / f"fold-{fold}", MEDICAL_TINY, two_folds=True)
+    (root / "fold-notes").mkdir()  # not a fold folder: ignored
+    folds = [{"fold": 0, "train": ids[4:], "test": ids[:4]}, {"fold": 1, "train": ids[:4], "test": ids[4:]}]
+    save_split(root / "split.json", folds, {"scheme": "random", "seed": 0, "k": 2})
+    others = [replace(sample, id=f"other-{i}") for i, sample in enumerate(samples[:3])]
+    pairs = runs_and_cases(root, others)
+    assert [d for d, _ in pairs] == [str(root / "fold-0"), str(root / "fold-1")]
+    assert [[c.id for c in cases] for _, cases in pairs] == [[s.id for s in others]] * 2

@@ -271,7 +271,8 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
 @click.option("--run", "-r", "runs", required=True, multiple=True,
               help="A train run folder or a crossval folder; given several times, the runs (one split, e.g. one "
                    "config trained with several seeds) predict as one deep ensemble.")
-@click.option("--data", "-d", default=None, help="Dataset (default: the run's data.dataset).")
+@click.option("--data", "-d", default=None,
+              help="Dataset (default: the run's data.dataset); another one (an external test set) is scored whole.")
 @click.option("--trimaps", default=None, help="Trimaps for the Table IV region (default: the run's data.trimaps).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for tables and the figure.")
 @click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1))
@@ -292,6 +293,8 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
     pooled into one uncertainty report (each pixel scored by the model that did not train on it).
     Several --run: each fold is scored by the mean alpha of the runs' fold models and the pool
     of their sampled masks (a deep ensemble); the runs must hold out the same cases.
+    --data naming another dataset (other patients' labelled scans: one that lacks some of the
+    run's training cases): every fold model scores every case of it.
     """
     import torch
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +54,15 @@ def save_checkpoint(path: str | os.PathLike, **content) -> None:
         torch.save(payload, temporary)
 
 
+def unpickling_refusal(message: str) -> str:
+    """What torch's weights-only unpickler refused, in a few words, from its long error message
+    (which otherwise advises ``weights_only=False``: exactly what medmat must not do)."""
+    found = re.search(r"GLOBAL ([\w.]+)|[Uu]nsupported global: (?:GLOBAL )?([\w.]+)", message)
+    if found:
+        return f"it asks for {found.group(1) or found.group(2)}, which is not a tensor or plain value"
+    return "it holds something other than tensors and plain values"
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, on the CPU.
 
@@ -62,12 +73,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MedmatError("checkpoint not found", path)
+    # torch.save writes a zip archive; anything else (an image, a plain pickle, text) is refused
+    # before the unpickler sees it, with a message about the file rather than about torch.
+    if not zipfile.is_zipfile(path):
+        raise MedmatError("not a medmat checkpoint (not a PyTorch checkpoint archive)", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise MedmatError(f"not a medmat checkpoint (refused to unpickle: {first_line})", path) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise MedmatError(f"not a medmat checkpoint ({unpickling_refusal(str(error))}; refused without running it)",
+                          path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
         raise MedmatError(f"not a readable torch checkpoint ({type(error).__name__})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise MedmatError("not a medmat checkpoint (no medmat format tag)", path)

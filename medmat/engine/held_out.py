@@ -24,25 +24,60 @@ from medmat.errors import MedmatError
 from medmat.models import MattingModel
 
 
+def unseen_cases(held_out_ids: Sequence[str], train_ids: Sequence[str], samples: Sequence[Sample]) -> list[Sample]:
+    """The samples a model did not train on.
+
+    On a dataset that holds every one of ``train_ids`` (the run's own, or a superset of it): the
+    held-out cases in their recorded order, then any other case outside ``train_ids`` in dataset
+    order. On a dataset that lacks some of them (another one, such as other patients' scans given
+    with ``--data``): every case, since an id it shares with the training set names another image.
+    """
+    ids = {sample.id for sample in samples}
+    seen = set(train_ids)
+    if not seen <= ids:
+        return list(samples)
+    by_id = {sample.id: sample for sample in samples}
+    first = [by_id[i] for i in held_out_ids if i in by_id and i not in seen]
+    listed = {sample.id for sample in first}
+    return first + [sample for sample in samples if sample.id not in seen and sample.id not in listed]
+
+
 def runs_and_cases(run: str | Path, samples: Sequence[Sample]) -> list[tuple[str, list[Sample]]]:
-    """(model folder, its held-out samples) for a train run or each fold of a crossval run.
+    """(model folder, the samples it did not train on) for a train run or each fold of a crossval run.
+
+    On the run's own dataset these are each model's held-out (test) cases, in the split's order;
+    on another dataset (``medmat evaluate --data``), every case (:func:`unseen_cases`).
 
     Raises:
-        MedmatError: a crossval folder without ``split.json``, or a folder that is neither.
+        MedmatError: a crossval folder without ``split.json``, a folder that is neither, or a
+            model that trained on every case of ``samples`` (nothing left to score).
     """
     root = Path(run)
-    by_id = {sample.id: sample for sample in samples}
-    fold_dirs = sorted(d for d in root.glob("fold-*") if d.is_dir())
-    split = load_split(root / "split.json", list(by_id))["folds"] if (root / "split.json").is_file() else None
+    fold_dirs = sorted((d for d in root.glob("fold-*") if d.is_dir() and d.name[5:].isdigit()),
+                       key=lambda d: int(d.name[5:]))
     if fold_dirs:
-        if split is None:
+        if not (root / "split.json").is_file():
             raise MedmatError("cross-validation folder without split.json", root)
-        return [(str(d), [by_id[i] for i in split[int(d.name.split("-")[1])]["test"]]) for d in fold_dirs]
-    metrics = root / METRICS_NAME
-    if not metrics.is_file():
-        raise MedmatError(f"not a finished medmat run (no {METRICS_NAME} or fold-*/)", root)
-    test_ids = json.loads(metrics.read_text())["test_ids"]
-    return [(str(root), [by_id[i] for i in test_ids if i in by_id])]
+        split = load_split(root / "split.json")["folds"]
+        pairs = []
+        for folder in fold_dirs:
+            fold = int(folder.name[5:])
+            if fold >= len(split):
+                raise MedmatError(f"{folder.name} has no fold in split.json ({len(split)} folds)", root)
+            pairs.append((str(folder), unseen_cases(split[fold]["test"], split[fold]["train"], samples)))
+    else:
+        metrics = root / METRICS_NAME
+        if not metrics.is_file():
+            raise MedmatError(f"not a finished medmat run (no {METRICS_NAME} or fold-*/)", root)
+        record = json.loads(metrics.read_text())
+        pairs = [(str(root), unseen_cases(record["test_ids"], record.get("train_ids", []), samples))]
+        if "train_ids" not in record:  # written before medmat recorded them: its test cases only
+            pairs = [(str(root), [case for case in pairs[0][1] if case.id in set(record["test_ids"])])]
+    for folder, cases in pairs:
+        if not cases:
+            raise MedmatError("the model trained on every case of the dataset (or the dataset holds none of its "
+                              "held-out cases): nothing left to score", folder)
+    return pairs
 
 
 def ensemble_runs_and_cases(runs: Sequence[str | Path], samples: Sequence[Sample]) -> list[tuple[list[str], list[Sample]]]:
