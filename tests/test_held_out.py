@@ -26,16 +26,24 @@ def test_a_train_run_gives_its_model_and_test_cases(tmp_path):
     assert other["data"]["dataset"] == "phantom:3" and other["data"]["trimaps"] is None
 
 
+def _two_fold_crossval(root, samples, with_split=True):
+    """Fold folders 0 and 1 (fold 0 holds out the first 4 cases, fold 1 the rest), the split if asked."""
+    ids = [s.id for s in samples]
+    for fold in (0, 1):
+        save_run(root / f"fold-{fold}", MEDICAL_TINY, two_folds=True)
+    if with_split:
+        folds = [{"fold": 0, "train": ids[4:], "test": ids[:4]}, {"fold": 1, "train": ids[:4], "test": ids[4:]}]
+        save_split(root / "split.json", folds, {"scheme": "random", "seed": 0, "k": 2})
+    return root
+
+
 def test_a_crossval_run_gives_each_folds_held_out_cases(tmp_path):
     samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
     ids = [s.id for s in samples]
-    root = tmp_path / "cv"
-    for fold in (0, 1):
-        save_run(root / f"fold-{fold}", MEDICAL_TINY, two_folds=True)
+    root = _two_fold_crossval(tmp_path / "cv", samples, with_split=False)
     with pytest.raises(MedmatError, match="without split.json"):
         runs_and_cases(root, samples)
-    folds = [{"fold": 0, "train": ids[4:], "test": ids[:4]}, {"fold": 1, "train": ids[:4], "test": ids[4:]}]
-    save_split(root / "split.json", folds, {"scheme": "random", "seed": 0, "k": 2})
+    root = _two_fold_crossval(tmp_path / "cv2", samples)
     pairs = runs_and_cases(root, samples)
     assert [d for d, _ in pairs] == [str(root / "fold-0"), str(root / "fold-1")]
     assert [[c.id for c in cases] for _, cases in pairs] == [ids[:4], ids[4:]]
@@ -77,13 +85,8 @@ def test_another_dataset_is_scored_whole_and_a_superset_without_the_training_cas
 
 def test_a_crossval_run_scores_another_dataset_with_every_fold_model(tmp_path):
     samples = load_samples(tiny_phantom_config(MEDICAL_TINY))
-    ids = [s.id for s in samples]
-    root = tmp_path / "cv"
-    for fold in (0, 1):
-        save_run(root / f"fold-{fold}", MEDICAL_TINY, two_folds=True)
+    root = _two_fold_crossval(tmp_path / "cv", samples)
     (root / "fold-notes").mkdir()  # not a fold folder: ignored
-    folds = [{"fold": 0, "train": ids[4:], "test": ids[:4]}, {"fold": 1, "train": ids[:4], "test": ids[4:]}]
-    save_split(root / "split.json", folds, {"scheme": "random", "seed": 0, "k": 2})
     others = [replace(sample, id=f"other-{i}") for i, sample in enumerate(samples[:3])]
     pairs = runs_and_cases(root, others)
     assert [d for d, _ in pairs] == [str(root / "fold-0"), str(root / "fold-1")]
