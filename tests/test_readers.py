@@ -405,6 +405,15 @@ def test_folder_case_problems(tmp_path, rng):
         read_folder(root)
 
 
+def test_folder_labels_of_another_shape_name_their_own_file(tmp_path, rng):
+    for field, folder in (("mask", "labelsTr/case0_r0.png"), ("alpha", "alphasTr/case0.png"),
+                          ("trimap", "trimapsTr/case0.png")):
+        root = write_folder(_samples(rng, n=1), tmp_path / field)
+        write_png(root / folder, np.zeros((SIZE // 2, SIZE), np.uint8))
+        with pytest.raises(MedmatError, match=f"{folder}: {field} has shape \\({SIZE // 2}, {SIZE}\\) but the image"):
+            read_folder(root)
+
+
 def test_folder_with_zero_annotators_is_refused_for_training(tmp_path, rng):
     samples = _samples(rng, n=1, annotators=0)
     root = write_folder(samples, tmp_path / "data")

@@ -236,8 +236,8 @@ def _case_sample(root: Path, case: str, files: list[Path], config: dict, labelle
         masks = _annotator_masks(root, case, ending, config["annotators"], image.shape[1:])
         alpha_file = root / "alphasTr" / f"{case}{ending}"
         trimap_file = root / "trimapsTr" / f"{case}{ending}"
-        alpha = read_alpha(alpha_file) if alpha_file.is_file() else None
-        trimap = read_trimap(trimap_file) if trimap_file.is_file() else None
+        alpha = _plane_of_shape(read_alpha, alpha_file, "alpha", image.shape[1:])
+        trimap = _plane_of_shape(read_trimap, trimap_file, "trimap", image.shape[1:])
     geometry = geometries[0]
     return Sample(
         id=case,
@@ -253,15 +253,24 @@ def _case_sample(root: Path, case: str, files: list[Path], config: dict, labelle
     )
 
 
+def _plane_of_shape(read, file: Path, what: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """``read(file)`` when the file exists (None otherwise), refused with the file named when its
+    shape is not the image's."""
+    if not file.is_file():
+        return None
+    plane = read(file)
+    if plane.shape != tuple(shape):
+        raise MedmatError(f"{what} has shape {plane.shape} but the image is {shape[0]}x{shape[1]}", file)
+    return plane
+
+
 def _annotator_masks(root: Path, case: str, ending: str, annotators: int, shape: tuple[int, int]) -> np.ndarray:
     masks = []
     for k in range(annotators):
         file = root / "labelsTr" / f"{case}_r{k}{ending}"
         if not file.is_file():
             raise MedmatError(f"missing mask of annotator {k} (dataset.json says {annotators} annotators)", file)
-        masks.append(read_mask(file))
-        if masks[-1].shape != tuple(shape):
-            raise MedmatError(f"mask has shape {masks[-1].shape} but the image is {shape[0]}x{shape[1]}", file)
+        masks.append(_plane_of_shape(read_mask, file, "mask", shape))
     return np.stack(masks) if masks else np.zeros((0, *shape), dtype=bool)
 
 
