@@ -15,6 +15,9 @@
 # fit in the GPU's memory at 8 GiB a fold, at most 4: an allowance, not a measurement; medmat
 # does not record a fold's GPU memory, and 4 `paper` folds at once ran on an H200), SEEDS (space-separated training seeds, one whole cross-validation each; default "0":
 # with several, the table adds their mean ± std, the form of every headline figure in the docs),
+# SEED_JOBS (seeds' cross-validations at once; default on a GPU: as many as the 8-GiB fold
+# allowance and the CPU cores, one per JOBS folds, allow; 1 without a GPU: a small GPU model does
+# not fill an H200, so three seeds at once fit a device time in which one after another do not),
 # SET (space-separated KEY=VALUE config overrides added to every cross-validation).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,6 +68,9 @@ if [[ "$GPU_MEMORY_GIB" -gt 0 ]]; then
     DATA=${DATA:-../shared/data/medical-matting/brain_growth_alpha.zip}
     JOBS=${JOBS:-$(( GPU_MEMORY_GIB / 8 < 1 ? 1 : (GPU_MEMORY_GIB / 8 > 4 ? 4 : GPU_MEMORY_GIB / 8) ))}
     CONFIG=paper
+    CORES=$(nproc)
+    FOLD_SLOTS=$(( GPU_MEMORY_GIB / 8 < CORES ? GPU_MEMORY_GIB / 8 : CORES ))
+    SEED_SLOTS=$(( FOLD_SLOTS / JOBS < 1 ? 1 : FOLD_SLOTS / JOBS ))
     SETTINGS=(--set train.device=cuda --set train.precision=auto --set train.progress=false)
     echo "gpu_check: CUDA GPU with ${GPU_MEMORY_GIB} GiB: the paper's 4-fold cross-validation, ${JOBS} folds at a time"
 else
@@ -72,24 +78,38 @@ else
     DATA=phantom:16
     JOBS=${JOBS:-2}
     CONFIG=demo
+    SEED_SLOTS=1
     SETTINGS=(--set optim.epochs=2 --set eval.every=0 --set train.progress=false)
     echo "gpu_check: no CUDA GPU on this machine: running the smoke version (demo network, 16 phantoms, 2 epochs)"
 fi
 
 SEEDS=${SEEDS:-0}
+SEED_JOBS=${SEED_JOBS:-$SEED_SLOTS}
 EXTRA=()
 for OVERRIDE in ${SET:-}; do EXTRA+=(--set "$OVERRIDE"); done
 RUNS=()
 NAMED_RUNS=()
+RUNNING=()
+finish_oldest() {  # wait for the oldest seed still running; stop the script if it failed
+    local pid=${RUNNING[0]} seed=${RUNNING[1]}
+    RUNNING=("${RUNNING[@]:2}")
+    if ! wait "$pid"; then
+        echo "gpu_check: the cross-validation of seed $seed failed: see $OUTPUT/crossval-s$seed.txt" >&2
+        exit 1
+    fi
+}
 for SEED in $SEEDS; do
     RUN="$OUTPUT/crossval-$CONFIG-s$SEED"
     RUNS+=("$RUN")
     NAMED_RUNS+=("seed $SEED=$RUN")
-    echo "gpu_check: seed $SEED -> $RUN"
+    echo "gpu_check: seed $SEED -> $RUN (${SEED_JOBS} seed(s) at a time)"
     # crossval_cost.py times the cross-validation and its peak memory (cost.json in the run folder).
     "$PYTHON" benchmarks/crossval_cost.py --config "$CONFIG" --run-dir "$RUN" --jobs "$JOBS" --resume \
-        --set "data.dataset=$DATA" --set "seed=$SEED" "${SETTINGS[@]}" "${EXTRA[@]}" > "$OUTPUT/crossval-s$SEED.txt"
+        --set "data.dataset=$DATA" --set "seed=$SEED" "${SETTINGS[@]}" "${EXTRA[@]}" > "$OUTPUT/crossval-s$SEED.txt" 2>&1 &
+    RUNNING+=("$!" "$SEED")
+    if [[ $(( ${#RUNNING[@]} / 2 )) -ge "$SEED_JOBS" ]]; then finish_oldest; fi
 done
+while [[ ${#RUNNING[@]} -gt 0 ]]; do finish_oldest; done
 "$PYTHON" benchmarks/predict_throughput.py --run "${RUNS[0]}/fold-0" --images 32 --batch-sizes 1,8 \
     --json "$OUTPUT/throughput.json" > "$OUTPUT/throughput.txt"
 
@@ -98,17 +118,19 @@ MEAN=()
 if [[ ${#RUNS[@]} -gt 1 ]]; then MEAN=(--mean "mean ± std over ${#RUNS[@]} seeds"); fi
 "$PYTHON" benchmarks/compare_runs.py "${NAMED_RUNS[@]}" "${MEAN[@]}" --output "$OUTPUT/accuracy.md" > /dev/null
 
-"$PYTHON" - "$MODE" "$OUTPUT" "${RUNS[@]}" <<'EOF'
+"$PYTHON" - "$MODE" "$OUTPUT" "$SEED_JOBS" "${RUNS[@]}" <<'EOF'
 import json, sys
 from pathlib import Path
 
-mode, output, runs = sys.argv[1], Path(sys.argv[2]), [Path(run) for run in sys.argv[3:]]
+mode, output, seed_jobs = sys.argv[1], Path(sys.argv[2]), min(int(sys.argv[3]), len(sys.argv[4:]))
+runs = [Path(run) for run in sys.argv[4:]]
 throughput = json.loads((output / "throughput.json").read_text())
 lines = [f"# medmat GPU check ({mode})", "",
-         "| seed run | CV wall | folds at a time | peak memory per fold process |", "|---|---|---|---|"]
+         "| seed run | CV wall | folds at a time | seeds at a time | peak memory per fold process |", "|---|---|---|---|---|"]
 for run in runs:
     cost = json.loads((run / "cost.json").read_text())
-    lines.append(f"| {run.name} | {cost['wall_minutes']:.1f} min | {cost['jobs']} | {cost['peak_memory_mib']:.0f} MiB |")
+    lines.append(f"| {run.name} | {cost['wall_minutes']:.1f} min | {cost['jobs']} | {seed_jobs} | "
+                 f"{cost['peak_memory_mib']:.0f} MiB |")
 lines += ["", "Table IV (region unknown) and Table V (whole image; GED, Dice and the rest: mean ± std over folds):", "",
           (output / "accuracy.md").read_text().rstrip()]
 lines += ["", "| prediction (fold 0 of the first seed) | slices/s |", "|---|---|"]

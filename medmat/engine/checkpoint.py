@@ -76,7 +76,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     # torch.save writes a zip archive; anything else (an image, a plain pickle, text) is refused
     # before the unpickler sees it, with a message about the file rather than about torch.
     if not zipfile.is_zipfile(path):
-        raise MedmatError("not a medmat checkpoint (not a PyTorch checkpoint archive)", path)
+        raise MedmatError("not a medmat checkpoint (not a PyTorch checkpoint archive, or a truncated one)", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
