@@ -85,6 +85,12 @@ fi
 
 SEEDS=${SEEDS:-0}
 SEED_JOBS=${SEED_JOBS:-$SEED_SLOTS}
+SEED_COUNT=$(wc -w <<< "$SEEDS")
+ACTIVE_SEEDS=$(( SEED_JOBS < SEED_COUNT ? SEED_JOBS : SEED_COUNT ))
+# The CPU cores shared out among every fold process at once (crossval alone would give each seed's
+# folds all of them and oversubscribe the cores with several seeds).
+THREADS=$(( $(nproc) / (JOBS * ACTIVE_SEEDS) < 1 ? 1 : $(nproc) / (JOBS * ACTIVE_SEEDS) ))
+SETTINGS+=(--set "train.num_threads=$THREADS")
 EXTRA=()
 for OVERRIDE in ${SET:-}; do EXTRA+=(--set "$OVERRIDE"); done
 RUNS=()
