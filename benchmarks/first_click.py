@@ -75,7 +75,8 @@ def main(argv=None) -> int:
         f"SAD change summed over cases, in the tables' units (/1000): band {sum(r['band_change'] for r in records) / 1000:+.3f}, "
         f"rest of the image {sum(r['outside_change'] for r in records) / 1000:+.3f}",
         f"cases worse on the band: {sum(r['band_change'] > 0 for r in records)}, "
-        f"outside it: {sum(r['outside_change'] > 0 for r in records)}",
+        f"outside it: {sum(r['outside_change'] > 0 for r in records)}, "
+        f"on the whole image: {sum(r['band_change'] + r['outside_change'] > 0 for r in records)}",
         machine_line(),
     ]
     report = {"run": args.run, "cases": records, "machine": describe_machine()}
