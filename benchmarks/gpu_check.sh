@@ -57,6 +57,7 @@ if [[ -n "$MISSING" ]]; then
     exit 1
 fi
 mkdir -p "$OUTPUT"
+CORES=$(nproc)
 
 GPU_MEMORY_GIB=$("$PYTHON" - <<'EOF'
 import torch
@@ -68,7 +69,6 @@ if [[ "$GPU_MEMORY_GIB" -gt 0 ]]; then
     DATA=${DATA:-../shared/data/medical-matting/brain_growth_alpha.zip}
     JOBS=${JOBS:-$(( GPU_MEMORY_GIB / 8 < 1 ? 1 : (GPU_MEMORY_GIB / 8 > 4 ? 4 : GPU_MEMORY_GIB / 8) ))}
     CONFIG=paper
-    CORES=$(nproc)
     FOLD_SLOTS=$(( GPU_MEMORY_GIB / 8 < CORES ? GPU_MEMORY_GIB / 8 : CORES ))
     SEED_SLOTS=$(( FOLD_SLOTS / JOBS < 1 ? 1 : FOLD_SLOTS / JOBS ))
     SETTINGS=(--set train.device=cuda --set train.precision=auto --set train.progress=false)
@@ -89,7 +89,7 @@ SEED_COUNT=$(wc -w <<< "$SEEDS")
 ACTIVE_SEEDS=$(( SEED_JOBS < SEED_COUNT ? SEED_JOBS : SEED_COUNT ))
 # The CPU cores shared out among every fold process at once (crossval alone would give each seed's
 # folds all of them and oversubscribe the cores with several seeds).
-THREADS=$(( $(nproc) / (JOBS * ACTIVE_SEEDS) < 1 ? 1 : $(nproc) / (JOBS * ACTIVE_SEEDS) ))
+THREADS=$(( CORES / (JOBS * ACTIVE_SEEDS) < 1 ? 1 : CORES / (JOBS * ACTIVE_SEEDS) ))
 SETTINGS+=(--set "train.num_threads=$THREADS")
 EXTRA=()
 for OVERRIDE in ${SET:-}; do EXTRA+=(--set "$OVERRIDE"); done

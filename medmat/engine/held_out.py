@@ -32,11 +32,10 @@ def unseen_cases(held_out_ids: Sequence[str], train_ids: Sequence[str], samples:
     order. On a dataset that lacks some of them (another one, such as other patients' scans given
     with ``--data``): every case, since an id it shares with the training set names another image.
     """
-    ids = {sample.id for sample in samples}
-    seen = set(train_ids)
-    if not seen <= ids:
-        return list(samples)
     by_id = {sample.id: sample for sample in samples}
+    seen = set(train_ids)
+    if not seen <= by_id.keys():
+        return list(samples)
     first = [by_id[i] for i in held_out_ids if i in by_id and i not in seen]
     listed = {sample.id for sample in first}
     return first + [sample for sample in samples if sample.id not in seen and sample.id not in listed]
@@ -70,9 +69,7 @@ def runs_and_cases(run: str | Path, samples: Sequence[Sample]) -> list[tuple[str
         if not metrics.is_file():
             raise MedmatError(f"not a finished medmat run (no {METRICS_NAME} or fold-*/)", root)
         record = json.loads(metrics.read_text())
-        pairs = [(str(root), unseen_cases(record["test_ids"], record.get("train_ids", []), samples))]
-        if "train_ids" not in record:  # written before medmat recorded them: its test cases only
-            pairs = [(str(root), [case for case in pairs[0][1] if case.id in set(record["test_ids"])])]
+        pairs = [(str(root), unseen_cases(record["test_ids"], record["train_ids"], samples))]
     for folder, cases in pairs:
         if not cases:
             raise MedmatError("the model trained on every case of the dataset (or the dataset holds none of its "
