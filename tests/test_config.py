@@ -9,6 +9,7 @@ import torch
 import yaml
 from torch import nn
 
+from medmat.cli.main import main
 from medmat.engine import config as engine_config
 from medmat.engine.config import DEFAULTS, OPTIONS, SCHEMA, Option, load_config
 from medmat.engine.optim import OPTIMIZERS, build_optimizer
@@ -87,6 +88,27 @@ def test_errors_name_the_file(tmp_path):
         with pytest.raises(MedmatError) as raised:
             load_config(path)
         assert str(raised.value).startswith(f"{path}: {problem}") and raised.value.path == str(path)
+
+
+def test_a_value_the_model_refuses_is_one_line_naming_the_file_before_any_data_is_read(tmp_path, capsys):
+    """Option names are checked when loading; values only the constructors judge (a size that is
+    letters or a float) are built once by the training commands, which name the file."""
+    for value, problem in (("[a, b]", "model option unet_filters must be positive integers, got ['a', 'b']"),
+                           ("7.5", "model option unet_filters must be a positive integer or a list of them, got 7.5")):
+        path = tmp_path / "mine.yaml"
+        path.write_text(f"extends: lite\nmodel:\n  unet_filters: {value}\n")
+        state = torch.random.get_rng_state()
+        with pytest.raises(MedmatError) as raised:
+            engine_config.check_buildable(load_config(path), path)
+        assert str(raised.value) == f"{path}: {problem}"
+        assert torch.equal(torch.random.get_rng_state(), state)
+        capsys.readouterr()
+        # the dataset does not exist: the value's error comes first, so no data is read
+        assert main(["train", "--config", str(path), "--run-dir", str(tmp_path / "run"), "--data", str(tmp_path / "none")]) == 1
+        assert capsys.readouterr().err.strip() == f"medmat: error: {path}: {problem}"
+    state = torch.random.get_rng_state()
+    engine_config.check_buildable(load_config("lite"))  # a good config builds, leaving the random state
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_number_strings_are_read_as_floats_where_a_float_is_meant():

@@ -14,11 +14,11 @@ from PIL import Image
 from medmat.app.session import MattingSession
 from medmat.cli.main import main
 from medmat.data.splits import save_split
-from medmat.engine import load_runs, predict
-from medmat.engine.checkpoint import save_checkpoint
+from medmat.engine import crossval, load_config, load_run, load_runs, predict
+from medmat.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmat.engine.held_out import ensemble_runs_and_cases
-from medmat.engine.inference import build_model_from_config
-from medmat.engine.trainer import load_samples
+from medmat.engine.inference import build_model_from_config, ensemble_members
+from medmat.engine.trainer import load_samples, member_config
 from medmat.errors import MedmatError
 from medmat.models import build_model
 from medmat.models.ensemble import DeepEnsemble
@@ -147,7 +147,7 @@ def test_evaluate_and_predict_take_several_runs_as_one_ensemble(tmp_path):
         summary = json.loads((out / "summary.json").read_text())
         assert summary["table_iv"]["n"] == 4
         scores[name] = summary["table_iv"]["mean"]["SAD"]
-    assert summary["config"]["ensemble"] == [str(first), str(second)]
+    assert summary["config"]["ensemble_runs"] == [str(first), str(second)]
     assert scores["ab"] not in (scores["a"], scores["b"])  # both models took part
     images = tmp_path / "images"
     images.mkdir()
@@ -186,3 +186,55 @@ def test_the_app_session_serves_an_ensemble_and_fuses_a_probe_into_its_alpha(tmp
     step = session.probe(16, 16, 1.0)
     assert step.maps["alpha"][16, 16] > before[16, 16] + 0.2  # the answer reached the matte
     assert session.undo().maps["alpha"].tobytes() == before.tobytes()
+
+
+def test_an_ensemble_config_trains_the_single_seed_runs_and_scores_them_as_one(tmp_path, capsys):
+    """ensemble.members = 2, seed 3: each fold's member-0 and member-1 are the runs of seeds 6 and 7,
+    weight for weight; the fold folders predict as one ensemble everywhere a run is read, and
+    ``medmat evaluate`` scores them as it scores the two single-seed runs given together."""
+    config = tiny_phantom_config(MEDICAL_TINY)
+    samples = load_samples(config)
+    ensemble_config = load_config({**config, "seed": 3, "ensemble": {"members": 2}})
+    summary = crossval(ensemble_config, tmp_path / "ens", samples=samples)
+    singles = {seed: tmp_path / f"seed-{seed}" for seed in (6, 7)}
+    for seed, folder in singles.items():
+        crossval(load_config({**config, "seed": seed}), folder, samples=samples)
+    for fold in (0, 1):
+        fold_dir = tmp_path / "ens" / f"fold-{fold}"
+        assert ensemble_members(fold_dir) == [fold_dir / "member-0", fold_dir / "member-1"]
+        for member, seed in enumerate(singles):
+            mine = load_checkpoint(fold_dir / f"member-{member}" / "final.pt")
+            theirs = load_checkpoint(singles[seed] / f"fold-{fold}" / "final.pt")
+            assert mine["config"]["seed"] == seed and mine["config"]["ensemble"]["members"] == 1
+            assert all(torch.equal(mine["model"][key], value) for key, value in theirs["model"].items())
+        record = json.loads((fold_dir / "metrics.json").read_text())
+        assert record["members"] == [str(fold_dir / "member-0"), str(fold_dir / "member-1")]
+        assert record["test_ids"] == json.loads((singles[6] / f"fold-{fold}" / "metrics.json").read_text())["test_ids"]
+        model, fold_config = load_run(fold_dir)
+        assert isinstance(model, DeepEnsemble) and len(model.members) == 2
+        assert (fold_config["seed"], fold_config["ensemble"]["members"]) == (3, 2)
+    single_sad = json.loads((singles[6] / "summary.json").read_text())["table_iv"]["mean"]["SAD"]
+    assert summary["table_iv"]["n"] == 8 and summary["table_iv"]["mean"]["SAD"] != single_sad
+    scored = {}
+    for name, runs in (("ens", [tmp_path / "ens"]), ("pair", list(singles.values()))):
+        args = [arg for run in runs for arg in ("--run", str(run))]
+        assert main(["evaluate", *args, "-o", str(tmp_path / f"evaluate-{name}"), "--figure", "0"]) == 0
+        scored[name] = json.loads((tmp_path / f"evaluate-{name}" / "summary.json").read_text())["table_iv"]["mean"]
+    assert scored["ens"] == scored["pair"]
+    with pytest.raises(MedmatError, match="already holds"):
+        crossval(ensemble_config, tmp_path / "ens", samples=samples)
+    for fold in (0, 1):  # a fold whose ensemble score was lost is rescored from its finished members
+        (tmp_path / "ens" / f"fold-{fold}" / "metrics.json").unlink()
+    resumed = crossval(ensemble_config, tmp_path / "ens", samples=samples, resume=True)
+    assert resumed["table_iv"] == summary["table_iv"]
+    changed = load_config({**config, "seed": 3, "ensemble": {"members": 3}})
+    with pytest.raises(MedmatError, match="ensemble.members"):
+        crossval(changed, tmp_path / "ens", samples=samples, resume=True)
+
+
+def test_member_config_seeds_members_apart_and_refuses_one_outside_the_ensemble():
+    config = load_config({"seed": 5, "ensemble": {"members": 3}})
+    assert [member_config(config, i)["seed"] for i in range(3)] == [15, 16, 17]
+    assert member_config(config, 0)["ensemble"] == {"members": 1} and config["ensemble"] == {"members": 3}
+    with pytest.raises(MedmatError, match="member 3 of an ensemble of 3"):
+        member_config(config, 3)

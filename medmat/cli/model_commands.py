@@ -39,6 +39,7 @@ def _config_options(function):
 
 def _load_config(config: str, data: str | None, trimaps: str | None, overrides) -> dict:
     from medmat.engine import load_config
+    from medmat.engine.config import check_buildable, resolve_config_path
 
     extra = list(overrides)
     if data is not None:
@@ -47,7 +48,9 @@ def _load_config(config: str, data: str | None, trimaps: str | None, overrides) 
             extra.append("data.trimaps=null")  # the config's trimaps belong to its own dataset
     if trimaps is not None:
         extra.append(f"data.trimaps={trimaps}")
-    return load_config(config, extra)
+    loaded = load_config(config, extra)
+    check_buildable(loaded, resolve_config_path(config))  # a value the model refuses, named with its file
+    return loaded
 
 
 @click.command("train")
@@ -313,7 +316,7 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
 
     config = run_config(runs[0], data, trimaps)
     if len(runs) > 1:  # the summary's config says which models scored
-        config = {**config, "ensemble": [str(run) for run in runs]}
+        config = {**config, "ensemble_runs": [str(run) for run in runs]}
     if flip is not None:  # the summary's config says how the tables were made
         config = {**config, "eval": {**config["eval"], "flip": flip}}
     samples = load_samples(config)

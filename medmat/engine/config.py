@@ -10,7 +10,7 @@ or below its bound), and a problem is raised as a one-line :class:`~medmat.error
 naming the file when there is one.
 
 Packaged configurations live in ``medmat/configs/`` and are found by name
-(``medical_matting_lite`` or the aliases ``lite``, ``cpu``, ``paper`` and ``demo``).
+(``medical_matting_lite`` or the aliases ``lite``, ``cpu``, ``cpu_ensemble``, ``paper`` and ``demo``).
 
 A file may start from another: ``extends: lite`` (a packaged name, or a path relative to the
 file) loads that configuration first and merges the file's sections over it, key by key, so a
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from medmat.data.splits import SCHEMES
@@ -36,15 +37,17 @@ from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_text
 
 # Importing a registry imports its package first, which registers every model and criterion.
-from medmat.losses.registry import CRITERIA
-from medmat.models.registry import MODELS
+from medmat.losses.registry import CRITERIA, build_criterion
+from medmat.models.registry import MODELS, build_model
 from medmat.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: The resolved config a run folder keeps (:func:`save_config`).
+CONFIG_NAME = "config.yaml"
 
 #: Short names for the packaged configurations.
 ALIASES = {"lite": "medical_matting_lite", "paper": "medical_matting_paper", "demo": "medical_matting_demo",
-           "cpu": "medical_matting_cpu"}
+           "cpu": "medical_matting_cpu", "cpu_ensemble": "medical_matting_cpu_ensemble"}
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,12 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "every": Option(1, (int,), minimum=0, doc="validate every n epochs; 0 = only at the end"),
         "flip": Option(False, (bool,), doc="test-time flip: average the alpha of the image and its mirror image"),
     },
+    "ensemble": {
+        "members": Option(1, (int,), minimum=1, doc=(
+            "models trained per fold, member i with seed seed x members + i (distinct ensemble seeds never "
+            "share a member) in <fold>/member-<i>/; they predict as one deep ensemble (mean alpha, pooled "
+            "sampled masks; medmat.models.ensemble), which the fold's metrics.json scores")),
+    },
     "train": {
         "device": Option("auto", (str,), doc="auto, cpu, cuda"),
         "num_threads": Option(None, OPTIONAL_INT, minimum=1, doc="torch threads; null = torch's default"),
@@ -285,6 +294,34 @@ def load_config(path_or_name: str | os.PathLike | dict, overrides=()) -> dict:
         apply_override(config, override)
     validate_config(config, where)
     return config
+
+
+def check_buildable(config: dict, where=None) -> None:
+    """Build ``config``'s model and criterion once and drop them, leaving torch's random state as it was.
+
+    :func:`load_config` checks the options' names against the constructors; their values (a
+    ``model.unet_filters: [a, b]``, a float where a size is due) are only judged by the
+    constructors themselves. The commands that train call this right after loading, so that such
+    a value is a one-line error naming the file before any data is read.
+
+    Raises:
+        MedmatError: what a constructor refused, naming ``where`` (the config file) when the
+            error names no file of its own.
+    """
+    for section, build in (("model", build_model), ("loss", build_criterion)):
+        options = dict(config[section])
+        try:
+            with torch.random.fork_rng(devices=[]):
+                if section == "model":
+                    build(options.pop("name"), **options)
+                else:
+                    build(options)
+        except MedmatError as error:
+            if error.path is not None:
+                raise
+            raise MedmatError(error.problem, where) from None
+        except (TypeError, ValueError) as error:
+            raise MedmatError(f"{section} {config[section]['name']!r} refuses its options: {error}", where) from None
 
 
 def _read_yaml(path: Path) -> dict:

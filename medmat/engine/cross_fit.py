@@ -26,7 +26,7 @@ from medmat.data.splits import load_split
 from medmat.engine.checkpoint import FINAL_NAME
 from medmat.engine.config import model_input_size
 from medmat.engine.dataset import fit_to_size, unfit_from_size
-from medmat.engine.inference import load_run, predict_as_trained
+from medmat.engine.inference import ensemble_members, load_run, predict_as_trained
 from medmat.errors import MedmatError
 from medmat.uncertainty import lesion_uncertainty
 
@@ -78,10 +78,12 @@ def held_out_base_maps(
     maps: dict[str, dict[str, np.ndarray]] = {}
     with torch.random.fork_rng(devices=[]):
         for fold in sorted({fold_of[sample.id] for sample in samples}):
-            final = folder / f"fold-{fold}" / FINAL_NAME
-            if not final.is_file():
-                raise MedmatError(f"train.cross_fit_from: fold {fold} has not finished (no {FINAL_NAME})", final.parent)
-            model, config = load_run(final)
+            fold_dir = folder / f"fold-{fold}"
+            members = ensemble_members(fold_dir)  # a fold trained as a deep ensemble predicts as one
+            unfinished = [run for run in members or [fold_dir] if not (run / FINAL_NAME).is_file()]
+            if unfinished:
+                raise MedmatError(f"train.cross_fit_from: fold {fold} has not finished (no {FINAL_NAME})", unfinished[0])
+            model, config = load_run(fold_dir)
             small = model_input_size(config)
             for index, sample in enumerate(samples):
                 if fold_of[sample.id] != fold:

@@ -150,9 +150,9 @@ def validation_metrics(model: MattingModel, samples: Sequence[Sample], config: d
 
 def final_metrics(
     model: MattingModel, train_samples: Sequence[Sample], test_samples: Sequence[Sample], config: dict, size,
-    run_dir: Path,
+    run_dir: Path, extra: dict | None = None,
 ) -> dict:
-    """Evaluate the trained model on the fold's test cases and write ``metrics.json``."""
+    """Evaluate the trained model on the fold's test cases and write ``metrics.json`` (with ``extra``'s keys)."""
     with seeded_rng(config["seed"], model):
         cases = evaluate_samples(
             model, test_samples, config["eval"]["num_samples"], config["eval"]["region"], size,
@@ -166,6 +166,7 @@ def final_metrics(
         "region": config["eval"]["region"],
         "train_ids": [sample.id for sample in train_samples],
         "test_ids": [sample.id for sample in test_samples],
+        **(extra or {}),
         "mean": mean_case_metrics(cases),
         "cases": cases,
     }

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from medmat.data.trimap import trimap_levels
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint
-from medmat.engine.config import input_size, load_config, model_input_size, resize_size
+from medmat.engine.config import CONFIG_NAME, input_size, load_config, model_input_size, resize_size
 from medmat.engine.dataset import resize_planes
 from medmat.errors import MedmatError
 from medmat.models import MattingModel, build_model
@@ -49,19 +49,48 @@ def find_checkpoint(run: str | os.PathLike) -> Path:
     raise MedmatError(f"not a medmat run: no {FINAL_NAME} or {CHECKPOINT_NAME} in the folder", run)
 
 
+#: The folders of a fold trained as a deep ensemble (config ``ensemble.members`` > 1): ``member-<i>/``.
+MEMBER_PREFIX = "member-"
+
+
+def member_folder(run_dir: str | os.PathLike, member: int) -> Path:
+    """Where member ``member`` of an ensemble fold ``run_dir`` trains."""
+    return Path(run_dir) / f"{MEMBER_PREFIX}{member}"
+
+
+def ensemble_members(run: str | os.PathLike) -> list[Path]:
+    """The member folders of a fold trained as a deep ensemble, in member order; [] for any other run.
+
+    Such a folder holds no checkpoint of its own, only ``member-<i>/`` run folders (and the
+    ensemble's ``config.yaml`` and ``metrics.json``).
+    """
+    run = Path(run)
+    if not run.is_dir() or any((run / name).is_file() for name in (FINAL_NAME, CHECKPOINT_NAME)):
+        return []
+    found = [d for d in run.glob(MEMBER_PREFIX + "*") if d.is_dir() and d.name[len(MEMBER_PREFIX):].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[len(MEMBER_PREFIX):]))
+
+
 def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MattingModel, dict]:
     """Rebuild the trained model of a run.
 
     Args:
-        run: a run folder (its ``final.pt``, else its latest ``checkpoint.pt``) or a checkpoint file.
+        run: a run folder (its ``final.pt``, else its latest ``checkpoint.pt``), a checkpoint file,
+            or the folder of a fold trained as a deep ensemble (:func:`ensemble_members`: its
+            members predict as one, :func:`load_runs`).
         device: where to put the model.
 
     Returns:
-        ``(model, config)``: the model in eval mode with the trained weights, and the run's config.
+        ``(model, config)``: the model in eval mode with the trained weights, and the run's config
+        (an ensemble fold's: its ``config.yaml``, else its first member's).
 
     Raises:
         MedmatError: no run there, not a medmat checkpoint, or weights that do not fit the model.
     """
+    if ensemble_members(run):
+        model, config = load_runs([run], device)
+        saved = Path(run) / CONFIG_NAME  # the ensemble's own config (its seed, its members)
+        return model, (load_config(saved) if saved.is_file() else config)
     path = find_checkpoint(run)
     payload = load_checkpoint(path)
     if "config" not in payload or "model" not in payload:
@@ -91,11 +120,14 @@ def load_runs(runs: Sequence[str | os.PathLike], device: str | torch.device = "c
 
     The members must see their images alike: the same ``data.resize``, ``data.input_size``,
     ``data.model_input_size`` and ``eval.region``. The first run's config stands for the ensemble.
+    A fold trained as a deep ensemble (:func:`ensemble_members`) gives its members, so that every
+    member counts once in the mean whatever folder it was named by.
 
     Raises:
         MedmatError: no runs, or what :func:`load_run` raises, or a member trained to see its
             images otherwise than the first (naming it and the setting).
     """
+    runs = [member for run in runs for member in (ensemble_members(run) or [run])]
     if not runs:
         raise MedmatError("no run to load")
     loaded = [load_run(run, device) for run in runs]

@@ -17,10 +17,13 @@ evaluation is :mod:`medmat.engine.evaluation`.
 
 A run folder holds ``config.yaml`` (resolved), ``split.json``, ``log.csv``, ``curves.png``,
 ``checkpoint.pt`` (every epoch), ``final.pt`` and ``metrics.json`` (test cases of the fold).
+An ensemble config (``ensemble.members`` = M > 1) trains M such runs into ``member-<i>/``
+(:func:`member_config`) and writes ``config.yaml`` and the deep ensemble's ``metrics.json`` beside them.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +34,17 @@ from medmat.data.sample import Sample
 from medmat.data.splits import check_split, choose_scheme, make_split, save_split
 from medmat.engine import distributed
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint, save_checkpoint
-from medmat.engine.config import DEFAULTS, input_size, load_config, merge, resize_size, save_config, without_runtime
+from medmat.engine.config import (
+    CONFIG_NAME,
+    DEFAULTS,
+    input_size,
+    load_config,
+    merge,
+    read_config_file,
+    resize_size,
+    save_config,
+    without_runtime,
+)
 from medmat.engine.cross_fit import held_out_base_maps
 from medmat.engine.dataset import common_size, resize_samples
 from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics
@@ -42,11 +55,11 @@ from medmat.engine.handlers import (
     ProgressHandler,
     ValidationHandler,
 )
+from medmat.engine.inference import load_runs, member_folder
 from medmat.engine.loop import Handler, build_training, run_epoch
 from medmat.engine.volumes import check_image_channels, context_slices
 from medmat.errors import MedmatError
 
-CONFIG_NAME = "config.yaml"
 SPLIT_NAME = "split.json"
 
 
@@ -144,6 +157,8 @@ def train(
         config = load_config(config)  # checks the fold against split.k
     fold = config["split"]["fold"]
     run_dir = Path(run_dir)
+    if config["ensemble"]["members"] > 1:
+        return _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks)
     checkpoint_path = run_dir / CHECKPOINT_NAME
     state = None
     if checkpoint_path.is_file():
@@ -159,6 +174,52 @@ def train(
         return _train(config, run_dir, fold, state, samples, split, callbacks, context)
     finally:
         distributed.cleanup(context)
+
+
+def member_config(config: dict, member: int) -> dict:
+    """The config member ``member`` of an ensemble config (``ensemble.members`` = M > 1) trains with.
+
+    One model, seeded ``seed x M + member``: the members of ensemble seed s are the single-model
+    runs of seeds sM, ..., sM + M - 1, so distinct ensemble seeds never share a member, and a
+    member trains exactly as that single-seed run of the same config would.
+    """
+    members = config["ensemble"]["members"]
+    if not 0 <= member < members:
+        raise MedmatError(f"member {member} of an ensemble of {members}")
+    return {**copy.deepcopy(config), "seed": config["seed"] * members + member, "ensemble": {"members": 1}}
+
+
+def _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks) -> dict:
+    """Train every member of an ensemble config into ``run_dir/member-<i>/``, then score them as one.
+
+    The members train one after another, each resumable on its own; the fold's ``metrics.json``
+    scores the deep ensemble (:func:`~medmat.engine.inference.load_runs`) on the fold's test cases
+    with the ensemble's seed, and lists the member folders.
+    """
+    config_path = run_dir / CONFIG_NAME
+    if config_path.is_file():
+        if not resume:
+            raise MedmatError("run folder already holds a run; resume it or choose another folder", run_dir)
+        _check_resumable(read_config_file(config_path), config, config_path)
+    samples = resize_samples(samples, resize_size(config)) if samples is not None else load_samples(config)
+    if split is None:
+        split = compute_split(samples, config)[0]
+    members = [member_folder(run_dir, i) for i in range(config["ensemble"]["members"])]
+    if distributed.environment_ranks()[1] == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, config_path)
+    for index, folder in enumerate(members):
+        train(member_config(config, index), folder, fold, resume, samples, split, callbacks)
+    result = {"fold": fold, "epochs": config["optim"]["epochs"]}
+    if distributed.environment_ranks()[1] == 0:
+        if resume and (run_dir / METRICS_NAME).is_file():
+            return {**read_metrics(run_dir), "run_dir": str(run_dir)}
+        model, _ = load_runs(members)
+        train_samples, test_samples = fold_cases(samples, split, fold)
+        size = input_size(config) or common_size(samples)
+        result = final_metrics(model, train_samples, test_samples, config, size, run_dir,
+                               extra={"members": [str(folder) for folder in members]})
+    return {**result, "run_dir": str(run_dir)}
 
 
 def _start_run_folder(run_dir: Path, config: dict, split: list[dict], split_meta: dict | None) -> None:

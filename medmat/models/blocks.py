@@ -122,7 +122,12 @@ def positive_ints(name: str, values: Sequence[int] | int, length: int | None = N
         values: one int or a sequence of ints.
         length: the number of values required, or None for any number >= 1.
     """
-    items = (values,) if isinstance(values, int) else tuple(values)
+    if isinstance(values, int):
+        items = (values,)
+    elif isinstance(values, (list, tuple)):
+        items = tuple(values)
+    else:
+        raise MedmatError(f"model option {name} must be a positive integer or a list of them, got {values!r}")
     if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in items):
         raise MedmatError(f"model option {name} must be positive integers, got {values!r}")
     if length is not None and len(items) != length:
