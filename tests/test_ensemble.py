@@ -20,10 +20,11 @@ from medmat.engine.held_out import ensemble_runs_and_cases
 from medmat.engine.inference import build_model_from_config, ensemble_members
 from medmat.engine.trainer import load_samples, member_config
 from medmat.errors import MedmatError
+from medmat.interaction.evaluation import require_nig_config
 from medmat.models import build_model
 from medmat.models.ensemble import DeepEnsemble
 from medmat.uncertainty import lesion_uncertainty, uncertainty_map
-from tiny_configs import MEDICAL_TINY, TINY_MODELS, finished_run, tiny_model, tiny_phantom_config
+from tiny_configs import MEDICAL_TINY, NIG_LOSS, NIG_TINY, TINY_MODELS, finished_run, tiny_model, tiny_phantom_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -238,3 +239,11 @@ def test_member_config_seeds_members_apart_and_refuses_one_outside_the_ensemble(
     assert member_config(config, 0)["ensemble"] == {"members": 1} and config["ensemble"] == {"members": 3}
     with pytest.raises(MedmatError, match="member 3 of an ensemble of 3"):
         member_config(config, 3)
+
+
+def test_dugmatting_interaction_refuses_a_config_that_trains_an_ensemble_of_nig_models(tmp_path):
+    nig = tiny_phantom_config(NIG_TINY, NIG_LOSS)
+    require_nig_config(nig, tmp_path)  # one NIG model per fold: its maps exist
+    with pytest.raises(MedmatError, match="deep ensemble of 2 'nig' models per fold") as error:
+        require_nig_config(load_config({**nig, "ensemble": {"members": 2}}), tmp_path)
+    assert error.value.path == str(tmp_path)

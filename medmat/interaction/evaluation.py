@@ -41,11 +41,16 @@ REGION_DESCRIPTIONS = {"unknown": "trimap == 128", "whole": "whole image"}
 
 
 def require_nig_config(config: Mapping, run: str | os.PathLike) -> None:
-    """Raise a one-line MedmatError naming ``run`` unless its config trains a "nig" model."""
+    """Raise a one-line MedmatError naming ``run`` unless its config trains one "nig" model per fold."""
     name = config["model"]["name"]
     if name != "nig":
         raise MedmatError(f"run trains {name!r}, not a 'nig' model: dugMatting's interaction needs its NIG outputs "
                           "(--protocol probe, binary, brush and patch work with any model)", run)
+    members = config.get("ensemble", {}).get("members", 1)  # configs saved before ensembles lack the section
+    if members > 1:
+        raise MedmatError(f"run trains a deep ensemble of {members} 'nig' models per fold, which gives no NIG maps: "
+                          "dugMatting's interaction takes one model (--protocol probe, binary, brush and patch "
+                          "take ensembles)", run)
 
 
 def run_case_ids(run_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
