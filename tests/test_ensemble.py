@@ -222,6 +222,15 @@ def test_an_ensemble_config_trains_the_single_seed_runs_and_scores_them_as_one(t
         assert main(["evaluate", *args, "-o", str(tmp_path / f"evaluate-{name}"), "--figure", "0"]) == 0
         scored[name] = json.loads((tmp_path / f"evaluate-{name}" / "summary.json").read_text())["table_iv"]["mean"]
     assert scored["ens"] == scored["pair"]
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)).save(images / "scan.png")
+    for name, models in (("fold", [tmp_path / "ens" / "fold-0"]), ("members", [singles[6] / "fold-0", singles[7] / "fold-0"])):
+        args = [arg for model in models for arg in ("-m", str(model))]
+        assert main(["predict", "-i", str(images), "-o", str(tmp_path / name), *args, "--samples", "2"]) == 0
+    for written in ("scan_alpha.png", "scan_uncertainty.png"):  # the fold folder predicts as its two members
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "fold" / written)),
+                              np.asarray(Image.open(tmp_path / "members" / written)))
     with pytest.raises(MedmatError, match="already holds"):
         crossval(ensemble_config, tmp_path / "ens", samples=samples)
     for fold in (0, 1):  # a fold whose ensemble score was lost is rescored from its finished members
