@@ -13,8 +13,8 @@ from PIL import Image
 
 from medmat.app.session import MattingSession
 from medmat.cli.main import main
-from medmat.data.splits import save_split
-from medmat.engine import crossval, load_config, load_run, load_runs, predict
+from medmat.data.splits import load_split, save_split
+from medmat.engine import crossval, load_config, load_run, load_runs, predict, train
 from medmat.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmat.engine.held_out import ensemble_runs_and_cases
 from medmat.engine.inference import build_model_from_config, ensemble_members
@@ -237,6 +237,9 @@ def test_an_ensemble_config_trains_the_single_seed_runs_and_scores_them_as_one(t
         (tmp_path / "ens" / f"fold-{fold}" / "metrics.json").unlink()
     resumed = crossval(ensemble_config, tmp_path / "ens", samples=samples, resume=True)
     assert resumed["table_iv"] == summary["table_iv"]
+    alone = train(ensemble_config, tmp_path / "one-fold", fold=0, samples=samples)  # `medmat train`: its own split
+    assert load_split(tmp_path / "one-fold" / "split.json")["folds"] == load_split(tmp_path / "ens" / "split.json")["folds"]
+    assert alone["test_ids"] == json.loads((tmp_path / "ens" / "fold-0" / "metrics.json").read_text())["test_ids"]
     changed = load_config({**config, "seed": 3, "ensemble": {"members": 3}})
     with pytest.raises(MedmatError, match="ensemble.members"):
         crossval(changed, tmp_path / "ens", samples=samples, resume=True)

@@ -37,8 +37,8 @@ from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_text
 
 # Importing a registry imports its package first, which registers every model and criterion.
-from medmat.losses.registry import CRITERIA, build_criterion
-from medmat.models.registry import MODELS, build_model
+from medmat.losses.registry import CRITERIA
+from medmat.models.registry import MODELS
 from medmat.registry import Registry
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -308,14 +308,13 @@ def check_buildable(config: dict, where=None) -> None:
         MedmatError: what a constructor refused, naming ``where`` (the config file) when the
             error names no file of its own.
     """
-    for section, build in (("model", build_model), ("loss", build_criterion)):
+    for section, spec in SCHEMA.items():
+        if not isinstance(spec, Registered):
+            continue
         options = dict(config[section])
         try:
             with torch.random.fork_rng(devices=[]):
-                if section == "model":
-                    build(options.pop("name"), **options)
-                else:
-                    build(options)
+                spec.registry.build(options.pop("name"), **options)
         except MedmatError as error:
             if error.path is not None:
                 raise

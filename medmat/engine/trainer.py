@@ -202,16 +202,17 @@ def _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks) ->
             raise MedmatError("run folder already holds a run; resume it or choose another folder", run_dir)
         _check_resumable(read_config_file(config_path), config, config_path)
     samples = resize_samples(samples, resize_size(config)) if samples is not None else load_samples(config)
+    split_meta = None
     if split is None:
-        split = compute_split(samples, config)[0]
+        split, split_meta = compute_split(samples, config)
     members = [member_folder(run_dir, i) for i in range(config["ensemble"]["members"])]
-    if distributed.environment_ranks()[1] == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, config_path)
+    is_main = distributed.environment_ranks()[1] == 0
+    if is_main:
+        _start_run_folder(run_dir, config, split, split_meta)
     for index, folder in enumerate(members):
         train(member_config(config, index), folder, fold, resume, samples, split, callbacks)
     result = {"fold": fold, "epochs": config["optim"]["epochs"]}
-    if distributed.environment_ranks()[1] == 0:
+    if is_main:
         if resume and (run_dir / METRICS_NAME).is_file():
             return {**read_metrics(run_dir), "run_dir": str(run_dir)}
         model, _ = load_runs(members)
