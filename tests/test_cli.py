@@ -198,3 +198,25 @@ def test_evaluate_flip_overrides_the_runs_eval_flip(tmp_path):
     group = "region" if trained["region"] is not None else "whole"
     assert scores["--no-flip"]["mean"]["SAD"] == pytest.approx(trained[group]["SAD"], rel=1e-4)
     assert scores["--flip"]["mean"]["SAD"] != scores["--no-flip"]["mean"]["SAD"]
+
+
+def test_evaluate_draws_with_the_runs_own_seed_unless_told(tmp_path):
+    """A run trained with seed 5 scored its folds with seed 5: ``medmat evaluate`` without --seed
+    repeats those scores; --seed 0 draws other masks, and the summary names the seed it used."""
+    from medmat.engine import train
+    from tiny_configs import tiny_model, tiny_phantom_config
+
+    config = tiny_phantom_config(tiny_model("medical_matting"), {"name": "medical_matting"})
+    train({**config, "seed": 5}, tmp_path / "run")
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["mean"]
+    group = "region" if trained["region"] is not None else "whole"
+    scored = {}
+    for name, seed in (("default", []), ("zero", ["--seed", "0"])):
+        out = tmp_path / name
+        assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(out), "--figure", "0", *seed]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        scored[name] = (summary["config"]["evaluation_seed"], summary["table_iv"]["mean"], summary["table_v"])
+    assert scored["default"][0] == 5 and scored["zero"][0] == 0
+    assert scored["default"][1]["SAD"] == pytest.approx(trained[group]["SAD"], rel=1e-4)
+    assert scored["default"][2]["mean"]["GED"] == pytest.approx(trained["GED"], rel=1e-4)
+    assert scored["zero"][2]["mean"]["GED"] != scored["default"][2]["mean"]["GED"]

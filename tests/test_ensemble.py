@@ -216,12 +216,14 @@ def test_an_ensemble_config_trains_the_single_seed_runs_and_scores_them_as_one(t
         assert (fold_config["seed"], fold_config["ensemble"]["members"]) == (3, 2)
     single_sad = json.loads((singles[6] / "summary.json").read_text())["table_iv"]["mean"]["SAD"]
     assert summary["table_iv"]["n"] == 8 and summary["table_iv"]["mean"]["SAD"] != single_sad
-    scored = {}
-    for name, runs in (("ens", [tmp_path / "ens"]), ("pair", list(singles.values()))):
+    scored = {}  # the fold folders by default draw with the ensemble's seed, as crossval scored them
+    for name, runs, seed in (("ens", [tmp_path / "ens"], []), ("pair", list(singles.values()), ["--seed", "3"])):
         args = [arg for run in runs for arg in ("--run", str(run))]
-        assert main(["evaluate", *args, "-o", str(tmp_path / f"evaluate-{name}"), "--figure", "0"]) == 0
-        scored[name] = json.loads((tmp_path / f"evaluate-{name}" / "summary.json").read_text())["table_iv"]["mean"]
-    assert scored["ens"] == scored["pair"]
+        assert main(["evaluate", *args, *seed, "-o", str(tmp_path / f"evaluate-{name}"), "--figure", "0"]) == 0
+        evaluated = json.loads((tmp_path / f"evaluate-{name}" / "summary.json").read_text())
+        assert evaluated["config"]["evaluation_seed"] == 3
+        scored[name] = evaluated["table_iv"]["mean"]
+    assert scored["ens"] == scored["pair"] == pytest.approx(summary["table_iv"]["mean"], rel=1e-12)
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray((np.random.default_rng(0).random((32, 32)) * 255).astype(np.uint8)).save(images / "scan.png")

@@ -278,9 +278,12 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
               help="Dataset (default: the run's data.dataset); another one (an external test set) is scored whole.")
 @click.option("--trimaps", default=None, help="Trimaps for the Table IV region (default: the run's data.trimaps).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Folder for tables and the figure.")
-@click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option("--samples", "num_samples", default=None, type=click.IntRange(min=1),
+              help="Sampled masks a case [default: the run's eval.num_samples, as its summary.md was scored].")
 @click.option("--figure", "figure_cases", default=4, show_default=True, type=click.IntRange(min=0))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=None, type=int,
+              help="Seed of the sampled masks' latents [default: the run's own seed, so that one run's scores "
+                   "repeat its summary.md; 0 with several --run].")
 @click.option("--uncertainty", is_flag=True,
               help="Also score the uncertainty maps: AUROC for |error| > 0.1 and for annotator disagreement, "
                    "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
@@ -315,6 +318,10 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
     from medmat.engine.volumes import evaluate_volumes, write_volume_tables
 
     config = run_config(runs[0], data, trimaps)
+    if seed is None:  # training scored each fold with the run's seed: draw the same masks
+        seed = config["seed"] if len(runs) == 1 else 0
+    if num_samples is None:
+        num_samples = config["eval"]["num_samples"]
     if len(runs) > 1:  # the summary's config says which models scored
         config = {**config, "ensemble_runs": [str(run) for run in runs]}
     if flip is not None:  # the summary's config says how the tables were made
@@ -347,7 +354,8 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
             })
             labels.append(sample.id)
     os.makedirs(output, exist_ok=True)
-    summary = write_summary(records, {**config, "evaluated_by": command_line(), "machine": machine_description()}, output)
+    summary = write_summary(records, {**config, "evaluated_by": command_line(), "evaluation_seed": seed,
+                                      "machine": machine_description()}, output)
     if figure_rows:
         example_grid(os.path.join(output, "examples.png"), figure_rows, labels, title=f"medmat evaluate {runs_label(runs)}")
     click.echo(Path(output, "summary.md").read_text(encoding="utf-8"))
