@@ -11,11 +11,14 @@ only some folds, so a full cross-validation can be compared with ablations run o
 Seeds of one configuration: ``--mean NAME`` adds a row with the mean ± standard deviation over the
 runs (ddof 0) of each run's Table IV and Table V figures, so a claimed gain can be held against the
 spread over seeds; ``--per-fold`` adds a table of every run's folds (Table IV on the fold's
-predictions, GED and Dice).
+predictions, GED and Dice). ``--members`` adds, after a run trained as a deep ensemble
+(``ensemble.members`` > 1: ``fold-*/member-*/``), a row for each of its members across the folds:
+the single-model cross-validation of that member's seed, beside the ensemble it joins.
 
     python benchmarks/compare_runs.py full=runs/brain-lite prob-unet=runs/ablation/prob-unet-alone \
         --folds 0 [--output table.md]
     python benchmarks/compare_runs.py s0=runs/cpu-s0 s1=runs/cpu-s1 s2=runs/cpu-s2 --mean "cpu, 3 seeds" --per-fold
+    python benchmarks/compare_runs.py "cpu_ensemble s8"=runs/cpu-ensemble-s8 --members
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medmat.engine.config import CONFIG_NAME, load_config
+from medmat.engine.inference import MEMBER_PREFIX
 from medmat.metrics.tables import mean_std_cell
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
@@ -43,6 +48,22 @@ def finished_folds(run_dir: str) -> list[dict]:
     if summary.is_file():
         return json.loads(summary.read_text(encoding="utf-8"))["per_fold"]
     raise SystemExit(f"error: {run_dir}: no finished fold (fold-*/metrics.json) and no summary.json of medmat evaluate")
+
+
+def member_runs(run_dir: str) -> list[tuple[int, int, list[dict]]]:
+    """Each member of a crossval folder trained as a deep ensemble, as a single run:
+    ``(member index, its seed, the records of its finished folds)``; [] for any other folder."""
+    members: dict[int, list[Path]] = {}
+    for path in Path(run_dir).glob(f"fold-*/{MEMBER_PREFIX}*/metrics.json"):
+        index = path.parent.name[len(MEMBER_PREFIX):]
+        if index.isdigit():
+            members.setdefault(int(index), []).append(path)
+    runs = []
+    for index, paths in sorted(members.items()):
+        paths.sort(key=lambda path: int(path.parent.parent.name[5:]))
+        seed = load_config(paths[0].parent / CONFIG_NAME)["seed"]
+        runs.append((index, seed, [json.loads(path.read_text(encoding="utf-8")) for path in paths]))
+    return runs
 
 
 def fold_rows(records: list[dict], folds: list[int] | None, run_dir: str = "") -> list[dict]:
@@ -85,6 +106,15 @@ def per_fold_table(runs: list[tuple[str, list[dict]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_row(name: str, rows: list[dict], iv: dict[str, float], v: dict[str, tuple[float, float]]) -> str:
+    """One run's line of the main table: its folds, Table IV, Table V as mean ± std over folds."""
+    cells = [name, ",".join(str(row["fold"]) for row in rows)]
+    cells += [f"{iv[m]:.4f}" for m in TABLE_IV]
+    # A trimap-guided model samples no masks: no GED or Dice.
+    cells += ["—" if np.isnan(v[m][0]) else f"{v[m][0]:.4f} ± {v[m][1]:.4f}" for m in TABLE_V]
+    return "| " + " | ".join(cells) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
@@ -92,6 +122,9 @@ def main() -> None:
     parser.add_argument("--mean", default=None, metavar="NAME",
                         help="add a row NAME: mean ± std over the runs (seeds of one config)")
     parser.add_argument("--per-fold", action="store_true", help="add a table of every run's folds")
+    parser.add_argument("--members", action="store_true",
+                        help="after a deep-ensemble run, a row for each member (its seed's single-model run); "
+                             "--mean stays over the runs given")
     parser.add_argument("--output", default=None, help="also write the table to this Markdown file")
     args = parser.parse_args()
     folds = None if args.folds is None else [int(f) for f in args.folds.split(",")]
@@ -104,11 +137,12 @@ def main() -> None:
         iv, v = table_iv(rows), table_v(rows)
         runs.append((name, rows))
         summaries.append((iv, v))
-        cells = [name, ",".join(str(row["fold"]) for row in rows)]
-        cells += [f"{iv[m]:.4f}" for m in TABLE_IV]
-        # A trimap-guided model samples no masks: no GED or Dice.
-        cells += ["—" if np.isnan(v[m][0]) else f"{v[m][0]:.4f} ± {v[m][1]:.4f}" for m in TABLE_V]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(table_row(name, rows, iv, v))
+        for index, seed, records in member_runs(run_dir) if args.members else ():
+            member_rows = fold_rows(records, folds, f"{run_dir} member {index}")
+            member_name = f"{name}, member {index} (seed {seed})"
+            runs.append((member_name, member_rows))
+            lines.append(table_row(member_name, member_rows, table_iv(member_rows), table_v(member_rows)))
     if args.mean:
         cells = [f"**{args.mean}**", f"{len(summaries)} runs"]
         cells += [mean_std_cell([iv[m] for iv, _ in summaries]) for m in TABLE_IV]

@@ -14,12 +14,13 @@ def _script():
     return load_benchmark("compare_runs")
 
 
-def _fold(run: Path, fold: int, n: int, sad: float, dice: float) -> None:
+def _fold(run: Path, fold: int, n: int, sad: float, dice: float, folder: str | None = None) -> None:
+    """A finished fold's metrics.json in ``run / folder`` (default ``fold-<fold>``)."""
     metrics = {"SAD": sad, "MSE": 0.01, "Grad": 1.0, "Conn": sad}
     record = {"fold": fold, "test_ids": [f"c{fold}-{i}" for i in range(n)],
               "mean": {"region": metrics, "whole": metrics, "GED": 0.3, "Dice": dice}}
-    (run / f"fold-{fold}").mkdir(parents=True)
-    (run / f"fold-{fold}" / "metrics.json").write_text(json.dumps(record))
+    (run / (folder or f"fold-{fold}")).mkdir(parents=True)
+    (run / (folder or f"fold-{fold}") / "metrics.json").write_text(json.dumps(record))
 
 
 def test_rows_come_from_finished_folds_weighted_by_cases(tmp_path, monkeypatch, capsys):
@@ -73,3 +74,28 @@ def test_an_evaluate_output_is_read_from_its_summary(tmp_path, monkeypatch, caps
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"empty={tmp_path}"])
     with pytest.raises(SystemExit, match="no summary.json"):
         _script().main()
+
+
+def test_members_of_an_ensemble_run_get_a_row_each_as_single_runs(tmp_path, monkeypatch, capsys):
+    """An ensemble crossval folder (fold-*/member-*/, each member its own run with its seed): with
+    --members each member across the folds is a row of its own, after the ensemble's; --mean stays
+    over the runs named on the command line."""
+    run = tmp_path / "ens"
+    for fold in (0, 1):
+        _fold(run, fold, n=2, sad=0.4, dice=0.9)
+        for member, sad in ((0, 0.5), (1, 0.7)):
+            _fold(run, fold, n=2, sad=sad, dice=0.8, folder=f"fold-{fold}/member-{member}")
+            (run / f"fold-{fold}" / f"member-{member}" / "config.yaml").write_text(f"seed: {6 + member}\n")
+    _fold(tmp_path / "single", 0, n=2, sad=0.6, dice=0.8)
+    _fold(tmp_path / "single", 1, n=2, sad=0.6, dice=0.8)
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"ens={run}", f"single={tmp_path / 'single'}", "--members",
+                                      "--mean", "runs"])
+    _script().main()
+    rows = [line.split(" | ") for line in capsys.readouterr().out.strip().splitlines()[2:]]
+    assert [row[0] for row in rows] == ["| ens", "| ens, member 0 (seed 6)", "| ens, member 1 (seed 7)", "| single",
+                                        "| **runs**"]
+    assert [float(row[2]) for row in rows[:4]] == pytest.approx([0.4, 0.5, 0.7, 0.6])
+    assert rows[4][1] == "2 runs" and rows[4][2] == "0.5000 ± 0.1000"
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"ens={run}"])  # without --members: the ensemble alone
+    _script().main()
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
