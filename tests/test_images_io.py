@@ -25,6 +25,7 @@ from medmat.io.images import (
     write_nifti,
     write_png,
 )
+from medmat.io.volumes import read_volume
 
 
 @pytest.fixture
@@ -169,6 +170,15 @@ def test_four_dimensional_nifti_is_refused(tmp_path):
     nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 1, 2), np.float32), np.eye(4)), path)
     with pytest.raises(MedmatError, match="time.nii.gz.*not a 2-D image"):
         read_image(path)
+
+
+def test_nifti_without_voxels_is_refused_naming_its_shape(tmp_path):
+    path = tmp_path / "empty.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 4, 0), np.float32), np.eye(4)), path)
+    with pytest.raises(MedmatError, match=r"empty.nii.gz.*\(4, 4, 0\) holds no voxels"):
+        read_image(path)
+    with pytest.raises(MedmatError, match=r"empty.nii.gz.*\(4, 4, 0\) holds no voxels"):
+        read_volume(path)
 
 
 def test_nifti_with_nan_is_refused(tmp_path):

@@ -161,6 +161,8 @@ def _is_grey(colour: np.ndarray) -> bool:
 def _read_nifti_array(path: str, slice_index: int | None) -> tuple[np.ndarray, dict]:
     try:
         volume = nibabel.load(path)
+        if 0 in volume.shape:  # before reading: such a file's data reads as a flat empty array
+            raise MedmatError(f"NIfTI array of shape {volume.shape} holds no voxels", path)
         data = np.asanyarray(volume.dataobj)
     except _NIFTI_ERRORS as exc:
         raise MedmatError(f"not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from None

@@ -228,6 +228,8 @@ def read_nifti_volume(path: str) -> Volume:
         )
     if len(shape) < 2:
         raise MedmatError(f"NIfTI array of shape {shape} is not an image", path)
+    if 0 in shape:
+        raise MedmatError(f"NIfTI array of shape {shape} holds no voxels", path)
     rows, columns = shape[:2]
     slices = shape[2] if len(shape) > 2 else 1
     extra = (0,) * (len(shape) - 3)
