@@ -90,3 +90,24 @@ def test_models_without_output_size_and_conflicting_options_are_refused(region_a
 
     assert main([*args, "-m", str(region_aware_run), "--output-size", "48", "40", "--scale", "2"]) == 2
     assert "mutually exclusive" in capsys.readouterr().err
+
+
+def test_a_grey_scan_stored_as_rgb_predicts_as_the_grey_one_and_colour_is_refused(region_aware_run, inputs, tmp_path):
+    """Exporters often write a grey scan as RGB with three equal channels: a grey model reads it as grey."""
+    with Image.open(inputs / "case.png") as picture:
+        grey = np.asarray(picture)
+    rgb_folder, colour_folder = tmp_path / "rgb", tmp_path / "colour"
+    rgb_folder.mkdir()
+    colour_folder.mkdir()
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(rgb_folder / "case.png")
+    colour = np.repeat(grey[..., None], 3, axis=2)
+    colour[0, 0, 1] ^= 1  # one value of one channel off: a colour picture
+    Image.fromarray(colour).save(colour_folder / "case.png")
+    written = {}
+    for name, folder in (("grey", inputs), ("rgb", rgb_folder)):
+        out = tmp_path / f"out-{name}"
+        assert main(["predict", "-i", str(folder), "-o", str(out), "-m", str(region_aware_run), "--samples", "2"]) == 0
+        written[name] = [np.asarray(Image.open(out / f"case_{kind}.png")) for kind in ("alpha", "uncertainty")]
+    assert all(np.array_equal(a, b) for a, b in zip(written["grey"], written["rgb"]))
+    args = ["predict", "-i", str(colour_folder), "-o", str(tmp_path / "out-colour"), "-m", str(region_aware_run)]
+    assert main(args) == 1

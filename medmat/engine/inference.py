@@ -25,6 +25,7 @@ from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoin
 from medmat.engine.config import CONFIG_NAME, input_size, load_config, model_input_size, resize_size
 from medmat.engine.dataset import resize_planes
 from medmat.errors import MedmatError
+from medmat.io.images import is_grey
 from medmat.models import MattingModel, build_model
 from medmat.models.ensemble import DeepEnsemble
 from medmat.uncertainty import lesion_uncertainty
@@ -185,12 +186,16 @@ def load_initial_weights(model: MattingModel, config: dict) -> Path | None:
 
 def fit_channels(image: np.ndarray, expected: int, where: str) -> np.ndarray:
     """A (C, H, W) image with the model's ``expected`` channels: grey is repeated for a colour
-    model; any other mismatch (colour for a grey model) is a MedmatError."""
+    model, and a grey picture stored as RGB (three equal channels, as many exporters and screen
+    captures write a scan) is read as grey; any other mismatch (colour for a grey model) is a
+    MedmatError."""
     channels = image.shape[0]
     if channels == expected:
         return image
     if channels == 1 and expected == 3:
         return np.repeat(image, 3, axis=0)
+    if channels == 3 and expected == 1 and is_grey(np.moveaxis(image, 0, -1)):
+        return image[:1]
     kinds = {1: "grey", 3: "colour"}
     raise MedmatError(
         f"the image is {kinds.get(channels, str(channels) + '-channel')} ({channels} channel"

@@ -151,10 +151,11 @@ def _pixels_of(picture: Image.Image, where) -> np.ndarray:
     # Palette (P, PA) and anything else: expand to RGB, and to grey when the colours are grey,
     # as the alphamatting.com trimaps are.
     colour = np.asarray(picture.convert("RGB"))
-    return single_channel(colour, "image", where) if _is_grey(colour) else colour
+    return single_channel(colour, "image", where) if is_grey(colour) else colour
 
 
-def _is_grey(colour: np.ndarray) -> bool:
+def is_grey(colour: np.ndarray) -> bool:
+    """Whether the three colour channels of ``colour`` (..., 3), channels last, are equal everywhere."""
     return bool(np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2]))
 
 
@@ -309,7 +310,7 @@ def single_channel(array: np.ndarray, what: str, where) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 2:
         return array
-    if array.ndim == 3 and array.shape[2] in (3, 4) and _is_grey(array[..., :3]):
+    if array.ndim == 3 and array.shape[2] in (3, 4) and is_grey(array[..., :3]):
         return array[..., 0]
     raise MedmatError(f"{what} must be a single-channel (H, W) image, got shape {array.shape}", where)
 
