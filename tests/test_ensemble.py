@@ -215,6 +215,14 @@ def test_an_ensemble_config_trains_the_single_seed_runs_and_scores_them_as_one(t
         assert isinstance(model, DeepEnsemble) and len(model.members) == 2
         assert (fold_config["seed"], fold_config["ensemble"]["members"]) == (3, 2)
     single_sad = json.loads((singles[6] / "summary.json").read_text())["table_iv"]["mean"]["SAD"]
+    # The summary puts each member beside the ensemble: the single-seed run it is, to the last digit.
+    assert list(summary["members"]) == ["member 0 (seed 6)", "member 1 (seed 7)"]
+    for label, seed in zip(summary["members"], singles):
+        single = json.loads((singles[seed] / "summary.json").read_text())
+        assert summary["members"][label] == {"table_iv": single["table_iv"], "table_v": single["table_v"]}
+        assert "members" not in single and "(ensemble)" not in (singles[seed] / "summary.md").read_text()
+    table = (tmp_path / "ens" / "summary.md").read_text()
+    assert "| medical_matting (ensemble) |" in table and table.count("| member 1 (seed 7) |") == 2
     assert summary["table_iv"]["n"] == 8 and summary["table_iv"]["mean"]["SAD"] != single_sad
     scored = {}  # the fold folders by default draw with the ensemble's seed, as crossval scored them
     for name, runs, seed in (("ens", [tmp_path / "ens"], []), ("pair", list(singles.values()), ["--seed", "3"])):

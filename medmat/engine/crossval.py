@@ -16,9 +16,11 @@ from medmat.data.sample import Sample
 from medmat.data.splits import load_split, save_split
 from medmat.engine import distributed
 from medmat.engine.config import load_config
+from medmat.engine.evaluation import read_metrics
+from medmat.engine.inference import member_folder
 from medmat.engine.loop import Handler
 from medmat.engine.summary import write_summary
-from medmat.engine.trainer import SPLIT_NAME, compute_split, load_samples, train
+from medmat.engine.trainer import SPLIT_NAME, compute_split, load_samples, member_config, train
 from medmat.errors import MedmatError
 
 LOG = logging.getLogger("medmat.engine")
@@ -85,8 +87,21 @@ def crossval(
             distributed.cleanup(context)
     summary = {"run_dir": str(run_dir), "folds": folds}
     if rank == 0:
-        summary = write_summary(records, config, run_dir)
+        summary = write_summary(records, config, run_dir, _member_records(config, run_dir, folds))
     return summary
+
+
+def _member_records(config: dict, run_dir: Path, folds: Sequence[int]) -> dict[str, list[dict]] | None:
+    """For an ensemble config, each member's fold records (``fold-<k>/member-<i>/metrics.json``)
+    by ``"member <i> (seed <its seed>)"``; None for a single-model config."""
+    if config["ensemble"]["members"] == 1:
+        return None
+    return {
+        f"member {index} (seed {member_config(config, index)['seed']})": [
+            read_metrics(member_folder(run_dir / f"fold-{fold}", index)) for fold in folds
+        ]
+        for index in range(config["ensemble"]["members"])
+    }
 
 
 def _train_folds_in_parallel(config, run_dir, folds, resume, samples, split, callbacks, jobs) -> list[dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from medmat.io.atomic import atomic_write_json, atomic_write_text
@@ -19,7 +19,9 @@ def _present(per_case: dict, metrics: Sequence[str]) -> list[str]:
     return [m for m in metrics if any(m in case for case in per_case.values())]
 
 
-def write_summary(records: Sequence[dict], config: dict, run_dir: str | Path) -> dict:
+def write_summary(
+    records: Sequence[dict], config: dict, run_dir: str | Path, members: Mapping[str, Sequence[dict]] | None = None,
+) -> dict:
     """Summarise fold records (``metrics.json`` contents) into ``summary.{md,csv,json}``.
 
     - Table IV style: SAD/MSE/Grad/Conn on the evaluation region (the trimap's unknown pixels,
@@ -27,29 +29,30 @@ def write_summary(records: Sequence[dict], config: dict, run_dir: str | Path) ->
     - Table V style: whole-image SAD/MSE/Grad/Conn, GED and Dice, mean over predictions and
       mean ± std (ddof 0) over the folds' means.
 
+    Args:
+        members: for a deep-ensemble run, each member's fold records by a label (e.g. ``"member 0
+            (seed 16)"``): each is a row of its own under the ensemble's in both tables, and the
+            record's ``"members"`` maps the labels to their tables.
+
     Returns:
         The summary record.
     """
     run_dir = Path(run_dir)
-    folds = [record["test_ids"] for record in records]
-    region_cases = {c["id"]: c["region"] for r in records for c in r["cases"] if c.get("region")}
-    whole_cases = {
-        c["id"]: {**c["whole"], **{k: c[k] for k in ("GED", "Dice") if c.get(k) is not None}}
-        for r in records
-        for c in r["cases"]
-    }
-    regions = sorted({c["region_name"] for r in records for c in r["cases"]})
+    table_iv, table_v, regions = summary_tables(records)
     model = config["model"]["name"]
-    table_iv = summarise(region_cases, _present(region_cases, MATTING_METRICS))
-    table_v = summarise(whole_cases, _present(whole_cases, SUMMARY_METRICS), folds)
+    member_tables = {label: summary_tables(rows)[:2] for label, rows in (members or {}).items()}
+    name = f"{model} (ensemble)" if member_tables else model
+    iv_rows = {name: table_iv, **{label: tables[0] for label, tables in member_tables.items()}}
+    v_rows = {name: table_v, **{label: tables[1] for label, tables in member_tables.items()}}
     iv_title = f"Table IV style: region {'/'.join(regions)}, mean over {table_iv['n']} test predictions"
     v_title = f"Table V style: whole image, mean over predictions and mean ± std over {len(records)} folds"
     markdown = (
         f"# Cross-validation of {model} ({len(records)} folds)\n\n"
-        + table_markdown({model: table_iv}, list(table_iv["mean"]), iv_title)
+        + table_markdown(iv_rows, list(table_iv["mean"]), iv_title)
         + "\n"
-        + table_markdown({model: table_v}, list(table_v["mean"]), v_title)
+        + table_markdown(v_rows, list(table_v["mean"]), v_title)
         + "\nSAD, Grad and Conn are divided by 1000, as in the paper's tables.\n"
+        + ("Each member is the single-model run of its seed, scored with its own seed's masks.\n" if member_tables else "")
     )
     summary = {
         "run_dir": str(run_dir),
@@ -61,10 +64,28 @@ def write_summary(records: Sequence[dict], config: dict, run_dir: str | Path) ->
         "per_fold": [{"fold": r["fold"], "test_ids": r["test_ids"], "mean": r["mean"]} for r in records],
         "config": config,
     }
+    if member_tables:
+        summary["members"] = {label: {"table_iv": iv, "table_v": v} for label, (iv, v) in member_tables.items()}
     atomic_write_text(run_dir / f"{SUMMARY_PREFIX}.md", markdown)
     atomic_write_text(run_dir / f"{SUMMARY_PREFIX}.csv", summary_csv(table_iv, table_v))
     atomic_write_json(run_dir / f"{SUMMARY_PREFIX}.json", summary)
     return summary
+
+
+def summary_tables(records: Sequence[dict]) -> tuple[dict, dict, list[str]]:
+    """Table IV (region, mean over predictions), Table V (whole image, GED, Dice; with the folds'
+    mean ± std) and the region names of fold records (see :func:`write_summary`)."""
+    folds = [record["test_ids"] for record in records]
+    region_cases = {c["id"]: c["region"] for r in records for c in r["cases"] if c.get("region")}
+    whole_cases = {
+        c["id"]: {**c["whole"], **{k: c[k] for k in ("GED", "Dice") if c.get(k) is not None}}
+        for r in records
+        for c in r["cases"]
+    }
+    regions = sorted({c["region_name"] for r in records for c in r["cases"]})
+    table_iv = summarise(region_cases, _present(region_cases, MATTING_METRICS))
+    table_v = summarise(whole_cases, _present(whole_cases, SUMMARY_METRICS), folds)
+    return table_iv, table_v, regions
 
 
 def summary_csv(table_iv: dict, table_v: dict) -> str:
