@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from medmat.engine.config import CONFIG_NAME, load_config
-from medmat.engine.inference import MEMBER_PREFIX
+from medmat.engine.evaluation import METRICS_NAME, read_metrics
+from medmat.engine.inference import ensemble_members
 from medmat.metrics.tables import mean_std_cell
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
@@ -54,16 +55,14 @@ def member_runs(run_dir: str) -> list[tuple[int, int, list[dict]]]:
     """Each member of a crossval folder trained as a deep ensemble, as a single run:
     ``(member index, its seed, the records of its finished folds)``; [] for any other folder."""
     members: dict[int, list[Path]] = {}
-    for path in Path(run_dir).glob(f"fold-*/{MEMBER_PREFIX}*/metrics.json"):
-        index = path.parent.name[len(MEMBER_PREFIX):]
-        if index.isdigit():
-            members.setdefault(int(index), []).append(path)
-    runs = []
-    for index, paths in sorted(members.items()):
-        paths.sort(key=lambda path: int(path.parent.parent.name[5:]))
-        seed = load_config(paths[0].parent / CONFIG_NAME)["seed"]
-        runs.append((index, seed, [json.loads(path.read_text(encoding="utf-8")) for path in paths]))
-    return runs
+    for fold_dir in sorted(Path(run_dir).glob("fold-*"), key=lambda path: int(path.name[5:])):
+        for index, folder in enumerate(ensemble_members(fold_dir)):
+            if (folder / METRICS_NAME).is_file():
+                members.setdefault(index, []).append(folder)
+    return [
+        (index, load_config(folders[0] / CONFIG_NAME)["seed"], [read_metrics(folder) for folder in folders])
+        for index, folders in sorted(members.items())
+    ]
 
 
 def fold_rows(records: list[dict], folds: list[int] | None, run_dir: str = "") -> list[dict]:
