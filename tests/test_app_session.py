@@ -212,6 +212,22 @@ def test_bad_uploads_are_one_line_errors_and_leave_the_session_unchanged(session
     assert session.summary() == before
 
 
+def test_a_tiff_stack_is_paged_like_a_volume_and_a_grey_jpeg_opens(wired_nig_run, tmp_path):
+    pages = [Image.fromarray(np.uint8(np.clip(make_phantom(seed, size=32).image[0], 0, 1) * 255)) for seed in range(3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    session = MattingSession.from_run(wired_nig_run)
+    session.open_image((tmp_path / "stack.tif").read_bytes(), "stack.tif")
+    assert (session.opened.slice_index, session.opened.num_slices) == (1, 3)  # the middle page
+    session.select_slice(2)
+    np.testing.assert_allclose(session.opened.image[0], np.asarray(pages[2]) / 255, atol=1e-6)
+    session.save(tmp_path / "out")
+    assert (tmp_path / "out" / "stack_slice-002_alpha.png").is_file()
+    pages[0].save(tmp_path / "photo.jpg", quality=95)
+    session.open_image((tmp_path / "photo.jpg").read_bytes(), "photo.jpg")
+    assert session.opened.num_slices == 1 and session.output_stem() == "photo"
+    session.close()
+
+
 def test_a_dicom_of_another_modality_than_the_training_data_is_refused(wired_nig_run, tmp_path):
     from test_images_io import _write_dicom
 

@@ -111,3 +111,23 @@ def test_a_grey_scan_stored_as_rgb_predicts_as_the_grey_one_and_colour_is_refuse
     assert all(np.array_equal(a, b) for a, b in zip(written["grey"], written["rgb"]))
     args = ["predict", "-i", str(colour_folder), "-o", str(tmp_path / "out-colour"), "-m", str(region_aware_run)]
     assert main(args) == 1
+
+
+def test_a_folder_of_tiff_bmp_and_jpeg_pictures_predicts_each_as_the_png_would(region_aware_run, inputs, tmp_path):
+    """Lossless pictures in another container predict exactly as the PNG; a JPEG of it closely; a
+    folder of pictures is not mistaken for a DICOM series."""
+    with Image.open(inputs / "case.png") as picture:
+        grey = np.asarray(picture)
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    Image.fromarray(grey).save(pictures / "scan.tif")
+    Image.fromarray(grey).save(pictures / "scan-b.bmp")
+    Image.fromarray(grey).save(pictures / "photo.jpg", quality=95)
+    out_png, out = tmp_path / "out-png", tmp_path / "out"
+    assert main(["predict", "-i", str(inputs), "-o", str(out_png), "-m", str(region_aware_run), "--samples", "2"]) == 0
+    assert main(["predict", "-i", str(pictures), "-o", str(out), "-m", str(region_aware_run), "--samples", "2"]) == 0
+    reference = np.asarray(Image.open(out_png / "case_alpha.png"), dtype=np.float64)
+    for stem in ("scan", "scan-b"):
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}_alpha.png")), reference)
+    from_jpeg = np.asarray(Image.open(out / "photo_alpha.png"), dtype=np.float64)
+    assert np.abs(from_jpeg - reference).mean() < 0.05 * 255

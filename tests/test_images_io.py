@@ -1,4 +1,4 @@
-"""Single-image IO: PNG, NIfTI and DICOM reading, writing, geometry, and hostile files."""
+"""Single-image IO: PNG, JPEG, TIFF, NIfTI and DICOM reading, writing, geometry, and hostile files."""
 
 from __future__ import annotations
 
@@ -110,6 +110,61 @@ def test_colour_mask_is_refused(tmp_path, rng):
     Image.fromarray(rng.integers(0, 2, size=(4, 4, 3), dtype=np.uint8) * 255).save(path)
     with pytest.raises(MedmatError, match="colour_mask.png.*single-channel"):
         read_mask(path)
+
+
+# --------------------------------------------------------------------------------------------
+# JPEG, TIFF, BMP
+# --------------------------------------------------------------------------------------------
+
+
+def test_jpeg_dermoscopy_photo_reads_as_colour_and_a_grey_jpeg_as_grey(tmp_path, rng):
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), 8, 0), 8, 1)
+    Image.fromarray(smooth).save(tmp_path / "lesion.jpg", quality=95)
+    image, geometry = read_image(tmp_path / "lesion.jpg")
+    assert image.shape == (3, 64, 64) and image.dtype == np.float32 and geometry["format"] == "jpeg"
+    assert np.abs(image - np.moveaxis(smooth, -1, 0) / 255).mean() < 0.06  # chroma subsampling; a swapped channel: ~0.3
+    Image.fromarray(smooth[..., 0]).save(tmp_path / "grey.jpeg")
+    grey, _ = read_image(tmp_path / "grey.jpeg")
+    assert grey.shape == (1, 64, 64)
+    Image.fromarray(smooth).convert("CMYK").save(tmp_path / "print.jpg")
+    assert read_image(tmp_path / "print.jpg")[0].shape == (3, 64, 64)
+
+
+def test_tiff_sixteen_bit_float_and_pages(tmp_path, rng):
+    stored = rng.integers(0, 65536, (20, 30), dtype=np.uint16)
+    Image.fromarray(stored).save(tmp_path / "scan.tif")
+    image, _ = read_image(tmp_path / "scan.tif")
+    np.testing.assert_allclose(image[0], stored / 65535, atol=1e-6)
+    # A float TIFF holds measurements: min-max normalised, its range kept, as NIfTI.
+    values = rng.normal(40, 300, (20, 30)).astype(np.float32)
+    Image.fromarray(values).save(tmp_path / "hu.tiff")
+    image, geometry = read_image(tmp_path / "hu.tiff")
+    np.testing.assert_allclose(image[0], (values - values.min()) / (values.max() - values.min()), atol=1e-6)
+    assert geometry["intensity_range"] == pytest.approx((values.min(), values.max()))
+    # ... but a float alpha must already be in [0, 1].
+    Image.fromarray(np.float32(0.25) * np.ones((4, 4), np.float32)).save(tmp_path / "alpha.tif")
+    np.testing.assert_allclose(read_alpha(tmp_path / "alpha.tif"), 0.25)
+    with pytest.raises(MedmatError, match="hu.tiff.*alpha"):
+        read_alpha(tmp_path / "hu.tiff")
+    pages = [Image.fromarray(np.full((6, 6), 10 * k, np.uint8)) for k in range(3)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    assert read_array(tmp_path / "stack.tif", slice_index=2)[0][0, 0] == 20
+    with pytest.raises(MedmatError, match="stack.tif: volume has 3 slices; choose one"):
+        read_image(tmp_path / "stack.tif")
+    with pytest.raises(MedmatError, match="stack.tif: slice_index 3 outside"):
+        read_image(tmp_path / "stack.tif", slice_index=3)
+
+
+def test_bmp_mask_and_pictures_named_as_another_format_are_refused(tmp_path, rng):
+    mask = rng.random((9, 9)) > 0.5
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.bmp")
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.bmp"), mask)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.jpg", format="PNG")
+    with pytest.raises(MedmatError, match="mask.jpg: not a JPEG file \\(its content is PNG\\)"):
+        read_mask(tmp_path / "mask.jpg")
+    (tmp_path / "cut.tif").write_bytes(b"II*\x00" + rng.bytes(60))
+    with pytest.raises(MedmatError, match="cut.tif: not a readable TIFF"):
+        read_image(tmp_path / "cut.tif")
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,9 +391,9 @@ def test_missing_file_is_refused(tmp_path):
 
 
 def test_unsupported_extension_is_refused(tmp_path):
-    path = tmp_path / "scan.tif"
-    path.write_bytes(b"II*\x00")
-    with pytest.raises(MedmatError, match="scan.tif: unsupported file type"):
+    path = tmp_path / "scan.gif"
+    path.write_bytes(b"GIF89a")
+    with pytest.raises(MedmatError, match="scan.gif: unsupported file type"):
         read_image(path)
 
 

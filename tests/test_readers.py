@@ -387,6 +387,33 @@ def test_folder_dataset_json_problems(tmp_path, rng):
         read_folder(root)
 
 
+def test_folder_of_jpeg_images_with_png_masks(tmp_path, rng):
+    """ISIC-style dermoscopy: JPEG images (image_ending) beside lossless PNG masks and alphas."""
+    samples = _samples(rng, n=2, channels=3)
+    root = write_folder(samples, tmp_path / "data")
+    for sample in samples:
+        png = root / f"imagesTr/{sample.id}_0000.png"
+        Image.open(png).save(png.with_suffix(".jpg"), quality=95)
+        png.unlink()
+    with pytest.raises(MedmatError, match="dataset is empty"):
+        load_dataset(root)  # the images are not where file_ending says
+    config = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**config, "image_ending": ".jpg"}))
+    read = read_folder(root)
+    assert [s.id for s in read] == ["case0", "case1"]
+    for original, back in zip(samples, read):
+        assert back.image.shape == (3, SIZE, SIZE) and back.meta["format"] == "jpeg"
+        assert np.abs(back.image - original.image).mean() < 0.2  # lossy on noise, but the same picture (another: 0.33)
+        np.testing.assert_array_equal(back.masks, original.masks)
+        np.testing.assert_allclose(back.alpha, np.round(original.alpha * 255) / 255, atol=1e-7)
+    (root / "dataset.json").write_text(json.dumps({**config, "image_ending": ".gif"}))
+    with pytest.raises(MedmatError, match="'image_ending' must be one of"):
+        read_folder(root)
+    (root / "dataset.json").write_text(json.dumps({**config, "file_ending": ".jpg"}))
+    with pytest.raises(MedmatError, match="'file_ending' must be one of"):
+        read_folder(root)  # masks in JPEG would not be binary: only images may be lossy
+
+
 def test_folder_with_no_cases_is_empty(tmp_path):
     root = tmp_path / "data"
     root.mkdir()

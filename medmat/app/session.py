@@ -40,9 +40,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import nibabel
 import numpy as np
-import pydicom
 import torch
 from torch import nn
 
@@ -69,7 +67,7 @@ from medmat.interaction.step import interaction_step, predict_nig
 from medmat.models.contract import ENTROPY_FILES, VARIANCE_OUTPUTS
 from medmat.uncertainty.proposals import Patch, propose_patches
 from medmat.io.atomic import atomic_write_json
-from medmat.io.images import FORMATS, image_format, read_image, write_like
+from medmat.io.images import FORMATS, count_slices, image_format, read_image, write_like
 from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.nig import NIG, nig_moments
 
@@ -154,25 +152,6 @@ def upload_name(filename: str) -> str:
         raise MedmatError("the upload has no file name")
     image_format(name)  # a MedmatError naming the file for an ending medmat does not read
     return name
-
-
-def count_slices(path: str | os.PathLike) -> int:
-    """Slices of an image file: the third axis of a 3-D NIfTI, the frames of a DICOM, else 1.
-
-    Only the header is read. A file whose header cannot be read counts as 1: reading its pixels
-    next reports the problem in :func:`~medmat.io.images.read_image`'s words.
-    """
-    fmt = image_format(path)
-    try:
-        if fmt == "nifti":
-            shape = nibabel.load(os.fspath(path)).shape
-            return int(shape[2]) if len(shape) == 3 else 1
-        if fmt == "dicom":
-            header = pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
-            return max(1, int(header.get("NumberOfFrames", 1) or 1))
-    except Exception:  # noqa: BLE001 - any decoding failure is reported by the pixel read that follows
-        return 1
-    return 1
 
 
 def training_modality(config: dict) -> str | None:

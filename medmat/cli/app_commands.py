@@ -26,7 +26,7 @@ DEFAULT_PORT = 8765
 @click.option("--port", "-p", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
 @click.option("--image", "-i", "image", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="An image to open at start (PNG, NIfTI, DICOM).")
+              help="An image to open at start (PNG, JPEG, TIFF, BMP, NIfTI, DICOM).")
 @click.option("--proposals", default=4, show_default=True, type=click.IntRange(min=1), metavar="K",
               help="Patches proposed at a time (Algorithm 1's N).")
 @click.option("--patch-size", default=16, show_default=True, type=click.IntRange(min=1), metavar="P",

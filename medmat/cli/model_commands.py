@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from medmat.cli.options import command_line, machine_description
 from medmat.errors import MedmatError
+from medmat.io.images import FORMATS
 
-#: Image files ``medmat predict`` reads from a folder.
-IMAGE_ENDINGS = (".png", ".nii", ".nii.gz", ".dcm")
+#: Image files ``medmat predict`` reads from a folder: every ending medmat reads.
+IMAGE_ENDINGS = tuple(FORMATS)
 
 
 def _config_options(function):
@@ -195,7 +196,7 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
 
 
 @click.command("predict")
-@click.option("--input", "-i", "input_path", required=True, help="An image (PNG, NIfTI, DICOM) or a folder of them.")
+@click.option("--input", "-i", "input_path", required=True, help="An image (PNG, JPEG, TIFF, BMP, NIfTI, DICOM) or a folder of them.")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--model", "-m", "runs", required=True, multiple=True,
               help="A run folder (or its checkpoint) from train / crossval fold-<i>; given several times, the runs "
@@ -204,7 +205,8 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
 @click.option("--format", "file_format", default=None, type=click.Choice(["png", "nifti"]),
               help="Output format (default: NIfTI for NIfTI/DICOM input, keeping its geometry; PNG otherwise).")
 @click.option("--trimaps", default=None, help="Folder of <name>.png trimaps, for trimap-based models.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the sampled latents, set anew for each image (for each slice of a volume).")
 @click.option("--output-size", nargs=2, type=click.IntRange(min=1), default=None, metavar="H W",
               help="Predict every image at H x W (resolution-free models, e.g. region_aware_matting).")
 @click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=None, metavar="FACTOR",
@@ -257,8 +259,10 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
         return
     if window or rois:
         raise MedmatError("--window and --roi apply to volumes (a 3-D NIfTI, a DICOM series folder)", input_path)
-    torch.manual_seed(seed)
     for path in tqdm(files, desc="predict", unit="image"):
+        # Seeded anew for each image, as the app does: an image's sampled masks and matte do not
+        # depend on which other images share its folder.
+        torch.manual_seed(seed)
         image, geometry = read_image(path)
         image = fit_channels(image, model.spec.in_channels, path)
         trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None

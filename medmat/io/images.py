@@ -1,4 +1,4 @@
-"""Reading and writing single 2-D images: PNG (Pillow), NIfTI (nibabel) and DICOM (pydicom).
+"""Reading and writing single 2-D images: PNG, JPEG, TIFF, BMP (Pillow), NIfTI (nibabel) and DICOM (pydicom).
 
 Every reader returns numpy arrays and a *geometry* dict, and turns every failure (a missing
 file, a file that is not what its extension says, a truncated file, a 4-D array, NaN) into a
@@ -9,7 +9,12 @@ Intensity conventions of :func:`read_image` (the sample model wants float32 in [
 
 - PNG stores display values: uint8 is divided by 255, uint16 by 65535. Grey stays one channel,
   RGB gives three, an alpha channel is dropped, a palette is expanded (to grey when the palette
-  is grey).
+  is grey). JPEG (dermoscopy, photographs), TIFF and BMP are read the same way (the *picture*
+  formats), with two differences: a floating-point TIFF holds measurements, not display values,
+  and is min-max normalised as NIfTI is; a multi-page TIFF is a stack whose pages are chosen
+  with ``slice_index``. Pixels are read as stored: an EXIF orientation tag is not applied, so
+  masks drawn on the stored pixels stay aligned. JPEG is lossy: keep masks, alphas and trimaps
+  in a lossless format.
 - NIfTI and DICOM store scanner units (Hounsfield units, arbitrary MR units) whose range depends
   on the modality, so each image is min-max normalised to [0, 1] on its own; the original range
   is kept in ``geometry["intensity_range"]``. A constant image becomes all zeros. Window a CT
@@ -46,12 +51,18 @@ from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_path
 from medmat.io.checks import binary_masks_from_array, check_unit_range
 
-#: File endings medmat reads, and the format each one means.
-FORMATS = {".png": "png", ".nii.gz": "nifti", ".nii": "nifti", ".dcm": "dicom", ".dicom": "dicom"}
+#: File endings medmat reads, and the format each one means (".nii.gz" before ".nii", so that the
+#: first ending a name ends with is its whole ending).
+FORMATS = {
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
+    ".nii.gz": "nifti", ".nii": "nifti", ".dcm": "dicom", ".dicom": "dicom",
+}  # fmt: skip
+#: The picture formats (display values, read with Pillow), and Pillow's name of each.
+PICTURE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "bmp": "BMP"}
 
-# What each library raises for a file it cannot decode. Pillow: not an image, truncated data
+# What each library raises for a file it cannot decode. Pillow (every picture format): not an image, truncated data
 # (OSError), a broken chunk (SyntaxError), a decoder failure (ValueError), an absurd size.
-_PNG_ERRORS = (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_PICTURE_ERRORS = (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 # nibabel: not a NIfTI (ImageFileError, HeaderDataError), a truncated or corrupt gzip stream
 # (EOFError, zlib.error, gzip.BadGzipFile is an OSError), data shorter than the header says.
 _NIFTI_ERRORS = (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error)
@@ -64,7 +75,7 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def image_format(path: str | os.PathLike) -> str:
-    """The format named by a file's ending: ``"png"``, ``"nifti"`` or ``"dicom"``.
+    """The format named by a file's ending: ``"png"``, ``"jpeg"``, ``"tiff"``, ``"bmp"``, ``"nifti"`` or ``"dicom"``.
 
     Raises :class:`MedmatError` for any other ending.
     """
@@ -92,45 +103,58 @@ def read_array(path: str | os.PathLike, slice_index: int | None = None) -> tuple
     """Read the stored values of a 2-D image, unscaled.
 
     Args:
-        path: a ``.png``, ``.nii``, ``.nii.gz`` or ``.dcm`` file.
-        slice_index: which slice of a 3-D NIfTI volume or multi-frame DICOM to read; may be
-            omitted when there is only one.
+        path: a file with one of the endings of :data:`FORMATS`.
+        slice_index: which slice of a 3-D NIfTI volume, multi-frame DICOM or multi-page TIFF to
+            read; may be omitted when there is only one.
 
     Returns:
-        ``(array, geometry)``: array (H, W) or (H, W, 3) colour. PNG gives uint8 or uint16;
-        NIfTI its stored dtype (float when the header scales the data); DICOM the values after
-        the modality LUT (RescaleSlope / RescaleIntercept), so CT is in Hounsfield units.
-        ``geometry`` has ``format``, ``affine`` (4x4 or None), ``spacing`` ((row, column) mm or
-        None) and ``header`` (the nibabel header, a dict of DICOM attributes, or None).
+        ``(array, geometry)``: array (H, W) or (H, W, 3) colour. A picture (PNG, JPEG, TIFF,
+        BMP) gives uint8 or uint16, or float32 for a floating-point TIFF; NIfTI its stored dtype
+        (float when the header scales the data); DICOM the values after the modality LUT
+        (RescaleSlope / RescaleIntercept), so CT is in Hounsfield units. ``geometry`` has
+        ``format``, ``affine`` (4x4 or None), ``spacing`` ((row, column) mm or None) and
+        ``header`` (the nibabel header, a dict of DICOM attributes, or None).
     """
     fmt = image_format(path)
     path = _require_file(path)
-    if fmt == "png":
-        if slice_index not in (None, 0):
-            raise MedmatError(f"a PNG has one slice, slice_index={slice_index} asked", path)
-        return read_png_array(path), {"format": "png", "affine": None, "spacing": None, "header": None}
+    if fmt in PICTURE_FORMATS:
+        pixels = read_picture_array(path, fmt=fmt, page=slice_index)
+        return pixels, {"format": fmt, "affine": None, "spacing": None, "header": None}
     if fmt == "nifti":
         return _read_nifti_array(path, slice_index)
     return _read_dicom_array(path, slice_index)
 
 
 def read_png_array(source, where: str | os.PathLike | None = None) -> np.ndarray:
-    """Decode a PNG (a path or a binary file object) to uint8 or uint16 (H, W) or (H, W, 3).
+    """Decode a PNG (a path or a binary file object): :func:`read_picture_array` with ``fmt="png"``."""
+    return read_picture_array(source, where, fmt="png")
 
-    Grey, 16-bit grey and RGB are kept as stored; an alpha channel is dropped; a palette or a
-    1-bit image is expanded (to grey when the palette is grey). ``where`` names the file in
-    errors (defaults to ``source`` when it is a path).
+
+def read_picture_array(source, where: str | os.PathLike | None = None, fmt: str = "png", page: int | None = None) -> np.ndarray:
+    """Decode a picture (a path or a binary file object) to (H, W) or (H, W, 3).
+
+    Grey, 16-bit grey and RGB are kept as stored (uint8, uint16); an alpha channel is dropped; a
+    palette or a 1-bit image is expanded (to grey when the palette is grey); CMYK and YCbCr
+    become RGB; a floating-point TIFF gives float32. ``fmt`` is the format the file must hold
+    (a key of :data:`PICTURE_FORMATS`); ``page`` the page of a multi-page TIFF (optional when
+    there is one). ``where`` names the file in errors (defaults to ``source`` when it is a path).
     """
     where = where if where is not None else source
+    name = PICTURE_FORMATS[fmt]
     try:
         with Image.open(source) as picture:
-            if picture.format != "PNG":
-                raise MedmatError(f"not a PNG file (its content is {picture.format})", where)
+            if picture.format != name:
+                raise MedmatError(f"not a {name} file (its content is {picture.format})", where)
+            pages = int(getattr(picture, "n_frames", 1))
+            if pages > 1 and fmt == "tiff":
+                picture.seek(_slice_to_read(pages, page, where))
+            elif page not in (None, 0):
+                raise MedmatError(f"a {name} has one page here, slice_index={page} asked", where)
             return _pixels_of(picture, where)
     except FileNotFoundError:
         raise MedmatError("file not found", where) from None
-    except _PNG_ERRORS as exc:
-        raise MedmatError(f"not a readable PNG ({type(exc).__name__}: {exc})", where) from None
+    except _PICTURE_ERRORS as exc:
+        raise MedmatError(f"not a readable {name} ({type(exc).__name__}: {exc})", where) from None
 
 
 def _pixels_of(picture: Image.Image, where) -> np.ndarray:
@@ -142,14 +166,16 @@ def _pixels_of(picture: Image.Image, where) -> np.ndarray:
     if mode == "I":
         values = np.asarray(picture)
         if values.min() < 0 or values.max() > 65535:
-            raise MedmatError(f"32-bit PNG values outside 0..65535 ([{values.min()}, {values.max()}])", where)
+            raise MedmatError(f"32-bit integer values outside 0..65535 ([{values.min()}, {values.max()}])", where)
         return values.astype(np.uint16)
+    if mode == "F":
+        return np.asarray(picture, dtype=np.float32)
     if mode in ("1", "LA"):
         return np.asarray(picture.convert("L"))
     if mode == "RGBA":
         return np.asarray(picture.convert("RGB"))
-    # Palette (P, PA) and anything else: expand to RGB, and to grey when the colours are grey,
-    # as the alphamatting.com trimaps are.
+    # Palette (P, PA), CMYK, YCbCr and anything else: expand to RGB, and to grey when the colours
+    # are grey, as the alphamatting.com trimaps are.
     colour = np.asarray(picture.convert("RGB"))
     return single_channel(colour, "image", where) if is_grey(colour) else colour
 
@@ -338,18 +364,19 @@ def read_image(path: str | os.PathLike, slice_index: int | None = None) -> tuple
     """Read a 2-D image for the sample model.
 
     Args:
-        path: a ``.png``, ``.nii``, ``.nii.gz`` or ``.dcm`` file.
-        slice_index: the slice of a 3-D NIfTI volume or multi-frame DICOM (optional when there
-            is one slice).
+        path: a file with one of the endings of :data:`FORMATS`.
+        slice_index: the slice of a 3-D NIfTI volume, multi-frame DICOM or multi-page TIFF
+            (optional when there is one slice).
 
     Returns:
         ``(image, geometry)``: image float32 (C, H, W) in [0, 1], C = 1 grey or 3 colour, scaled
         as the module docstring says; geometry as :func:`read_array` describes, plus
-        ``intensity_range`` (the stored minimum and maximum) for NIfTI and DICOM grey images.
+        ``intensity_range`` (the stored minimum and maximum) for NIfTI, DICOM and
+        floating-point TIFF grey images.
     """
     array, geometry = read_array(path, slice_index)
-    if geometry["format"] == "png" or array.ndim == 3:
-        # PNG and colour DICOM hold display values with a fixed scale.
+    if array.ndim == 3 or (geometry["format"] in PICTURE_FORMATS and not np.issubdtype(array.dtype, np.floating)):
+        # Pictures and colour DICOM hold display values with a fixed scale.
         return scale_to_unit(channels_first(array, path), "image", path), geometry
     monochrome1 = geometry["format"] == "dicom" and geometry["header"]["PhotometricInterpretation"] == "MONOCHROME1"
     image, geometry["intensity_range"] = grey_to_unit(array, path, monochrome1)
@@ -379,7 +406,7 @@ def read_mask(path: str | os.PathLike, slice_index: int | None = None) -> np.nda
 def read_alpha(path: str | os.PathLike, slice_index: int | None = None) -> np.ndarray:
     """Read an alpha matte: float32 (H, W) in [0, 1].
 
-    uint8 is divided by 255 and uint16 by 65535 (PNG, or integer NIfTI); a float NIfTI must
+    uint8 is divided by 255 and uint16 by 65535 (a picture, or integer NIfTI); a float NIfTI or TIFF must
     already lie in [0, 1]. An RGB PNG with three equal channels reads as grey.
     """
     array, _ = read_array(path, slice_index)
@@ -391,6 +418,28 @@ def read_trimap(path: str | os.PathLike, slice_index: int | None = None) -> np.n
     :func:`trimap_from_array` for what else is admitted)."""
     array, _ = read_array(path, slice_index)
     return trimap_from_array(array, path)
+
+
+def count_slices(path: str | os.PathLike) -> int:
+    """Slices of an image file: the third axis of a 3-D NIfTI, the frames of a DICOM, the pages of a TIFF, else 1.
+
+    Only the header is read. A file whose header cannot be read counts as 1: reading its pixels
+    next reports the problem in :func:`read_image`'s words.
+    """
+    fmt = image_format(path)
+    try:
+        if fmt == "nifti":
+            shape = nibabel.load(os.fspath(path)).shape
+            return int(shape[2]) if len(shape) == 3 else 1
+        if fmt == "dicom":
+            header = pydicom.dcmread(os.fspath(path), stop_before_pixels=True)
+            return max(1, int(header.get("NumberOfFrames", 1) or 1))
+        if fmt == "tiff":
+            with Image.open(os.fspath(path)) as picture:
+                return max(1, int(getattr(picture, "n_frames", 1)))
+    except Exception:  # noqa: BLE001 - any decoding failure is reported by the pixel read that follows
+        return 1
+    return 1
 
 
 # --------------------------------------------------------------------------------------------

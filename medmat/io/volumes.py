@@ -44,7 +44,7 @@ from pydicom.pixels import apply_modality_lut
 
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_path
-from medmat.io.images import _DICOM_ERRORS, _LPS_TO_RAS, _NIFTI_ERRORS, dicom_affine, grey_to_unit, image_format
+from medmat.io.images import _DICOM_ERRORS, _LPS_TO_RAS, _NIFTI_ERRORS, FORMATS, dicom_affine, grey_to_unit, image_format
 
 #: Intensity windows (level, width) in Hounsfield units, as radiology viewers preset them.
 WINDOWS: dict[str, tuple[float, float]] = {
@@ -175,7 +175,7 @@ class Volume:
 
 
 def is_dicom_series_folder(path: str | os.PathLike) -> bool:
-    """True for a folder with files none of which is a PNG or NIfTI (a DICOM series folder)."""
+    """True for a folder with files none of which is a picture or NIfTI (a DICOM series folder)."""
     if not os.path.isdir(path):
         return False
     names = _visible_files(path)
@@ -184,7 +184,7 @@ def is_dicom_series_folder(path: str | os.PathLike) -> bool:
 
 def _known_non_dicom(name: str) -> bool:
     lower = name.lower()
-    return lower.endswith((".png", ".nii", ".nii.gz"))
+    return lower.endswith(tuple(ending for ending, fmt in FORMATS.items() if fmt != "dicom"))
 
 
 def _visible_files(folder) -> list[str]:

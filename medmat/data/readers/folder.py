@@ -1,7 +1,7 @@
 """medmat's folder layout for users' own data, modelled on nnU-Net's (see docs/data-format.md)::
 
-    root/dataset.json                  {"name", "modality", "file_ending", "annotators", "groups"?}
-    root/imagesTr/<case>_0000<ext>     channel 0 (one file per channel; an RGB PNG is one file)
+    root/dataset.json                  {"name", "modality", "file_ending", "image_ending"?, "annotators", "groups"?}
+    root/imagesTr/<case>_0000<ext>     channel 0 (one file per channel; an RGB picture is one file)
     root/labelsTr/<case>_r<k><ext>     annotator k's binary mask, k = 0 .. annotators - 1
     root/alphasTr/<case><ext>          optional alpha matte
     root/trimapsTr/<case><ext>         optional trimap (0 / 128 / 255)
@@ -47,8 +47,11 @@ from medmat.io.images import (
 )
 from medmat.io.volumes import context_indices, read_volume, read_volume_array, write_nifti_volume
 
-#: File endings a folder dataset may use (one per dataset). DICOM is read but not written.
-FILE_ENDINGS = (".png", ".nii.gz", ".nii", ".dcm")
+#: File endings a folder dataset may use (one per dataset). DICOM, TIFF and BMP are read but not written.
+FILE_ENDINGS = (".png", ".nii.gz", ".nii", ".dcm", ".tif", ".tiff", ".bmp")
+#: Endings its images may use when they differ from the masks' (``image_ending``): JPEG too, whose
+#: loss is harmless in an image and would break a binary mask.
+IMAGE_FILE_ENDINGS = FILE_ENDINGS + (".jpg", ".jpeg")
 WRITABLE_ENDINGS = (".png", ".nii.gz", ".nii")
 #: What :func:`write_folder` can write, each into its own sub-folder.
 FIELDS = ("image", "masks", "alpha", "trimap")
@@ -65,8 +68,10 @@ def read_dataset_json(root: str | os.PathLike) -> dict:
     """Read and check ``root/dataset.json``.
 
     Returns a dict with ``name`` (str, default the folder name), ``modality`` (str, default
-    ``"unknown"``), ``file_ending`` (one of :data:`FILE_ENDINGS`), ``annotators`` (int >= 0)
-    and ``groups`` ({case: group}, default empty).
+    ``"unknown"``), ``file_ending`` (one of :data:`FILE_ENDINGS`), ``image_ending`` (one of
+    :data:`IMAGE_FILE_ENDINGS`, default ``file_ending``: the images' own ending, e.g. JPEG
+    dermoscopy with PNG masks), ``annotators`` (int >= 0) and ``groups`` ({case: group},
+    default empty).
     """
     path = Path(root) / "dataset.json"
     if not path.is_file():
@@ -86,6 +91,9 @@ def _checked_config(config: dict, root: Path, path: Path) -> dict:
     ending = config.get("file_ending")
     if ending not in FILE_ENDINGS:
         raise MedmatError(f"'file_ending' must be one of {', '.join(FILE_ENDINGS)}, got {ending!r}", path)
+    image_ending = config.get("image_ending", ending)
+    if image_ending not in IMAGE_FILE_ENDINGS:
+        raise MedmatError(f"'image_ending' must be one of {', '.join(IMAGE_FILE_ENDINGS)}, got {image_ending!r}", path)
     annotators = config.get("annotators")
     if not isinstance(annotators, int) or isinstance(annotators, bool) or annotators < 0:
         raise MedmatError(f"'annotators' must be a whole number >= 0, got {annotators!r}", path)
@@ -96,6 +104,7 @@ def _checked_config(config: dict, root: Path, path: Path) -> dict:
         "name": str(config.get("name", root.name)),
         "modality": str(config.get("modality", "unknown")),
         "file_ending": ending,
+        "image_ending": image_ending,
         "annotators": annotators,
         "groups": groups,
     }
@@ -128,7 +137,7 @@ def read_folder(root: str | os.PathLike, subset: str = "train", context_slices: 
     config = read_dataset_json(root)
     if context_slices < 0:
         raise MedmatError(f"context_slices must be >= 0, got {context_slices}", root)
-    cases = channel_files(root / _SUBSET_FOLDERS[subset], config["file_ending"])
+    cases = channel_files(root / _SUBSET_FOLDERS[subset], config["image_ending"])
     samples = []
     for case, files in cases.items():
         # With context slices a one-slice NIfTI is a volume too (its neighbours repeat it), so that
