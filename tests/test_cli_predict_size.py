@@ -131,3 +131,22 @@ def test_a_folder_of_tiff_bmp_and_jpeg_pictures_predicts_each_as_the_png_would(r
         np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}_alpha.png")), reference)
     from_jpeg = np.asarray(Image.open(out / "photo_alpha.png"), dtype=np.float64)
     assert np.abs(from_jpeg - reference).mean() < 0.05 * 255
+
+
+def test_each_page_of_a_tiff_stack_predicts_as_that_page_alone(region_aware_run, inputs, tmp_path):
+    with Image.open(inputs / "case.png") as picture:
+        grey = np.asarray(picture)
+    pages = [Image.fromarray(grey), Image.fromarray(255 - grey), Image.fromarray(grey[::-1].copy())]
+    stack, alone = tmp_path / "stack", tmp_path / "alone"
+    stack.mkdir()
+    alone.mkdir()
+    pages[0].save(stack / "scan.tif", save_all=True, append_images=pages[1:])
+    pages[1].save(alone / "scan.png")
+    args = ["-m", str(region_aware_run), "--samples", "2"]
+    assert main(["predict", "-i", str(stack), "-o", str(tmp_path / "out-stack"), *args]) == 0
+    assert main(["predict", "-i", str(alone), "-o", str(tmp_path / "out-alone"), *args]) == 0
+    assert sorted(p.name for p in (tmp_path / "out-stack").glob("*_alpha.png")) == [
+        f"scan_slice-00{k}_alpha.png" for k in range(3)
+    ]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out-stack" / "scan_slice-001_alpha.png")),
+                                  np.asarray(Image.open(tmp_path / "out-alone" / "scan_alpha.png")))

@@ -67,7 +67,7 @@ from medmat.interaction.step import interaction_step, predict_nig
 from medmat.models.contract import ENTROPY_FILES, VARIANCE_OUTPUTS
 from medmat.uncertainty.proposals import Patch, propose_patches
 from medmat.io.atomic import atomic_write_json
-from medmat.io.images import FORMATS, count_slices, image_format, read_image, write_like
+from medmat.io.images import FORMATS, count_slices, image_format, read_image, slice_name, write_like
 from medmat.uncertainty import lesion_uncertainty
 from medmat.uncertainty.nig import NIG, nig_moments
 
@@ -557,7 +557,7 @@ class MattingSession:
         name = self.opened.name
         # FORMATS lists ".nii.gz" before ".nii"; upload_name made sure one ending matches.
         stem = next(name[: -len(ending)] for ending in FORMATS if name.lower().endswith(ending))
-        return f"{stem}_slice-{self.opened.slice_index:03d}" if self.opened.num_slices > 1 else stem
+        return slice_name(stem, self.opened.slice_index) if self.opened.num_slices > 1 else stem
 
     def save(self, output: str | os.PathLike) -> dict:
         """Write the current step into the folder ``output``; returns the JSON record (also written).

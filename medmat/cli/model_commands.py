@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from medmat.cli.options import command_line, machine_description
 from medmat.errors import MedmatError
-from medmat.io.images import FORMATS
+from medmat.io.images import FORMATS, count_slices, geometry_affine, read_image, read_trimap, slice_name, write_like
 
 #: Image files ``medmat predict`` reads from a folder: every ending medmat reads.
 IMAGE_ENDINGS = tuple(FORMATS)
@@ -114,7 +114,6 @@ def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: st
     entropies in bits (nats / ln 2), so 0 = certain and 1 = a 50/50 pixel; ``<base>_mask-<k>``:
     the k-th sampled mask (score map > 0.5).
     """
-    from medmat.io.images import write_like
     from medmat.models.contract import ENTROPY_FILES
 
     written = [write_like(f"{base}_alpha", np.clip(prediction["alpha"], 0, 1), geometry, fmt)]
@@ -146,7 +145,6 @@ def _resized_geometry(geometry: dict, shape: tuple[int, int], size: tuple[int, i
     its in-plane columns scaled by H / h and W / w, so a NIfTI output covers the input's extent.
     """
     from medmat.engine.dataset import resized_affine
-    from medmat.io.images import geometry_affine
 
     if tuple(size) == tuple(shape):
         return geometry
@@ -231,13 +229,13 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
 
     A 3-D NIfTI or a DICOM series folder is a volume: its lesions are predicted at the run's training
     size and written as float32 NIfTI volumes on the input's grid, with <name>_lesions.json
-    (docs/volumes.md).
+    (docs/volumes.md). A multi-frame DICOM file or a multi-page TIFF is a stack of 2-D images:
+    each is predicted on its own, as <name>_slice-<k>.
     """
     import torch
 
     from medmat.engine import load_runs, predict
     from medmat.engine.inference import fit_channels, require_output_size, runs_label
-    from medmat.io.images import read_image, read_trimap
 
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
@@ -259,19 +257,24 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
         return
     if window or rois:
         raise MedmatError("--window and --roi apply to volumes (a 3-D NIfTI, a DICOM series folder)", input_path)
+    written = 0
     for path in tqdm(files, desc="predict", unit="image"):
-        # Seeded anew for each image, as the app does: an image's sampled masks and matte do not
-        # depend on which other images share its folder.
-        torch.manual_seed(seed)
-        image, geometry = read_image(path)
-        image = fit_channels(image, model.spec.in_channels, path)
-        trimap = read_trimap(os.path.join(trimaps, _stem(path) + ".png")) if trimaps else None
-        size = _prediction_size(image.shape[-2:], output_size, scale, path)
-        prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples, flip=config["eval"]["flip"])
-        if size is not None:
-            geometry = _resized_geometry(geometry, image.shape[-2:], size)
-        write_prediction(os.path.join(output, _stem(path)), prediction, geometry, file_format)
-    click.echo(f"{len(files)} predictions written to {output}")
+        slices = count_slices(path)  # a multi-frame DICOM or multi-page TIFF: each slice on its own
+        for index in [None] if slices == 1 else range(slices):
+            # Seeded anew for each image, as the app does: an image's sampled masks and matte do
+            # not depend on which other images share its folder.
+            torch.manual_seed(seed)
+            image, geometry = read_image(path, index)
+            image = fit_channels(image, model.spec.in_channels, path)
+            name = _stem(path) if index is None else slice_name(_stem(path), index)
+            trimap = read_trimap(os.path.join(trimaps, name + ".png")) if trimaps else None
+            size = _prediction_size(image.shape[-2:], output_size, scale, path)
+            prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples, flip=config["eval"]["flip"])
+            if size is not None:
+                geometry = _resized_geometry(geometry, image.shape[-2:], size)
+            write_prediction(os.path.join(output, name), prediction, geometry, file_format)
+            written += 1
+    click.echo(f"{written} predictions written to {output}")
 
 
 @click.command("evaluate")

@@ -442,6 +442,11 @@ def count_slices(path: str | os.PathLike) -> int:
     return 1
 
 
+def slice_name(stem: str, slice_index: int) -> str:
+    """The name of one slice's outputs, ``<stem>_slice-<index, 3 digits>`` (the app and ``medmat predict``)."""
+    return f"{stem}_slice-{slice_index:03d}"
+
+
 # --------------------------------------------------------------------------------------------
 # Writers (all atomic)
 # --------------------------------------------------------------------------------------------
