@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medmat.cli.main import main
-from medmat.engine import train
+from medmat.engine import load_run, predict, train
 from medmat.engine.checkpoint import save_checkpoint
+from medmat.engine.dataset import resize_planes
 from medmat.engine.inference import build_model_from_config
-from medmat.io.images import read_image, write_nifti, write_png
+from medmat.io.images import read_alpha, read_image, read_mask, write_nifti, write_png
 from tiny_configs import tiny_model, tiny_phantom_config
 
 
@@ -150,3 +152,27 @@ def test_each_page_of_a_tiff_stack_predicts_as_that_page_alone(region_aware_run,
     ]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out-stack" / "scan_slice-001_alpha.png")),
                                   np.asarray(Image.open(tmp_path / "out-alone" / "scan_alpha.png")))
+
+
+def test_a_run_trained_on_resized_cases_predicts_new_images_at_that_size(tmp_path):
+    """data.resize resampled every training case: predict resamples a new image the same way and
+    brings every map back to the image's own size (the demo's 128² phantoms, trained at 64²)."""
+    run = tmp_path / "run"
+    train(tiny_phantom_config(tiny_model("medical_matting")), run)  # data.resize: 32
+    model, _ = load_run(run)
+    rows, cols = np.mgrid[:64, :48]
+    image = ((np.hypot(rows - 30, cols - 22) < 14) * 0.6 + 0.2).astype(np.float32)
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    write_nifti(folder / "case.nii.gz", image)
+    out = tmp_path / "out"
+    assert main(["predict", "-i", str(folder), "-o", str(out), "-m", str(run), "--samples", "2"]) == 0
+    torch.manual_seed(0)
+    small = predict(model, resize_planes(read_image(folder / "case.nii.gz")[0], (32, 32)), num_samples=2)
+    expected = resize_planes(small["alpha"], (64, 48))
+    written = read_alpha(out / "case_alpha.nii.gz")
+    assert written.shape == (64, 48)
+    np.testing.assert_allclose(written, expected, atol=1e-6)
+    for k in range(2):  # the resampled score map, > 0.5
+        np.testing.assert_array_equal(read_mask(out / f"case_mask-{k}.nii.gz"),
+                                      resize_planes(small["sample_masks"][k], (64, 48)) > 0.5)

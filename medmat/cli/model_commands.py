@@ -231,10 +231,16 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     size and written as float32 NIfTI volumes on the input's grid, with <name>_lesions.json
     (docs/volumes.md). A multi-frame DICOM file or a multi-page TIFF is a stack of 2-D images:
     each is predicted on its own, as <name>_slice-<k>.
+
+    A 2-D image is predicted as the run saw its cases: resampled to the run's data.resize when it
+    set one (every map then resampled back to the image's size), and to data.model_input_size for a
+    LIIF-style run; otherwise at its own size, where memory grows with the pixels
+    (docs/data-format.md, "Large images").
     """
     import torch
 
-    from medmat.engine import load_runs, predict
+    from medmat.engine import load_runs, predict, predict_as_trained
+    from medmat.engine.config import model_input_size, resize_size
     from medmat.engine.inference import fit_channels, require_output_size, runs_label
 
     if output_size and scale is not None:
@@ -269,8 +275,12 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
             name = _stem(path) if index is None else slice_name(_stem(path), index)
             trimap = read_trimap(os.path.join(trimaps, name + ".png")) if trimaps else None
             size = _prediction_size(image.shape[-2:], output_size, scale, path)
-            prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples, flip=config["eval"]["flip"])
-            if size is not None:
+            if size is None:  # as the run saw its cases: data.resize, data.model_input_size
+                prediction = predict_as_trained(model, image, num_samples, trimap, model_input_size(config),
+                                                config["eval"]["flip"], resize=resize_size(config))
+            else:
+                prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples,
+                                     flip=config["eval"]["flip"])
                 geometry = _resized_geometry(geometry, image.shape[-2:], size)
             write_prediction(os.path.join(output, name), prediction, geometry, file_format)
             written += 1

@@ -347,13 +347,27 @@ def predict_as_trained(
     trimap: np.ndarray | None = None,
     model_input_size: Sequence[int] | None = None,
     flip: bool = False,
+    resize: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`predict` of a (C, H, W) image as the model was trained to see it.
 
-    With ``model_input_size`` (h, w) (``data.model_input_size``: a LIIF-style run) the image is
-    resampled to (h, w) as training resampled it and the resolution-free model reads its outputs
-    at (H, W); resolution-free models take no trimap. Otherwise the image is predicted as it is.
+    With ``resize`` (h, w) (``data.resize``: every training case was resampled to it when loaded)
+    the image, and its trimap by the nearest pixel, are resampled to (h, w) first, and every map
+    is resampled back to (H, W) (bilinear when growing, the area mean when shrinking; the lesion
+    uncertainty is then the entropy of the resampled alpha). With ``model_input_size`` (h, w)
+    (``data.model_input_size``: a LIIF-style run) the image is resampled to (h, w) as training
+    resampled it and the resolution-free model reads its outputs at the size it was given;
+    resolution-free models take no trimap. Otherwise the image is predicted as it is.
     """
+    if resize is not None and tuple(resize) != tuple(np.shape(image)[-2:]):
+        shape = tuple(np.shape(image)[-2:])
+        small = np.clip(resize_planes(image, tuple(resize)), 0.0, 1.0)
+        small_trimap = None if trimap is None else resize_planes(trimap, tuple(resize), label=True).astype(np.asarray(trimap).dtype)
+        maps = predict_as_trained(model, small, num_samples, small_trimap, model_input_size, flip)
+        maps = {name: resize_planes(value, shape) for name, value in maps.items()}
+        if "lesion_uncertainty" in maps:
+            maps["lesion_uncertainty"] = lesion_uncertainty(maps["alpha"]).astype(np.float32)
+        return maps
     if model_input_size is None:
         return predict(model, image, trimap, num_samples=num_samples, flip=flip)
     small = np.clip(resize_planes(image, tuple(model_input_size)), 0.0, 1.0)
