@@ -187,17 +187,17 @@ def test_evaluate_flip_overrides_the_runs_eval_flip(tmp_path):
     config = tiny_phantom_config(tiny_model("medical_matting"), {"name": "medical_matting"})
     train(config, tmp_path / "run")
     scores = {}
-    for flag in ("--no-flip", "--flip"):
+    for flag in ("--flip=none", "--flip"):
         out = tmp_path / flag.strip("-")
         assert main(["evaluate", "--run", str(tmp_path / "run"), "-o", str(out), "--figure", "0", flag]) == 0
         summary = json.loads((out / "summary.json").read_text())
         assert summary["config"]["eval"]["flip"] is (flag == "--flip")  # the recorded config says so
         scores[flag] = summary["table_iv"]
-    # The run was trained without flip: --no-flip reproduces its own metrics, --flip changes them.
+    # The run was trained without flip: --flip=none reproduces its own metrics, --flip changes them.
     trained = json.loads((tmp_path / "run" / "metrics.json").read_text())["mean"]
     group = "region" if trained["region"] is not None else "whole"
-    assert scores["--no-flip"]["mean"]["SAD"] == pytest.approx(trained[group]["SAD"], rel=1e-4)
-    assert scores["--flip"]["mean"]["SAD"] != scores["--no-flip"]["mean"]["SAD"]
+    assert scores["--flip=none"]["mean"]["SAD"] == pytest.approx(trained[group]["SAD"], rel=1e-4)
+    assert scores["--flip"]["mean"]["SAD"] != scores["--flip=none"]["mean"]["SAD"]
 
 
 def test_evaluate_draws_with_the_runs_own_seed_unless_told(tmp_path):

@@ -794,6 +794,29 @@ def test_flip_averages_the_alpha_with_the_mirror_images():
     assert flipped["sample_masks"].shape == plain["sample_masks"].shape
 
 
+def test_flips_and_dihedral_average_every_view_mapped_back_onto_the_image():
+    torch.manual_seed(0)
+    model = TinyMattingModel().eval()
+    image = disc_samples(1, size=20)[0].image[:, :, :16].copy()  # 20 x 16: a quarter turn changes the shape
+    image[:, :4, :6] = 0.0  # no symmetry
+    plain = predict(model, image, num_samples=3)["alpha"]
+    views = {
+        "lr": lambda a: a[..., ::-1], "ud": lambda a: a[..., ::-1, :], "half": lambda a: a[..., ::-1, ::-1],
+        "transpose": lambda a: np.swapaxes(a, -1, -2),
+        "anti": lambda a: np.swapaxes(a, -1, -2)[..., ::-1, ::-1],
+        "quarter": lambda a: np.rot90(a, 1, axes=(-2, -1)), "three": lambda a: np.rot90(a, 3, axes=(-2, -1)),
+    }
+    inverse = {**views, "quarter": views["three"], "three": views["quarter"]}  # the others are their own inverse
+    seen = {name: inverse[name](predict(model, view(image).copy(), num_samples=3)["alpha"]) for name, view in views.items()}
+    flips = predict(model, image, num_samples=3, flip="flips")["alpha"]
+    np.testing.assert_allclose(flips, (plain + seen["lr"] + seen["ud"] + seen["half"]) / 4, atol=1e-6)
+    dihedral = predict(model, image, num_samples=3, flip="dihedral")["alpha"]
+    np.testing.assert_allclose(dihedral, (plain + sum(seen.values())) / 8, atol=1e-6)
+    assert predict(model, image, num_samples=3, flip="none")["alpha"].tolist() == plain.tolist()
+    with pytest.raises(MedmatError, match="test-time flip must be"):
+        predict(model, image, flip="sideways")
+
+
 def test_moving_average_decay_warms_up_and_forgets_the_initial_weights():
     from torch.optim.swa_utils import AveragedModel
 

@@ -304,8 +304,10 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
 @click.option("--uncertainty", is_flag=True,
               help="Also score the uncertainty maps: AUROC for |error| > 0.1 and for annotator disagreement, "
                    "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
-@click.option("--flip/--no-flip", default=None,
-              help="Test-time flip averaging of the alpha (default: each fold's eval.flip, as it was trained).")
+@click.option("--flip", type=click.Choice(["none", "lr", "flips", "dihedral"]), is_flag=False, flag_value="lr",
+              default=None, help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, "
+              "--flip flips with the up-down mirror and half turn too, --flip dihedral with all 8 views of the square, "
+              "--flip none without (default: each fold's eval.flip, as it was trained).")
 def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, seed, uncertainty, flip):
     """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
 
@@ -341,7 +343,8 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
         num_samples = config["eval"]["num_samples"]
     if len(runs) > 1:  # the summary's config says which models scored
         config = {**config, "ensemble_runs": [str(run) for run in runs]}
-    if flip is not None:  # the summary's config says how the tables were made
+    if flip is not None:  # the summary's config says how the tables were made (true / false as eval.flip writes them)
+        flip = {"none": False, "lr": True}.get(flip, flip)
         config = {**config, "eval": {**config["eval"], "flip": flip}}
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []

@@ -193,7 +193,9 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "num_samples": Option(8, (int,), minimum=1, doc="N sampled masks"),
         "region": Option("unknown", (str,), choices=("unknown", "whole"), doc="Table IV's region"),
         "every": Option(1, (int,), minimum=0, doc="validate every n epochs; 0 = only at the end"),
-        "flip": Option(False, (bool,), doc="test-time flip: average the alpha of the image and its mirror image"),
+        "flip": Option(False, (bool, str), choices=(False, True, "none", "lr", "flips", "dihedral"), doc=(
+            "test-time flip: average the alpha of the image and its mirror image (true, \"lr\"), also its "
+            "up-down mirror and half turn (\"flips\"), or all 8 views of the square (\"dihedral\")")),
     },
     "ensemble": {
         "members": Option(1, (int,), minimum=1, doc=(

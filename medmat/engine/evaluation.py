@@ -67,7 +67,7 @@ def evaluate_samples(
     size: tuple[int, int] | None = None,
     with_region: bool = True,
     model_input_size: tuple[int, int] | None = None,
-    flip: bool = False,
+    flip: bool | str = False,
 ) -> list[dict]:
     """Score a model on cases with ground-truth alpha mattes, as the paper does.
 
@@ -101,7 +101,7 @@ def evaluate_samples(
 
 def _evaluate_case(
     model: MattingModel, sample: Sample, num_samples: int, region: str, size, with_region: bool, model_input_size=None,
-    flip: bool = False,
+    flip: bool | str = False,
 ) -> dict:
     """One case of :func:`evaluate_samples`."""
     if sample.alpha is None:

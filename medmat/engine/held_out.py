@@ -110,7 +110,7 @@ def run_config(run: str | Path, data: str | None, trimaps: str | None) -> dict:
 
 
 def evaluate_fold(model: MattingModel, fold_config: dict, cases: Sequence[Sample], num_samples: int, seed: int,
-                  fold: int = 0, flip: bool | None = None) -> dict:
+                  fold: int = 0, flip: bool | str | None = None) -> dict:
     """One fold's held-out cases scored as the fold was trained.
 
     At the fold's ``data.input_size`` (and ``data.model_input_size`` for a LIIF-style run), with its

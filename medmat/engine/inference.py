@@ -234,7 +234,7 @@ def predict(
     user_map: np.ndarray | None = None,
     output_size: Sequence[int] | None = None,
     num_samples: int | None = None,
-    flip: bool = False,
+    flip: bool | str = False,
     probe_map: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one image or a batch of same-size images with any medmat model.
@@ -254,10 +254,11 @@ def predict(
         output_size: (H', W') of the outputs, for resolution-free models; the image is then not
             padded. None = (H, W).
         num_samples: N, masks drawn by models that sample (None: the model's configured N).
-        flip: test-time flip (``eval.flip``): the image and its mirror image (left-right) are both
-            predicted, and the alpha and the uncertainty map are their mean (the lesion
-            uncertainty is the entropy of that mean); the other maps and the sampled masks are
-            the unflipped prediction's.
+        flip: test-time flip (``eval.flip``): True or "lr" predicts the image and its mirror image
+            (left-right), "flips" also its up-down mirror and half turn, "dihedral" all eight
+            views of the square (:data:`TEST_TIME_VIEWS`); the alpha and the uncertainty map are
+            the views' mean (the lesion uncertainty is the entropy of that mean); the other maps
+            and the sampled masks are the image's own prediction's. False or "none": no views.
 
     Returns:
         float32 numpy arrays, one per map the model gives (``model.spec.map_outputs``: "alpha"
@@ -276,16 +277,54 @@ def predict(
         name: None if plane is None else _batched(plane, ndim, name)
         for name, plane, ndim in (("trimap", trimap, 2), ("user_map", user_map, 2), ("probe_map", probe_map, 3))
     }
+    views = flip_views(flip)
     predictions = _predict_batch(model, images, planes, output_size, num_samples)
-    if flip:
-        mirrored = {name: None if plane is None else plane[..., ::-1] for name, plane in planes.items()}
-        other = _predict_batch(model, images[..., ::-1], mirrored, output_size, num_samples)
-        for name in ("alpha", "uncertainty_map"):
-            if name in predictions:
-                predictions[name] = (predictions[name] + other[name][..., ::-1]) / 2
+    if len(views) > 1:
+        averaged = [name for name in ("alpha", "uncertainty_map") if name in predictions]
+        totals = {name: predictions[name] for name in averaged}
+        for turns, mirrored in views[1:]:
+            seen = {name: None if plane is None else _view(plane, turns, mirrored) for name, plane in planes.items()}
+            size = None if output_size is None else tuple(output_size)[:: -1 if turns % 2 else 1]
+            other = _predict_batch(model, _view(images, turns, mirrored), seen, size, num_samples)
+            for name in averaged:
+                totals[name] = totals[name] + _unview(other[name], turns, mirrored)
+        for name in averaged:
+            predictions[name] = totals[name] / len(views)
         if "lesion_uncertainty" in predictions:
             predictions["lesion_uncertainty"] = lesion_uncertainty(predictions["alpha"]).astype(np.float32)
     return {name: value[0] if single else value for name, value in predictions.items()}
+
+
+#: Test-time augmentation (``eval.flip``): the views of an image predicted and averaged, each as
+#: (quarter turns counter-clockwise, mirrored left-right first). Training flips both ways and
+#: rotates by any angle, so every view of the square's symmetry group is an image it has seen.
+TEST_TIME_VIEWS = {
+    "none": ((0, False),),
+    "lr": ((0, False), (0, True)),
+    "flips": ((0, False), (0, True), (2, True), (2, False)),  # (2, True) is the up-down mirror
+    "dihedral": ((0, False), (0, True), (2, True), (2, False), (1, False), (1, True), (3, False), (3, True)),
+}
+
+
+def flip_views(flip: bool | str) -> tuple[tuple[int, bool], ...]:
+    """The views :func:`predict` averages for ``flip``: False = "none", True = "lr" (the mirror
+    image), or a name of :data:`TEST_TIME_VIEWS`."""
+    name = {False: "none", True: "lr"}.get(flip, flip) if isinstance(flip, bool) else flip
+    if name not in TEST_TIME_VIEWS:
+        raise MedmatError(f"test-time flip must be true, false or one of {', '.join(TEST_TIME_VIEWS)}, got {flip!r}")
+    return TEST_TIME_VIEWS[name]
+
+
+def _view(array: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """``array`` (..., H, W) mirrored left-right (when asked), then turned ``turns`` quarters."""
+    array = array[..., ::-1] if mirrored else array
+    return np.ascontiguousarray(np.rot90(array, turns, axes=(-2, -1)))
+
+
+def _unview(array: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
+    """The inverse of :func:`_view`: a prediction of the view mapped back onto the image."""
+    array = np.rot90(array, -turns, axes=(-2, -1))
+    return np.ascontiguousarray(array[..., ::-1] if mirrored else array)
 
 
 def _predict_batch(
@@ -346,7 +385,7 @@ def predict_as_trained(
     num_samples: int | None = None,
     trimap: np.ndarray | None = None,
     model_input_size: Sequence[int] | None = None,
-    flip: bool = False,
+    flip: bool | str = False,
     resize: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """:func:`predict` of a (C, H, W) image as the model was trained to see it.
