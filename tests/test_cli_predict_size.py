@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from medmat.cli.main import main
-from medmat.engine import load_run, predict, train
+from medmat.engine import load_run, predict, predict_as_trained, train
 from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.dataset import resize_planes
 from medmat.engine.inference import build_model_from_config
@@ -176,3 +176,19 @@ def test_a_run_trained_on_resized_cases_predicts_new_images_at_that_size(tmp_pat
     for k in range(2):  # the resampled score map, > 0.5
         np.testing.assert_array_equal(read_mask(out / f"case_mask-{k}.nii.gz"),
                                       resize_planes(small["sample_masks"][k], (64, 48)) > 0.5)
+
+
+def test_predict_flip_averages_the_views_the_option_names(region_aware_run, inputs, tmp_path):
+    args = ["predict", "-i", str(inputs), "-m", str(region_aware_run), "--samples", "2", "--format", "nifti"]
+    alphas = {}
+    for flag in ([], ["--flip", "none"], ["--flip"], ["--flip", "dihedral"]):
+        out = tmp_path / ("out" + "-".join(flag))
+        assert main([*args, "-o", str(out), *flag]) == 0
+        alphas[" ".join(flag)] = read_alpha(out / "case_alpha.nii.gz")
+    model, _ = load_run(region_aware_run)
+    image = read_image(inputs / "case.png")[0]
+    torch.manual_seed(0)
+    expected = predict_as_trained(model, image, 2, None, None, "dihedral", resize=(32, 32))["alpha"]
+    np.testing.assert_allclose(alphas["--flip dihedral"], expected, atol=1e-6)
+    np.testing.assert_array_equal(alphas[""], alphas["--flip none"])  # the run's eval.flip: false
+    assert not np.allclose(alphas["--flip"], alphas[""]) and not np.allclose(alphas["--flip dihedral"], alphas["--flip"])

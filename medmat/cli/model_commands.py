@@ -23,6 +23,23 @@ from medmat.io.images import FORMATS, count_slices, geometry_affine, read_image,
 IMAGE_ENDINGS = tuple(FORMATS)
 
 
+def _flip_option(default: str):
+    """--flip [none|lr|flips|dihedral]: the test-time views averaged (eval.flip), read by :func:`_flip_setting`."""
+    return click.option(
+        "--flip", type=click.Choice(["none", "lr", "flips", "dihedral"]), is_flag=False, flag_value="lr", default=None,
+        help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, --flip flips with the "
+             "up-down mirror and half turn too, --flip dihedral with all 8 views of the square, --flip none without "
+             f"(default: {default}).",
+    )
+
+
+def _flip_setting(flip: str | None, config: dict):
+    """eval.flip for a --flip value: the run's own when not given; none / lr as false / true, as configs write them."""
+    if flip is None:
+        return config["eval"]["flip"]
+    return {"none": False, "lr": True}.get(flip, flip)
+
+
 def _config_options(function):
     """--config, --data, --trimaps, --set: how every training command picks what to train."""
     function = click.option(
@@ -220,8 +237,9 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
                    "slides the run's window over every slice and keeps windows predicting alpha > 0.5.")
 @click.option("--roi-slices", default=1, show_default=True, type=click.IntRange(min=1),
               help="Slices a seed:z,y,x box spans, centred on the seed's slice.")
+@_flip_option("the run's eval.flip")
 def predict_command(input_path, output, runs, num_samples, file_format, trimaps, seed, output_size, scale,
-                    window, rois, roi_slices):
+                    window, rois, roi_slices, flip):
     """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images.
 
     Several --model: the runs predict as one deep ensemble (the mean of their alphas, the pool of their
@@ -246,6 +264,7 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
     model, config = load_runs(runs)
+    flip = _flip_setting(flip, config)
     run = runs_label(runs)  # how the volumes' JSON names the model
     if output_size or scale is not None:
         require_output_size(model, config["model"]["name"])
@@ -277,10 +296,10 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
             size = _prediction_size(image.shape[-2:], output_size, scale, path)
             if size is None:  # as the run saw its cases: data.resize, data.model_input_size
                 prediction = predict_as_trained(model, image, num_samples, trimap, model_input_size(config),
-                                                config["eval"]["flip"], resize=resize_size(config))
+                                                flip, resize=resize_size(config))
             else:
                 prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples,
-                                     flip=config["eval"]["flip"])
+                                     flip=flip)
                 geometry = _resized_geometry(geometry, image.shape[-2:], size)
             write_prediction(os.path.join(output, name), prediction, geometry, file_format)
             written += 1
@@ -304,10 +323,7 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
 @click.option("--uncertainty", is_flag=True,
               help="Also score the uncertainty maps: AUROC for |error| > 0.1 and for annotator disagreement, "
                    "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
-@click.option("--flip", type=click.Choice(["none", "lr", "flips", "dihedral"]), is_flag=False, flag_value="lr",
-              default=None, help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, "
-              "--flip flips with the up-down mirror and half turn too, --flip dihedral with all 8 views of the square, "
-              "--flip none without (default: each fold's eval.flip, as it was trained).")
+@_flip_option("each fold's eval.flip, as it was trained")
 def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, seed, uncertainty, flip):
     """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
 
@@ -343,8 +359,8 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
         num_samples = config["eval"]["num_samples"]
     if len(runs) > 1:  # the summary's config says which models scored
         config = {**config, "ensemble_runs": [str(run) for run in runs]}
-    if flip is not None:  # the summary's config says how the tables were made (true / false as eval.flip writes them)
-        flip = {"none": False, "lr": True}.get(flip, flip)
+    if flip is not None:  # the summary's config says how the tables were made
+        flip = _flip_setting(flip, config)
         config = {**config, "eval": {**config["eval"], "flip": flip}}
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []
