@@ -267,6 +267,7 @@ def test_bad_volumes_are_refused_with_one_line(tmp_path, capsys):
     shifted = tmp_path / "shifted.nii.gz"
     nibabel.save(nibabel.Nifti1Image(np.ones((16, 16, 6), np.uint8), np.eye(4)), shifted)
     assert "grid" in assert_refused(base + ["--roi", str(shifted)], out, "shifted.nii.gz", capsys)
+    assert "--flip do not apply" in assert_refused(base + ["--flip", "dihedral"], out, "ct.nii.gz", capsys)
 
 
 def test_bad_series_are_refused_with_one_line(tmp_path, capsys):
