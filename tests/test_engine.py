@@ -813,6 +813,14 @@ def test_flips_and_dihedral_average_every_view_mapped_back_onto_the_image():
     dihedral = predict(model, image, num_samples=3, flip="dihedral")["alpha"]
     np.testing.assert_allclose(dihedral, (plain + sum(seen.values())) / 8, atol=1e-6)
     assert predict(model, image, num_samples=3, flip="none")["alpha"].tolist() == plain.tolist()
+    # The views draw from a fork of the generator: the masks drawn next are those drawn without views.
+    following = {}
+    for flip in (False, "dihedral"):
+        torch.manual_seed(3)
+        first = predict(model, image, num_samples=3, flip=flip)["sample_masks"]
+        following[flip] = (first, predict(model, image, num_samples=3)["sample_masks"])
+    np.testing.assert_array_equal(following[False][0], following["dihedral"][0])
+    np.testing.assert_array_equal(following[False][1], following["dihedral"][1])
     with pytest.raises(MedmatError, match="test-time flip must be"):
         predict(model, image, flip="sideways")
 

@@ -258,7 +258,8 @@ def predict(
             (left-right), "flips" also its up-down mirror and half turn, "dihedral" all eight
             views of the square (:data:`TEST_TIME_VIEWS`); the alpha and the uncertainty map are
             the views' mean (the lesion uncertainty is the entropy of that mean); the other maps
-            and the sampled masks are the image's own prediction's. False or "none": no views.
+            and the sampled masks are the image's own prediction's, and torch's generator is left
+            as without views (they draw from a fork of it). False or "none": no views.
 
     Returns:
         float32 numpy arrays, one per map the model gives (``model.spec.map_outputs``: "alpha"
@@ -282,12 +283,15 @@ def predict(
     if len(views) > 1:
         averaged = [name for name in ("alpha", "uncertainty_map") if name in predictions]
         totals = {name: predictions[name] for name in averaged}
-        for turns, mirrored in views[1:]:
-            seen = {name: None if plane is None else _view(plane, turns, mirrored) for name, plane in planes.items()}
-            size = None if output_size is None else tuple(output_size)[:: -1 if turns % 2 else 1]
-            other = _predict_batch(model, _view(images, turns, mirrored), seen, size, num_samples)
-            for name in averaged:
-                totals[name] = totals[name] + _unview(other[name], turns, mirrored)
+        # The views draw their latents from a fork of torch's generator: after them it is where the
+        # image's own prediction left it, so the next image's masks are those drawn without views.
+        with torch.random.fork_rng():
+            for turns, mirrored in views[1:]:
+                seen = {name: None if plane is None else _view(plane, turns, mirrored) for name, plane in planes.items()}
+                size = None if output_size is None else tuple(output_size)[:: -1 if turns % 2 else 1]
+                other = _predict_batch(model, _view(images, turns, mirrored), seen, size, num_samples)
+                for name in averaged:
+                    totals[name] = totals[name] + _unview(other[name], turns, mirrored)
         for name in averaged:
             predictions[name] = totals[name] / len(views)
         if "lesion_uncertainty" in predictions:
