@@ -17,7 +17,7 @@ from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.dataset import resize_planes
 from medmat.engine.inference import build_model_from_config
 from medmat.io.images import read_alpha, read_image, read_mask, write_nifti, write_png
-from tiny_configs import tiny_model, tiny_phantom_config
+from tiny_configs import load_benchmark, tiny_model, tiny_phantom_config
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,11 @@ def test_a_run_trained_on_resized_cases_predicts_new_images_at_that_size(tmp_pat
     for k in range(2):  # the resampled score map, > 0.5
         np.testing.assert_array_equal(read_mask(out / f"case_mask-{k}.nii.gz"),
                                       resize_planes(small["sample_masks"][k], (64, 48)) > 0.5)
+    own = tmp_path / "own"
+    assert main(["predict", "-i", str(folder), "-o", str(own), "-m", str(run), "--samples", "2", "--own-size"]) == 0
+    torch.manual_seed(0)
+    at_own_size = predict(model, read_image(folder / "case.nii.gz")[0], num_samples=2)["alpha"]
+    np.testing.assert_allclose(read_alpha(own / "case_alpha.nii.gz"), at_own_size, atol=1e-6)
 
 
 def test_predict_flip_averages_the_views_the_option_names(region_aware_run, inputs, tmp_path):
@@ -192,3 +197,14 @@ def test_predict_flip_averages_the_views_the_option_names(region_aware_run, inpu
     np.testing.assert_allclose(alphas["--flip dihedral"], expected, atol=1e-6)
     np.testing.assert_array_equal(alphas[""], alphas["--flip none"])  # the run's eval.flip: false
     assert not np.allclose(alphas["--flip"], alphas[""]) and not np.allclose(alphas["--flip dihedral"], alphas["--flip"])
+
+
+def test_predict_size_benchmark_scores_both_paths(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_phantom_config(tiny_model("medical_matting")), run)  # data.resize: 32; phantoms are 64²
+    assert main(["phantoms", "--cases", "2", "--seed", "50", "--output", str(tmp_path / "new")]) == 0
+    assert load_benchmark("predict_size").main(["--run", str(run), "--data", str(tmp_path / "new"), "--samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 cases, data.resize (32, 32)" in printed
+    errors = [float(line.split(":")[1]) for line in printed.splitlines() if line.startswith("  ")]
+    assert len(errors) == 2 and all(0 < error < 1 for error in errors)  # as trained, own size

@@ -238,8 +238,11 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
 @click.option("--roi-slices", default=1, show_default=True, type=click.IntRange(min=1),
               help="Slices a seed:z,y,x box spans, centred on the seed's slice.")
 @_flip_option("the run's eval.flip")
+@click.option("--own-size", is_flag=True,
+              help="Predict each 2-D image at its own size even when the run trained on cases resized to "
+                   "data.resize (memory grows with the pixels; see docs/data-format.md, \"Large images\").")
 def predict_command(input_path, output, runs, num_samples, file_format, trimaps, seed, output_size, scale,
-                    window, rois, roi_slices, flip):
+                    window, rois, roi_slices, flip, own_size):
     """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images.
 
     Several --model: the runs predict as one deep ensemble (the mean of their alphas, the pool of their
@@ -251,9 +254,9 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     each is predicted on its own, as <name>_slice-<k>.
 
     A 2-D image is predicted as the run saw its cases: resampled to the run's data.resize when it
-    set one (every map then resampled back to the image's size), and to data.model_input_size for a
-    LIIF-style run; otherwise at its own size, where memory grows with the pixels
-    (docs/data-format.md, "Large images").
+    set one (every map then resampled back to the image's size; --own-size keeps the image's size),
+    and to data.model_input_size for a LIIF-style run; otherwise at its own size, where memory grows
+    with the pixels (docs/data-format.md, "Large images").
     """
     import torch
 
@@ -297,7 +300,7 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
             size = _prediction_size(image.shape[-2:], output_size, scale, path)
             if size is None:  # as the run saw its cases: data.resize, data.model_input_size
                 prediction = predict_as_trained(model, image, num_samples, trimap, model_input_size(config),
-                                                flip, resize=resize_size(config))
+                                                flip, resize=None if own_size else resize_size(config))
             else:
                 prediction = predict(model, image, trimap, output_size=size, num_samples=num_samples,
                                      flip=flip)
