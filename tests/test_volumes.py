@@ -4,6 +4,7 @@ per-lesion 3-D evaluation."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -59,11 +60,11 @@ def write_stack(lidc: Path, nodule: str, folder: Path) -> tuple[Path, Path, np.n
     return volume, labels, images
 
 
-def slice_by_slice(model, volume: Path, z: int, rows: slice, cols: slice, num_samples: int = 8) -> dict:
+def slice_by_slice(model, volume: Path, z: int, rows: slice, cols: slice, num_samples: int = 8, flip=False) -> dict:
     """The reference: the slice read by read_image, cropped, predicted alone by predict()."""
     image = read_image(volume, slice_index=z)[0][:, rows, cols]
     torch.manual_seed(slice_seed(0, z))
-    return predict(model, image, num_samples=num_samples)
+    return predict(model, image, num_samples=num_samples, flip=flip)
 
 
 def load_output(path: Path) -> np.ndarray:
@@ -94,6 +95,15 @@ def test_lidc_stack_box_roi_equals_slice_by_slice_prediction(lidc, tmp_path, sin
         bits = np.clip(expected["uncertainty_map"] / math.log(2), 0, 1)
         np.testing.assert_allclose(uncertainty[z, 32:96, 30:94], bits, atol=1e-5)
     assert alpha.max() > 0  # the model answered something inside the box
+    # --flip (or the run's eval.flip) averages each crop's views, as for a 2-D image.
+    flipped = tmp_path / "flipped"
+    assert main(["predict", "-i", str(volume), "-m", str(run), "-o", str(flipped), "--flip", "flips",
+                 "--roi", f"box:0,{len(images)},32,96,30,94"]) == 0
+    alpha = load_output(flipped / "LIDC-IDRI-0001_nodule-0_alpha.nii.gz")
+    for z in range(len(images)):
+        expected = slice_by_slice(model, volume, z, slice(32, 96), slice(30, 94), flip="flips")
+        np.testing.assert_allclose(alpha[z, 32:96, 30:94], expected["alpha"], atol=1e-5)
+    assert json.loads((flipped / "LIDC-IDRI-0001_nodule-0_lesions.json").read_text())["flip"] == "flips"
 
 
 @pytest.mark.shared_data
@@ -267,7 +277,6 @@ def test_bad_volumes_are_refused_with_one_line(tmp_path, capsys):
     shifted = tmp_path / "shifted.nii.gz"
     nibabel.save(nibabel.Nifti1Image(np.ones((16, 16, 6), np.uint8), np.eye(4)), shifted)
     assert "grid" in assert_refused(base + ["--roi", str(shifted)], out, "shifted.nii.gz", capsys)
-    assert "--flip do not apply" in assert_refused(base + ["--flip", "dihedral"], out, "ct.nii.gz", capsys)
 
 
 def test_bad_series_are_refused_with_one_line(tmp_path, capsys):

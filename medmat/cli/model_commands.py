@@ -267,17 +267,17 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
     model, config = load_runs(runs)
-    asked_flip, flip = flip, _flip_setting(flip, config)
+    flip = _flip_setting(flip, config)
     run = runs_label(runs)  # how the volumes' JSON names the model
     if output_size or scale is not None:
         require_output_size(model, config["model"]["name"])
     volumes, files = _volume_inputs(input_path)
     volume_options = {"window": window, "rois": rois, "roi_slices": roi_slices}
     if volumes:
-        if output_size or scale is not None or trimaps or file_format == "png" or asked_flip not in (None, "none"):
-            raise MedmatError("volumes are predicted at the run's training size into NIfTI, without trimaps or "
-                              "test-time flips: --output-size, --scale, --trimaps, --format png and --flip do not apply",
-                              input_path)
+        if output_size or scale is not None or trimaps or file_format == "png":
+            raise MedmatError("volumes are predicted at the run's training size into NIfTI, without trimaps: "
+                              "--output-size, --scale, --trimaps and --format png do not apply", input_path)
+        config = {**config, "eval": {**config["eval"], "flip": flip}}  # the lesions' views (eval.flip)
         if rois and len(volumes) > 1:
             raise MedmatError(f"--roi names voxels of one volume, but {len(volumes)} volumes were given", input_path)
         for volume_path in volumes:

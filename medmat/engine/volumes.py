@@ -259,9 +259,9 @@ class _SliceCache:
         return np.stack([self.slices[index] for index in indices])
 
 
-def _predict_crops(model, crops: np.ndarray, num_samples: int, small) -> dict[str, np.ndarray]:
-    """:func:`predict_as_trained` of a batch (B, C, h, w) of crops."""
-    return predict_as_trained(model, crops, num_samples, None, small)
+def _predict_crops(model, crops: np.ndarray, num_samples: int, small, flip: bool | str = False) -> dict[str, np.ndarray]:
+    """:func:`predict_as_trained` of a batch (B, C, h, w) of crops (``flip``: the test-time views, ``eval.flip``)."""
+    return predict_as_trained(model, crops, num_samples, None, small, flip)
 
 
 def output_maps(model: MattingModel) -> dict[str, str]:
@@ -372,7 +372,8 @@ def predict_volume(
     Args:
         model: a trained model (no trimap needed); ``model.spec.in_channels`` must be 1 + 2k for
             the run's ``data.context_slices`` k.
-        config: the run's config (training size, context slices, ``data.model_input_size``).
+        config: the run's config (training size, context slices, ``data.model_input_size``, the
+            test-time views of ``eval.flip``).
         volume: the scan (:func:`medmat.io.volumes.read_volume`).
         output_base: path prefix; writes ``<base>_alpha.nii.gz`` (alpha in [0, 1]),
             ``<base>_uncertainty.nii.gz`` / ``<base>_lesion_uncertainty.nii.gz`` (entropies in bits,
@@ -409,7 +410,8 @@ def predict_volume(
         for z in tqdm(range(slices), desc="predict volume", unit="slice", disable=not progress):
             planes = {key: np.zeros((rows, columns), dtype=np.float32) for key in maps}
             for lesion in active.get(z, []):
-                predicted = _predict_lesion_slice(model, cache.stack(z), lesion, crop, num_samples, small, seed, z, maps)
+                predicted = _predict_lesion_slice(model, cache.stack(z), lesion, crop, num_samples, small, seed, z, maps,
+                                                  config["eval"]["flip"])
                 _, _, y0, y1, x0, x1 = lesion.box
                 lesion.stats["voxels"] += predicted["alpha"].size
                 for key, values in predicted.items():
@@ -418,12 +420,13 @@ def predict_volume(
             for key, write in writers.items():
                 write(planes[key])
     record = _lesions_record(volume, lesions, maps, paths, crop, context, intensity, num_samples, seed)
+    record["flip"] = config["eval"]["flip"]
     record.update(extra or {})
     atomic_write_json(f"{base}_lesions.json", record)
     return record
 
 
-def _predict_lesion_slice(model, stack, lesion, crop, num_samples, small, seed, z, maps) -> dict[str, np.ndarray]:
+def _predict_lesion_slice(model, stack, lesion, crop, num_samples, small, seed, z, maps, flip=False) -> dict[str, np.ndarray]:
     """One lesion's maps on slice z over its box: tiles of the crop size, averaged where they overlap.
     Entropies are converted to bits (nats / ln 2, clipped to [0, 1]) as ``medmat predict`` writes them."""
     _, _, y0, y1, x0, x1 = lesion.box
@@ -434,7 +437,7 @@ def _predict_lesion_slice(model, stack, lesion, crop, num_samples, small, seed, 
     for ty in _tile_starts(y0, y1, h, rows):
         for tx in _tile_starts(x0, x1, w, columns):
             torch.manual_seed(slice_seed(seed, z))
-            prediction = _predict_crops(model, stack[None, :, ty : ty + h, tx : tx + w], num_samples, small)
+            prediction = _predict_crops(model, stack[None, :, ty : ty + h, tx : tx + w], num_samples, small, flip)
             # The part of the tile inside the box, in box and in tile coordinates.
             top, bottom, left, right = max(ty, y0), min(ty + h, y1), max(tx, x0), min(tx + w, x1)
             inside_box = (slice(top - y0, bottom - y0), slice(left - x0, right - x0))
