@@ -419,6 +419,13 @@ def test_volume_sad_is_the_sum_of_the_slices_sad(lidc, tmp_path, single_thread):
     assert len(lesions) == 1  # one nodule: every voxel of the stack is its region
     assert lesions[0]["SAD"] == pytest.approx(sum(case["whole"]["SAD"] for case in slices), rel=1e-9)
     assert lesions[0]["MSE"] == pytest.approx(np.mean([case["whole"]["MSE"] for case in slices]), rel=1e-9)
+    # With test-time views (eval.flip) both see the same flipped predictions.
+    torch.manual_seed(0)
+    slices = evaluate_samples(model, samples, 2, "whole", (64, 64), with_region=False, flip="flips")
+    torch.manual_seed(0)
+    flipped = evaluate_volumes(model, samples, 2, (64, 64), flip="flips")
+    assert flipped[0]["SAD"] == pytest.approx(sum(case["whole"]["SAD"] for case in slices), rel=1e-9)
+    assert flipped[0]["SAD"] != lesions[0]["SAD"]
 
 
 def test_a_one_slice_volume_case_gets_its_context_channels_too(tmp_path):

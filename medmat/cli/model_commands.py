@@ -376,7 +376,8 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
         fold_flip = fold_config["eval"]["flip"] if flip is None else flip
         records.append(evaluate_fold(model, fold_config, cases, num_samples, seed, fold, fold_flip))
         torch.manual_seed(seed)
-        volume_records += [{"fold": fold, **r} for r in evaluate_volumes(model, cases, num_samples, size, small_input)]
+        lesion_scores = evaluate_volumes(model, cases, num_samples, size, small_input, fold_flip)
+        volume_records += [{"fold": fold, **r} for r in lesion_scores]
         cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
         if uncertainty:
             torch.manual_seed(seed)

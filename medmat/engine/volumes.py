@@ -510,11 +510,13 @@ def evaluate_volumes(
     num_samples: int = 8,
     size: tuple[int, int] | None = None,
     small: tuple[int, int] | None = None,
+    flip: bool | str = False,
 ) -> list[dict]:
     """Per-lesion 3-D scores of the volume cases among ``samples`` (slices with an alpha).
 
     Every slice is predicted as :func:`medmat.engine.evaluation.evaluate_samples` predicts it (fitted
-    to ``size``, at ``small`` for LIIF-style runs, put back at its own size); the slices of a volume
+    to ``size``, at ``small`` for LIIF-style runs, averaged over the ``flip`` views of ``eval.flip``,
+    put back at its own size); the slices of a volume
     are stacked. Its lesions are the 3-D connected components of ground-truth alpha > 0, and every
     voxel belongs to the nearest lesion, so a lesion's scores count the false positives around it.
     Per lesion: SAD (/1000) and MSE of the alpha over its voxels, and GED and Dice between the 8
@@ -529,7 +531,7 @@ def evaluate_volumes(
     for name, members in volume_cases(samples).items():
         if any(sample.alpha is None for sample in members):
             raise MedmatError("cannot evaluate a volume without an alpha matte on every slice", members[0].source)
-        predicted = np.stack([_evaluation_alpha(model, sample, num_samples, size, small) for sample in members])
+        predicted = np.stack([_evaluation_alpha(model, sample, num_samples, size, small, flip) for sample in members])
         truth = np.stack([sample.alpha for sample in members])
         components, count = ndimage.label(truth > 0, structure=np.ones((3, 3, 3), dtype=bool))
         if count == 0:
@@ -550,10 +552,10 @@ def evaluate_volumes(
     return records
 
 
-def _evaluation_alpha(model, sample: Sample, num_samples: int, size, small) -> np.ndarray:
+def _evaluation_alpha(model, sample: Sample, num_samples: int, size, small, flip: bool | str = False) -> np.ndarray:
     size = size or sample.shape
     trimap = None if sample.trimap is None else fit_to_size(sample.trimap, size)
-    prediction = predict_as_trained(model, fit_to_size(sample.image, size), num_samples, trimap, small)
+    prediction = predict_as_trained(model, fit_to_size(sample.image, size), num_samples, trimap, small, flip)
     return np.clip(unfit_from_size(prediction["alpha"], sample.shape), 0.0, 1.0)
 
 
