@@ -27,7 +27,7 @@ from medmat.engine.checkpoint import load_checkpoint
 from medmat.engine.config import load_config, packaged_configs
 from medmat.engine.dataset import MattingDataset, fit_to_size, unfit_from_size
 from medmat.engine.evaluation import label_masks_from_alpha
-from medmat.engine.inference import build_model_from_config, load_run, predict, predict_samples
+from medmat.engine.inference import TEST_TIME_VIEWS, build_model_from_config, load_run, predict, predict_samples
 from medmat.engine import distributed
 from medmat.engine.checkpoint import restore_rng_states, rng_states
 from medmat.engine.logging import read_log, rows_to_csv
@@ -823,6 +823,7 @@ def test_flips_and_dihedral_average_every_view_mapped_back_onto_the_image():
     np.testing.assert_array_equal(following[False][1], following["dihedral"][1])
     with pytest.raises(MedmatError, match="test-time flip must be"):
         predict(model, image, flip="sideways")
+    assert engine_config.SCHEMA["eval"]["flip"].choices == (False, True, *TEST_TIME_VIEWS)  # the config takes every view set
 
 
 def test_moving_average_decay_warms_up_and_forgets_the_initial_weights():

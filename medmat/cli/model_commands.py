@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from medmat.cli.options import command_line, machine_description
+from medmat.engine.inference import TEST_TIME_VIEWS
 from medmat.errors import MedmatError
 from medmat.io.images import FORMATS, count_slices, geometry_affine, read_image, read_trimap, slice_name, write_like
 
@@ -26,7 +27,7 @@ IMAGE_ENDINGS = tuple(FORMATS)
 def _flip_option(default: str):
     """--flip [none|lr|flips|dihedral]: the test-time views averaged (eval.flip), read by :func:`_flip_setting`."""
     return click.option(
-        "--flip", type=click.Choice(["none", "lr", "flips", "dihedral"]), is_flag=False, flag_value="lr", default=None,
+        "--flip", type=click.Choice(list(TEST_TIME_VIEWS)), is_flag=False, flag_value="lr", default=None,
         help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, --flip flips with the "
              "up-down mirror and half turn too, --flip dihedral with all 8 views of the square, --flip none without "
              f"(default: {default}).",

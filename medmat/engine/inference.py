@@ -283,9 +283,11 @@ def predict(
     if len(views) > 1:
         averaged = [name for name in ("alpha", "uncertainty_map") if name in predictions]
         totals = {name: predictions[name] for name in averaged}
-        # The views draw their latents from a fork of torch's generator: after them it is where the
-        # image's own prediction left it, so the next image's masks are those drawn without views.
-        with torch.random.fork_rng():
+        # The views draw their latents from a fork of torch's generator (the model's device's):
+        # after them it is where the image's own prediction left it, so the next image's masks are
+        # those drawn without views.
+        device = next(model.parameters()).device
+        with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
             for turns, mirrored in views[1:]:
                 seen = {name: None if plane is None else _view(plane, turns, mirrored) for name, plane in planes.items()}
                 size = None if output_size is None else tuple(output_size)[:: -1 if turns % 2 else 1]
@@ -294,9 +296,15 @@ def predict(
                     totals[name] = totals[name] + _unview(other[name], turns, mirrored)
         for name in averaged:
             predictions[name] = totals[name] / len(views)
-        if "lesion_uncertainty" in predictions:
-            predictions["lesion_uncertainty"] = lesion_uncertainty(predictions["alpha"]).astype(np.float32)
+        _lesion_uncertainty_of_alpha(predictions)
     return {name: value[0] if single else value for name, value in predictions.items()}
+
+
+def _lesion_uncertainty_of_alpha(maps: dict[str, np.ndarray]) -> None:
+    """Set ``maps["lesion_uncertainty"]``, when the model gives one, to the entropy of ``maps["alpha"]``
+    (after the alpha was averaged or resampled, its entropy is recomputed, not averaged)."""
+    if "lesion_uncertainty" in maps:
+        maps["lesion_uncertainty"] = lesion_uncertainty(maps["alpha"]).astype(np.float32)
 
 
 #: Test-time augmentation (``eval.flip``): the views of an image predicted and averaged, each as
@@ -313,7 +321,7 @@ TEST_TIME_VIEWS = {
 def flip_views(flip: bool | str) -> tuple[tuple[int, bool], ...]:
     """The views :func:`predict` averages for ``flip``: False = "none", True = "lr" (the mirror
     image), or a name of :data:`TEST_TIME_VIEWS`."""
-    name = {False: "none", True: "lr"}.get(flip, flip) if isinstance(flip, bool) else flip
+    name = ("lr" if flip else "none") if isinstance(flip, bool) else flip
     if name not in TEST_TIME_VIEWS:
         raise MedmatError(f"test-time flip must be true, false or one of {', '.join(TEST_TIME_VIEWS)}, got {flip!r}")
     return TEST_TIME_VIEWS[name]
@@ -408,8 +416,7 @@ def predict_as_trained(
         small_trimap = None if trimap is None else resize_planes(trimap, tuple(resize), label=True).astype(np.asarray(trimap).dtype)
         maps = predict_as_trained(model, small, num_samples, small_trimap, model_input_size, flip)
         maps = {name: resize_planes(value, shape) for name, value in maps.items()}
-        if "lesion_uncertainty" in maps:
-            maps["lesion_uncertainty"] = lesion_uncertainty(maps["alpha"]).astype(np.float32)
+        _lesion_uncertainty_of_alpha(maps)
         return maps
     if model_input_size is None:
         return predict(model, image, trimap, num_samples=num_samples, flip=flip)
