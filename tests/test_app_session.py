@@ -26,6 +26,7 @@ from medmat.app.session import LABELS, MattingSession, stroke_mask
 from medmat.interaction.actions import PatchAnswer, Probe
 from medmat.interaction.fusion import fusion_uncertainty
 from medmat.data.phantom import make_phantom
+from medmat.engine.inference import predict_as_trained
 from medmat.errors import MedmatError
 from medmat.uncertainty.proposals import propose_patches
 from medmat.interaction.step import predict_nig
@@ -45,7 +46,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture()
 def session(wired_nig_run, tmp_path):
-    session = MattingSession.from_run(wired_nig_run, num_proposals=3, patch_size=16)
+    """The wired run on a 64 x 64 phantom at the image's own size: its model is pixel-local by
+    construction, and these tests follow the NIG pixel by pixel (the run says data.resize 32; the
+    resampling the app does by default is tested on its own)."""
+    session = MattingSession.from_run(wired_nig_run, num_proposals=3, patch_size=16, own_size=True)
     path = phantom_png(tmp_path / "case.png")
     session.open_image(path.read_bytes(), "case.png")
     yield session
@@ -56,7 +60,9 @@ def test_opening_a_png_predicts_it_and_proposes_the_most_uncertain_patches(sessi
     step = session.current
     image = read_image(tmp_path / "case.png")[0]
     assert session.interactive and session.opened.shape == (64, 64)
-    # The same prediction, made independently: the model of the run, the session's seeding.
+    # The same prediction, made independently: the model of the run, the session's seeding, the
+    # image's own size (the fixture's own_size).
+    assert session.trained_sizes == {"resize": None, "model_input_size": None}
     torch.manual_seed(session.seed)
     prediction, nig = predict_nig(session.model, image, num_samples=session.num_samples)
     np.testing.assert_array_equal(step.maps["alpha"], prediction["alpha"])
@@ -249,6 +255,41 @@ def test_a_dicom_of_another_modality_than_the_training_data_is_refused(wired_nig
     session.close()
 
 
+def test_the_app_predicts_as_the_run_was_trained_and_evaluated(tmp_path):
+    """A run trained on cases resized to 32 x 32 (data.resize) predicts a 64 x 64 upload at 32 x 32
+    and resamples its maps back, as `medmat predict` does; its eval.flip (or the session's) views
+    are averaged; own_size predicts at 64 x 64."""
+    run = save_run(tmp_path / "medical", MEDICAL_TINY)
+    image = read_image(phantom_png(tmp_path / "case.png"))[0]
+    sessions = {
+        "as trained": MattingSession.from_run(run, num_samples=2),
+        "flips": MattingSession.from_run(run, num_samples=2, flip="flips"),
+        "own size": MattingSession.from_run(run, num_samples=2, own_size=True),
+    }
+    for session in sessions.values():
+        session.open_image((tmp_path / "case.png").read_bytes(), "case.png")
+    model = sessions["as trained"].model
+    expected = {
+        "as trained": {"resize": (32, 32), "flip": False},
+        "flips": {"resize": (32, 32), "flip": "flips"},
+        "own size": {"resize": None, "flip": False},
+    }
+    alphas = {}
+    for name, session in sessions.items():
+        torch.manual_seed(session.seed)
+        prediction = predict_as_trained(model, image, 2, **expected[name])
+        maps = session.current.maps
+        assert session.summary()["settings"]["resize"] == expected[name]["resize"]
+        assert maps["alpha"].shape == maps["uncertainty_map"].shape == (64, 64)
+        np.testing.assert_array_equal(maps["alpha"], prediction["alpha"])
+        alphas[name] = maps["alpha"]
+        session.close()
+    assert np.abs(alphas["as trained"] - alphas["own size"]).max() > 1e-3
+    assert np.abs(alphas["as trained"] - alphas["flips"]).max() > 1e-4
+    with pytest.raises(MedmatError, match="test-time flip must be"):
+        MattingSession.from_run(run, flip="sideways")
+
+
 def test_runs_without_nig_show_their_maps_and_take_answers_through_the_fusion(tmp_path):
     with pytest.raises(MedmatError, match="not a medmat run"):
         MattingSession.from_run(tmp_path)
@@ -276,8 +317,9 @@ def test_runs_without_nig_show_their_maps_and_take_answers_through_the_fusion(tm
 
 @pytest.fixture()
 def following(image_following_run, tmp_path):
-    """A session on the image-following model (sure of background and lesion, unsure on the border), 64 x 64."""
-    session = MattingSession.from_run(image_following_run)
+    """A session on the image-following model (sure of background and lesion, unsure on the border), 64 x 64
+    at the image's own size (the model is pixel-local)."""
+    session = MattingSession.from_run(image_following_run, own_size=True)
     session.open_image(phantom_png(tmp_path / "case.png").read_bytes(), "case.png")
     yield session
     session.close()
@@ -337,7 +379,7 @@ def test_saved_actions_replay_to_the_same_matte(following, image_following_run, 
     written = json.loads((tmp_path / "out" / "case_interactions.json").read_text())
     assert written["actions"] == record["actions"] and [a["kind"] for a in written["actions"]] == ["probe", "stroke"]
     assert written["fusion"]["smoothness"] == following.fusion_params.smoothness
-    again = MattingSession.from_run(image_following_run)
+    again = MattingSession.from_run(image_following_run, own_size=True)
     again.open_image((tmp_path / "case.png").read_bytes(), "case.png")
     step = again.replay(written["actions"])
     np.testing.assert_allclose(step.maps["alpha"], following.current.maps["alpha"], atol=1e-5)

@@ -503,3 +503,21 @@ def test_the_app_predicts_again_with_every_probe_and_undo_restores(tmp_path):
     assert second.prior["alpha"][10, 12] == 0.25 and second.prior["alpha"][20, 20] == 1.0
     assert session.undo() is step and session.undo() is first
     session.close()
+
+
+def test_the_app_draws_the_probes_at_the_size_the_run_trained_at(tmp_path):
+    """A run trained on cases resized to 32 x 32 (data.resize) sees a 64 x 64 image at 32 x 32: each
+    probe moves to the pixel its own falls in and its disc keeps the trained radius there (2 px),
+    so the echoed answer covers about twice that radius at the image's size."""
+    run = save_run(tmp_path / "echo", PROBE_ECHO, loss={"name": "alpha_l1"})
+    write_png(tmp_path / "case.png", make_phantom(3, size=64).image)
+    shown, own = MattingSession.from_run(run), MattingSession.from_run(run, own_size=True)
+    for session in (shown, own):
+        session.open_image((tmp_path / "case.png").read_bytes(), "case.png")
+    assert shown.trained_sizes["resize"] == (32, 32) and own.trained_sizes["resize"] is None
+    resampled, at_own_size = shown.probe(21, 25, 0.25).prior["alpha"], own.probe(21, 25, 0.25).prior["alpha"]
+    assert resampled.shape == at_own_size.shape == (64, 64)
+    assert resampled[21, 25] == pytest.approx(0.25) and at_own_size[21, 25] == 0.25
+    # 3 px right of the click: outside the 2-px disc at 64 x 64, inside the resampled one.
+    assert at_own_size[21, 28] == 0.5 and resampled[21, 28] < 0.35
+    assert np.all(resampled[:, 40:] == pytest.approx(0.5))  # far from the click, nothing said

@@ -48,7 +48,8 @@ from medmat import __version__
 from medmat.data.readers.folder import read_dataset_json
 from medmat.data.readers.lidc import is_lidc_folder
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION
-from medmat.engine.inference import fit_channels, load_run, load_runs, predict, runs_label
+from medmat.engine.config import model_input_size, resize_size
+from medmat.engine.inference import fit_channels, flip_views, load_run, load_runs, predict_as_trained, runs_label
 from medmat.errors import MedmatError
 from medmat.interaction.actions import (
     PROBE_LEVELS,
@@ -57,7 +58,7 @@ from medmat.interaction.actions import (
     Probe,
     Stroke,
     actions_from_json,
-    actions_probe_map,
+    actions_probes,
     actions_to_json,
     check_action,
     stroke_mask,
@@ -200,6 +201,9 @@ class MattingSession:
         seed: torch's seed before every prediction, so the Prob. U-Net's sampled latents (and the
             maps) are the same each time the same image and user map are predicted.
         fusion: the fusion's parameters (:class:`~medmat.interaction.fusion.FusionParams`).
+        flip: the test-time views averaged (``eval.flip``'s values); None: the run's ``eval.flip``.
+        own_size: predict each image at its own size even when the run trained on cases resized
+            to ``data.resize`` (as ``medmat predict --own-size``).
     """
 
     def __init__(
@@ -212,12 +216,17 @@ class MattingSession:
         patch_size: int = DEFAULT_PATCH_SIZE,
         seed: int = 0,
         fusion: FusionParams = DEFAULT_PARAMS,
+        flip: bool | str | None = None,
+        own_size: bool = False,
     ):
         if num_samples < 1 or num_proposals < 1 or patch_size < 1:
             raise MedmatError("samples, proposals and patch size must be at least 1")
+        if flip is not None:
+            flip_views(flip)  # a MedmatError for a name that is not a set of views
         self.model, self.config, self.run = model, config, str(run)
         self.num_samples, self.num_proposals, self.patch_size, self.seed = num_samples, num_proposals, patch_size, seed
         self.fusion_params = fusion
+        self.flip_setting, self.own_size = flip, own_size
         self.opened: OpenedImage | None = None
         self.history: list[Step] = []
 
@@ -275,8 +284,7 @@ class MattingSession:
             "interactive": self.interactive,
             "nig": self.nig,
             "probe_levels": list(PROBE_LEVELS),
-            "settings": {"samples": self.num_samples, "proposals": self.num_proposals,
-                         "patch_size": self.patch_size, "seed": self.seed},
+            "settings": self.settings(),
             "image": None,
         }
         if self.opened is None or not self.history:
@@ -400,14 +408,35 @@ class MattingSession:
     # Prediction and interaction
     # ----------------------------------------------------------------------------------------
 
+    @property
+    def trained_sizes(self) -> dict:
+        """The sizes the run's model saw its images at (``data.resize``, unless :attr:`own_size`, and
+        ``data.model_input_size``; None each when it saw them at their own size): every prediction
+        resamples the image to them and its maps back, as ``medmat predict`` does, so that clicks
+        still land on the pixels shown."""
+        return {"resize": None if self.own_size else resize_size(self.config),
+                "model_input_size": model_input_size(self.config)}
+
+    def settings(self) -> dict:
+        """The settings every prediction and proposal of the session follows (shown and saved)."""
+        return {"samples": self.num_samples, "proposals": self.num_proposals, "patch_size": self.patch_size,
+                "seed": self.seed, "flip": self.flip, "resize": self.trained_sizes["resize"]}
+
+    @property
+    def flip(self) -> bool | str:
+        """The test-time views predictions average: the session's ``flip``, else the run's ``eval.flip``."""
+        return self.config.get("eval", {}).get("flip", False) if self.flip_setting is None else self.flip_setting
+
     def _predict(self, image: np.ndarray, user_map: np.ndarray,
-                 probes: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], NIG | None]:
-        """One prediction, every one from the same seed: the model's maps and, for "nig" models,
-        its NIG; ``probes`` is the probe map of a model that reads one (:attr:`reads_probes`)."""
+                 probes: list[tuple[int, int, float]] | None = None) -> tuple[dict[str, np.ndarray], NIG | None]:
+        """One prediction as the run was trained and evaluated (:attr:`trained_sizes`, ``eval.flip``'s
+        test-time views), every one from the same seed: the model's maps and, for "nig" models, its
+        NIG; ``probes`` are the (row, col, level) clicks of a model that reads them (:attr:`reads_probes`)."""
         torch.manual_seed(self.seed)
         if self.nig:
-            return predict_nig(self.model, image, user_map, num_samples=self.num_samples)
-        return predict(self.model, image, num_samples=self.num_samples, probe_map=probes), None
+            return predict_nig(self.model, image, user_map, num_samples=self.num_samples, **self.trained_sizes)
+        return predict_as_trained(self.model, image, self.num_samples, flip=self.flip, probes=probes,
+                                  **self.trained_sizes), None
 
     @staticmethod
     def _prior(prediction: dict, nig: NIG | None) -> dict[str, np.ndarray]:
@@ -525,13 +554,13 @@ class MattingSession:
         if user_map is not None:
             torch.manual_seed(self.seed)
             prediction, nig = interaction_step(self.model, self.opened.image, user_map, step.nig,
-                                               num_samples=self.num_samples)
+                                               num_samples=self.num_samples, **self.trained_sizes)
             prior = self._prior(prediction, nig)
         else:
             user_map = step.user_map
         if self.reads_probes and any(isinstance(action, Probe) for action in new):
             # The same seed as the first prediction: the matte changes by the probes alone.
-            prior = self._prior(*self._predict(self.opened.image, user_map, actions_probe_map(actions, user_map.shape)))
+            prior = self._prior(*self._predict(self.opened.image, user_map, actions_probes(actions)))
         new_step = self._step(self.opened.image, prior, nig, user_map, actions, start)
         record = {"index": len(self.history), **record, "seconds": round(new_step.seconds, 4),
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -615,8 +644,7 @@ class MattingSession:
             "image": {"name": self.opened.name, "format": self.opened.geometry.get("format"),
                       "shape": list(self.opened.shape), "slice_index": self.opened.slice_index,
                       "num_slices": self.opened.num_slices},
-            "settings": {"samples": self.num_samples, "proposals": self.num_proposals,
-                         "patch_size": self.patch_size, "seed": self.seed},
+            "settings": self.settings(),
             "user_map_values": {**LABELS, "unknown": 0.0},
             "num_interactions": len(self.history) - 1,
             "interactions": self.interactions,

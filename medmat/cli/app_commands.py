@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import click
 
+from medmat.cli.options import flip_option, own_size_option
+
 #: Port of ``medmat serve`` unless --port says otherwise.
 DEFAULT_PORT = 8765
 
@@ -34,8 +36,10 @@ DEFAULT_PORT = 8765
 @click.option("--samples", "num_samples", default=8, show_default=True, type=click.IntRange(min=1),
               help="Masks drawn by models that sample (a 'nig' model hands the count to its base).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents.")
+@flip_option("the run's eval.flip")
+@own_size_option("Predict each image")
 @click.option("--verbose", is_flag=True, help="Log every request.")
-def serve_command(runs, output, host, port, image, proposals, patch_size, num_samples, seed, verbose):
+def serve_command(runs, output, host, port, image, proposals, patch_size, num_samples, seed, flip, own_size, verbose):
     """Serve the browser app: open an image, see the matte and its uncertainty, correct it, save."""
     from pathlib import Path
 
@@ -43,7 +47,8 @@ def serve_command(runs, output, host, port, image, proposals, patch_size, num_sa
     from medmat.app.session import MattingSession
 
     session = MattingSession.from_run(runs, num_samples=num_samples, num_proposals=proposals,
-                                      patch_size=patch_size, seed=seed)
+                                      patch_size=patch_size, seed=seed, own_size=own_size,
+                                      flip=flip)
     if image is not None:
         session.open_image(Path(image).read_bytes(), Path(image).name)
     server = make_server(session, output, host, port, quiet=not verbose)

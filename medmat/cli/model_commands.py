@@ -15,30 +15,12 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from medmat.cli.options import command_line, machine_description
-from medmat.engine.inference import TEST_TIME_VIEWS
+from medmat.cli.options import command_line, flip_option, flip_setting, machine_description, own_size_option
 from medmat.errors import MedmatError
 from medmat.io.images import FORMATS, count_slices, geometry_affine, read_image, read_trimap, slice_name, write_like
 
 #: Image files ``medmat predict`` reads from a folder: every ending medmat reads.
 IMAGE_ENDINGS = tuple(FORMATS)
-
-
-def _flip_option(default: str):
-    """--flip [none|lr|flips|dihedral]: the test-time views averaged (eval.flip), read by :func:`_flip_setting`."""
-    return click.option(
-        "--flip", type=click.Choice(list(TEST_TIME_VIEWS)), is_flag=False, flag_value="lr", default=None,
-        help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, --flip flips with the "
-             "up-down mirror and half turn too, --flip dihedral with all 8 views of the square, --flip none without "
-             f"(default: {default}).",
-    )
-
-
-def _flip_setting(flip: str | None, config: dict):
-    """eval.flip for a --flip value: the run's own when not given; none / lr as false / true, as configs write them."""
-    if flip is None:
-        return config["eval"]["flip"]
-    return {"none": False, "lr": True}.get(flip, flip)
 
 
 def _config_options(function):
@@ -238,10 +220,8 @@ def _predict_volume(path, model, config, output, run, num_samples, seed, window,
                    "slides the run's window over every slice and keeps windows predicting alpha > 0.5.")
 @click.option("--roi-slices", default=1, show_default=True, type=click.IntRange(min=1),
               help="Slices a seed:z,y,x box spans, centred on the seed's slice.")
-@_flip_option("the run's eval.flip")
-@click.option("--own-size", is_flag=True,
-              help="Predict each 2-D image at its own size even when the run trained on cases resized to "
-                   "data.resize (memory grows with the pixels; see docs/data-format.md, \"Large images\").")
+@flip_option("the run's eval.flip")
+@own_size_option("Predict each 2-D image")
 def predict_command(input_path, output, runs, num_samples, file_format, trimaps, seed, output_size, scale,
                     window, rois, roi_slices, flip, own_size):
     """Predict alpha mattes, uncertainty maps, lesion uncertainty and sampled masks for new images.
@@ -268,7 +248,7 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
     model, config = load_runs(runs)
-    flip = _flip_setting(flip, config)
+    flip = flip_setting(flip, config)
     run = runs_label(runs)  # how the volumes' JSON names the model
     if output_size or scale is not None:
         require_output_size(model, config["model"]["name"])
@@ -328,7 +308,7 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
 @click.option("--uncertainty", is_flag=True,
               help="Also score the uncertainty maps: AUROC for |error| > 0.1 and for annotator disagreement, "
                    "and for 'nig' models the calibration (uncertainty.json, uncertainty.md, reliability.png).")
-@_flip_option("each fold's eval.flip, as it was trained")
+@flip_option("each fold's eval.flip, as it was trained")
 def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, seed, uncertainty, flip):
     """Score a run's models on their held-out cases: Table IV / V-style tables and a figure of examples.
 
@@ -365,7 +345,7 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
     if len(runs) > 1:  # the summary's config says which models scored
         config = {**config, "ensemble_runs": [str(run) for run in runs]}
     if flip is not None:  # the summary's config says how the tables were made
-        flip = _flip_setting(flip, config)
+        flip = flip_setting(flip, config)
         config = {**config, "eval": {**config["eval"], "flip": flip}}
     samples = load_samples(config)
     records, figure_rows, labels, uncertainty_cases, uncertainty_predictions = [], [], [], [], []

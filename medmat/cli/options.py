@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from medmat.engine.inference import TEST_TIME_VIEWS
 from medmat.errors import MedmatError
 
 data_option = click.option(
@@ -20,6 +21,32 @@ min_annotators_option = click.option(
     "--min-annotators", type=click.IntRange(min=1), default=None,
     help="LIDC: keep slices where at least this many radiologists marked the nodule (default 4 = all).",
 )
+
+
+def flip_option(default: str):
+    """--flip [none|lr|flips|dihedral]: the test-time views averaged (eval.flip), read by :func:`flip_setting`."""
+    return click.option(
+        "--flip", type=click.Choice(list(TEST_TIME_VIEWS)), is_flag=False, flag_value="lr", default=None,
+        help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, --flip flips with the "
+             "up-down mirror and half turn too, --flip dihedral with all 8 views of the square, --flip none without "
+             f"(default: {default}).",
+    )
+
+
+def flip_setting(flip: str | None, config: dict):
+    """eval.flip for a --flip value: the run's own when not given; none / lr as false / true, as configs write them."""
+    if flip is None:
+        return config["eval"]["flip"]
+    return {"none": False, "lr": True}.get(flip, flip)
+
+
+def own_size_option(what: str):
+    """--own-size: ``what`` (e.g. "Predict each 2-D image") at the image's own size, not the run's data.resize."""
+    return click.option(
+        "--own-size", is_flag=True,
+        help=f"{what} at its own size even when the run trained on cases resized to data.resize (memory grows "
+             "with the pixels; see docs/data-format.md, \"Large images\").",
+    )
 
 
 def split_list(text: str, known: dict, what: str) -> list[str]:

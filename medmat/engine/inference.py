@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medmat.data.probe_maps import probe_map as draw_probe_map
 from medmat.data.trimap import trimap_levels
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint
 from medmat.engine.config import CONFIG_NAME, input_size, load_config, model_input_size, resize_size
@@ -399,29 +400,54 @@ def predict_as_trained(
     model_input_size: Sequence[int] | None = None,
     flip: bool | str = False,
     resize: Sequence[int] | None = None,
+    user_map: np.ndarray | None = None,
+    probes: Sequence[tuple[int, int, float]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """:func:`predict` of a (C, H, W) image as the model was trained to see it.
+    """:func:`predict` of a (C, H, W) image (or a (B, C, H, W) batch) as the model was trained to see it.
 
     With ``resize`` (h, w) (``data.resize``: every training case was resampled to it when loaded)
-    the image, and its trimap by the nearest pixel, are resampled to (h, w) first, and every map
-    is resampled back to (H, W) (bilinear when growing, the area mean when shrinking; the lesion
-    uncertainty is then the entropy of the resampled alpha). With ``model_input_size`` (h, w)
+    the image, and its trimap and user map by the nearest pixel, are resampled to (h, w) first, and
+    every map is resampled back to (H, W) (bilinear when growing, the area mean when shrinking; the
+    lesion uncertainty is then the entropy of the resampled alpha). With ``model_input_size`` (h, w)
     (``data.model_input_size``: a LIIF-style run) the image is resampled to (h, w) as training
     resampled it and the resolution-free model reads its outputs at the size it was given;
     resolution-free models take no trimap. Otherwise the image is predicted as it is.
+
+    ``user_map``: (H, W) in {-1, 0, 0.5, 1} for a model that reads one (dugMatting's "nig").
+    ``probes``: for one image, the (row, col, level) clicks of a model that reads a probe map (pixels
+    of the (H, W) image, levels in [0, 1]); the map is drawn at the size the model sees, each click at the
+    pixel its own falls in, so that its disc has the radius training drew (None: no probe map).
     """
-    if resize is not None and tuple(resize) != tuple(np.shape(image)[-2:]):
-        shape = tuple(np.shape(image)[-2:])
-        small = np.clip(resize_planes(image, tuple(resize)), 0.0, 1.0)
-        small_trimap = None if trimap is None else resize_planes(trimap, tuple(resize), label=True).astype(np.asarray(trimap).dtype)
-        maps = predict_as_trained(model, small, num_samples, small_trimap, model_input_size, flip)
+    shape = tuple(np.shape(image)[-2:])
+    if resize is not None and tuple(resize) != shape:
+        size = tuple(int(v) for v in resize)
+        small = np.clip(resize_planes(image, size), 0.0, 1.0)
+        small_trimap = None if trimap is None else resize_planes(trimap, size, label=True).astype(np.asarray(trimap).dtype)
+        small_user_map = None if user_map is None else resize_planes(user_map, size, label=True)
+        maps = predict_as_trained(model, small, num_samples, small_trimap, model_input_size, flip,
+                                  user_map=small_user_map, probes=_scaled_probes(probes, shape, size))
         maps = {name: resize_planes(value, shape) for name, value in maps.items()}
         _lesion_uncertainty_of_alpha(maps)
         return maps
     if model_input_size is None:
-        return predict(model, image, trimap, num_samples=num_samples, flip=flip)
-    small = np.clip(resize_planes(image, tuple(model_input_size)), 0.0, 1.0)
-    return predict(model, small, output_size=tuple(np.shape(image)[-2:]), num_samples=num_samples, flip=flip)
+        planes = None if probes is None else draw_probe_map(shape, probes)
+        return predict(model, image, trimap, user_map, num_samples=num_samples, flip=flip, probe_map=planes)
+    size = tuple(int(v) for v in model_input_size)
+    small = np.clip(resize_planes(image, size), 0.0, 1.0)
+    small_user_map = None if user_map is None else resize_planes(user_map, size, label=True)
+    planes = None if probes is None else draw_probe_map(size, _scaled_probes(probes, shape, size))
+    return predict(model, small, user_map=small_user_map, output_size=shape, num_samples=num_samples, flip=flip,
+                   probe_map=planes)
+
+
+def _scaled_probes(probes, shape: tuple[int, int], size: tuple[int, int]) -> list[tuple[int, int, float]] | None:
+    """Each (row, col, level) of an (H, W) = ``shape`` image moved to the pixel of an (h, w) = ``size``
+    resampling whose footprint holds its centre (the pixel centres of :func:`resize_planes`)."""
+    if probes is None:
+        return None
+    (height, width), (rows, cols) = shape, size
+    return [(min(int((row + 0.5) * rows / height), rows - 1), min(int((col + 0.5) * cols / width), cols - 1), level)
+            for row, col, level in probes]
 
 
 def predict_samples(

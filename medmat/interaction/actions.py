@@ -285,10 +285,15 @@ def action_mask(action: Action, shape: tuple[int, int], click_radius: float) -> 
     return mask
 
 
+def actions_probes(actions: Iterable[Action]) -> list[tuple[int, int, float]]:
+    """(row, col, value) of each :class:`Probe` among ``actions``, oldest first: what a model that
+    re-predicts with the probes reads of them; strokes and patch answers are not among them."""
+    return [(action.row, action.col, action.value) for action in actions if isinstance(action, Probe)]
+
+
 def actions_probe_map(actions: Iterable[Action], shape: tuple[int, int]) -> np.ndarray:
-    """The probe map (:mod:`medmat.data.probe_maps`, float32 (2, H, W)) of the :class:`Probe` s among
-    ``actions``, for a model that re-predicts with them; strokes and patch answers are not in it."""
-    return probe_map(shape, [(action.row, action.col, action.value) for action in actions if isinstance(action, Probe)])
+    """The probe map (:mod:`medmat.data.probe_maps`, float32 (2, H, W)) of :func:`actions_probes`."""
+    return probe_map(shape, actions_probes(actions))
 
 
 def action_box(action: Action, half_size: int = 2) -> tuple[int, int, int, int]:
