@@ -253,6 +253,23 @@ def test_probe_clicks_on_any_run_give_rounds_noisy_rows_noc_and_the_figure(follo
     assert _png_size(out / "interaction.png") == (round(6 * TILE_PIXELS), round(2 * TILE_PIXELS))
 
 
+@pytest.mark.parametrize("flip", ["none", "flips"])
+def test_round_0_of_a_fusion_protocol_is_evaluates_table_iv(medical_run, tmp_path, flip):
+    """Round 0 predicts each held-out case as `medmat evaluate` does (the test-time views, the
+    sampled latents from the same seed), so with one seed the two tables agree."""
+    evaluated, interacted = tmp_path / "evaluate", tmp_path / "interact"
+    common = ["--run", str(medical_run), "--samples", "2", "--flip", flip, "--seed", "3"]
+    assert main(["evaluate", *common, "-o", str(evaluated), "--figure", "0"]) == 0
+    assert main(["interact", *common, "--protocol", "probe", "--simulate", "1", "--no-noisy", "--figure", "0",
+                 "-o", str(interacted)]) == 0
+    table_iv = json.loads((evaluated / "summary.json").read_text())["table_iv"]["mean"]
+    round_0 = json.loads((interacted / "table_iv_region.json").read_text())["rows"]["0 interactions"]["mean"]
+    assert round_0["SAD"] == pytest.approx(table_iv["SAD"], rel=1e-6)
+    assert round_0["Grad"] == pytest.approx(table_iv["Grad"], rel=1e-6)
+    settings = json.loads((interacted / "interaction.json").read_text())["settings"]
+    assert settings["flip"] == {"none": False, "flips": "flips"}[flip]
+
+
 @pytest.mark.parametrize("protocol, kinds", [("binary", {"probe"}), ("brush", {"stroke"}), ("patch", {"patch"})])
 def test_the_controls_run_through_the_same_fusion_on_a_nig_run(nig_run, tmp_path, protocol, kinds):
     out = tmp_path / protocol

@@ -27,7 +27,7 @@ from pathlib import Path
 import click
 
 from medmat.engine.held_out import ensemble_runs_and_cases, run_config, runs_and_cases
-from medmat.cli.options import command_line, machine_description
+from medmat.cli.options import command_line, flip_option, flip_setting, machine_description
 
 
 PROTOCOLS = ("dugmatting", "probe", "binary", "brush", "patch")
@@ -66,8 +66,9 @@ PROTOCOLS = ("dugmatting", "probe", "binary", "brush", "patch")
               help="Cases shown in interaction.png.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the sampled latents, the noisy "
               "user and the refiner.")
+@flip_option("each fold's eval.flip, as `medmat evaluate`; fusion protocols")
 def interact_command(runs, protocol, rounds, proposals, patch_size, threshold, refine_steps, noisy, fusion_settings,
-                     num_samples, data, trimaps, output, figure_cases, seed):
+                     num_samples, data, trimaps, output, figure_cases, seed, flip):
     """Simulate a user correcting a run's held-out cases and score every interaction (Table IV).
 
     Writes table_iv_region.{md,csv,json} (SAD/MSE/Grad/Conn on trimap == 128, the whole image for
@@ -84,8 +85,10 @@ def interact_command(runs, protocol, rounds, proposals, patch_size, threshold, r
         if refine_steps or threshold:
             raise MedmatError("--refine-steps and --threshold belong to --protocol dugmatting")
         _interact_with_fusion(runs, protocol, rounds, proposals, patch_size, noisy, fusion_settings, num_samples,
-                              data, trimaps, output, figure_cases, seed)
+                              data, trimaps, output, figure_cases, seed, flip)
         return
+    if flip is not None:
+        raise MedmatError("--flip belongs to the fusion protocols (probe, binary, brush, patch)")
     import numpy as np
     import torch
 
@@ -99,7 +102,7 @@ def interact_command(runs, protocol, rounds, proposals, patch_size, threshold, r
     )
     from medmat.interaction.refinement import refine_alpha, train_refiner
     from medmat.interaction.simulate import simulate_dataset, simulate_interactions
-    from medmat.engine.config import input_size
+    from medmat.engine.config import input_size, model_input_size
     from medmat.engine.dataset import fit_sample
 
     if len(runs) > 1:
@@ -193,14 +196,14 @@ def fusion_overrides(settings) -> dict:
 
 
 def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, fusion_settings, num_samples, data,
-                          trimaps, output, figure_cases, seed):
+                          trimaps, output, figure_cases, seed, flip):
     """``medmat interact`` with a fusion protocol (probe, binary, brush, patch) on any run."""
     import dataclasses
 
     import torch
 
     from medmat.engine import load_runs
-    from medmat.engine.config import input_size
+    from medmat.engine.config import input_size, model_input_size
     from medmat.engine.dataset import fit_sample
     from medmat.engine.inference import runs_label
     from medmat.engine.trainer import load_samples
@@ -219,8 +222,10 @@ def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, f
     run = runs_label(runs)  # how the results name the model
     config = run_config(runs[0], data, trimaps)
     samples = load_samples(config)
+    if flip is not None:
+        flip = flip_setting(flip, config)
     settings = {"protocol": protocol, "steps": steps, "noisy": noisy, "samples": num_samples, "seed": seed,
-                "fusion": dataclasses.asdict(params)}
+                "flip": "each fold's eval.flip" if flip is None else flip, "fusion": dataclasses.asdict(params)}
     if protocol == "patch":
         settings.update(proposals=proposals, patch_size=patch_size)
     simulations, folds, figure_rows, figure_boxes, labels = [], [], [], [], []
@@ -233,6 +238,7 @@ def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, f
         simulation, histories = simulate_fusion_dataset(
             model, cases, protocol, steps, params, region, num_samples, noisy, seed, proposals, patch_size,
             keep=max(0, figure_cases - len(figure_rows)),
+            flip=fold_config["eval"]["flip"] if flip is None else flip, model_input_size=model_input_size(fold_config),
         )
         simulations.append(simulation)
         folds.append([case.id for case in cases])

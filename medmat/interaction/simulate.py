@@ -40,8 +40,8 @@ from torch import nn
 from medmat.data.sample import Sample
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION, UNKNOWN, patch_label
 from medmat.errors import MedmatError
-from medmat.engine.inference import predict
-from medmat.interaction.actions import PROBE_LEVELS, Action, actions_probe_map, actions_to_json
+from medmat.engine.inference import predict_as_trained
+from medmat.interaction.actions import PROBE_LEVELS, Action, actions_probes, actions_to_json
 from medmat.interaction.fusion import DEFAULT_PARAMS, Fusion, FusionParams, fuse, fusion_uncertainty
 from medmat.interaction.refinement import refine_alpha
 from medmat.interaction.step import interaction_step, predict_nig
@@ -352,21 +352,23 @@ def simulate_fusion(
     return history
 
 
-def probe_predictor(model: nn.Module, sample: Sample, num_samples: int = 8, seed: int = 0
+def probe_predictor(model: nn.Module, sample: Sample, num_samples: int = 8, seed: int = 0,
+                    flip: bool | str = False, model_input_size: Sequence[int] | None = None,
                     ) -> Callable[[tuple[Action, ...]], dict[str, np.ndarray]] | None:
     """For a model that re-predicts with the user's probes (``"probe_map"`` among its inputs,
     :mod:`medmat.models.probe_refiner`): ``actions -> maps``, its prediction of ``sample`` with the
-    probe map of ``actions`` (:func:`~medmat.interaction.actions.actions_probe_map`). Every call
-    draws the model's random samples from ``seed``, so rounds differ by the probes alone. None for
-    a model that does not read probes."""
+    probes among ``actions`` (:func:`~medmat.interaction.actions.actions_probes`), as the run was
+    evaluated (``flip``: ``eval.flip``'s views; ``model_input_size``: ``data.model_input_size``).
+    Every call draws the model's random samples from ``seed``, so rounds differ by the probes
+    alone. None for a model that does not read probes."""
     if "probe_map" not in model.spec.takes:
         return None
 
     def repredict(actions: tuple[Action, ...]) -> dict[str, np.ndarray]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return predict(model, sample.image, sample.trimap, num_samples=num_samples,
-                           probe_map=actions_probe_map(actions, sample.shape))
+            return predict_as_trained(model, sample.image, num_samples, sample.trimap, model_input_size, flip,
+                                      probes=actions_probes(actions))
 
     return repredict
 
@@ -398,6 +400,8 @@ def simulate_fusion_dataset(
     num_proposals: int = 4,
     patch_size: int = 16,
     keep: int = 0,
+    flip: bool | str = False,
+    model_input_size: Sequence[int] | None = None,
 ) -> tuple[dict, list[tuple[Sample, list[FusionRound]]]]:
     """:func:`simulate_fusion` on every case with the protocol's clean user (and its noisy user).
 
@@ -414,6 +418,10 @@ def simulate_fusion_dataset(
         seed: the noisy users' seed.
         num_proposals, patch_size: the patch protocol's N and patch side.
         keep: how many of the first cases' clean histories to return (for a figure).
+        flip, model_input_size: the run's ``eval.flip`` and ``data.model_input_size``: each case is
+            predicted as ``medmat evaluate`` predicts it
+            (:func:`~medmat.engine.inference.predict_as_trained`), so that with the same seed
+            round 0 is its Table IV.
 
     Returns:
         ``(simulation, histories)``: ``simulation = {"cases": [{"id", "round-0".."round-K",
@@ -423,8 +431,11 @@ def simulate_fusion_dataset(
     cases, histories = [], []
     with_noise = noisy and protocol in NOISY_PROTOCOLS
     for index, sample in enumerate(samples):
-        repredict = probe_predictor(model, sample, num_samples, seed)
-        prediction = predict(model, sample.image, sample.trimap, num_samples=num_samples) if repredict is None else repredict(())
+        repredict = probe_predictor(model, sample, num_samples, seed, flip, model_input_size)
+        if repredict is None:
+            prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, model_input_size, flip)
+        else:
+            prediction = repredict(())
         users = {CLEAN: make_user(protocol, prediction, False, seed, num_proposals, patch_size)}
         if with_noise:
             users[NOISY] = make_user(protocol, prediction, True, [seed, index], num_proposals, patch_size)
