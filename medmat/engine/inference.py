@@ -421,11 +421,10 @@ def predict_as_trained(
     shape = tuple(np.shape(image)[-2:])
     if resize is not None and tuple(resize) != shape:
         size = tuple(int(v) for v in resize)
-        small = np.clip(resize_planes(image, size), 0.0, 1.0)
+        small, small_user_map, small_probes = _inputs_resampled(size, image, user_map, probes)
         small_trimap = None if trimap is None else resize_planes(trimap, size, label=True).astype(np.asarray(trimap).dtype)
-        small_user_map = None if user_map is None else resize_planes(user_map, size, label=True)
         maps = predict_as_trained(model, small, num_samples, small_trimap, model_input_size, flip,
-                                  user_map=small_user_map, probes=_scaled_probes(probes, shape, size))
+                                  user_map=small_user_map, probes=small_probes)
         maps = {name: resize_planes(value, shape) for name, value in maps.items()}
         _lesion_uncertainty_of_alpha(maps)
         return maps
@@ -433,21 +432,23 @@ def predict_as_trained(
         planes = None if probes is None else draw_probe_map(shape, probes)
         return predict(model, image, trimap, user_map, num_samples=num_samples, flip=flip, probe_map=planes)
     size = tuple(int(v) for v in model_input_size)
-    small = np.clip(resize_planes(image, size), 0.0, 1.0)
-    small_user_map = None if user_map is None else resize_planes(user_map, size, label=True)
-    planes = None if probes is None else draw_probe_map(size, _scaled_probes(probes, shape, size))
+    small, small_user_map, small_probes = _inputs_resampled(size, image, user_map, probes)
+    planes = None if small_probes is None else draw_probe_map(size, small_probes)
     return predict(model, small, user_map=small_user_map, output_size=shape, num_samples=num_samples, flip=flip,
                    probe_map=planes)
 
 
-def _scaled_probes(probes, shape: tuple[int, int], size: tuple[int, int]) -> list[tuple[int, int, float]] | None:
-    """Each (row, col, level) of an (H, W) = ``shape`` image moved to the pixel of an (h, w) = ``size``
-    resampling whose footprint holds its centre (the pixel centres of :func:`resize_planes`)."""
-    if probes is None:
-        return None
-    (height, width), (rows, cols) = shape, size
-    return [(min(int((row + 0.5) * rows / height), rows - 1), min(int((col + 0.5) * cols / width), cols - 1), level)
-            for row, col, level in probes]
+def _inputs_resampled(size: tuple[int, int], image: np.ndarray, user_map: np.ndarray | None, probes) -> tuple:
+    """An (H, W) image's model inputs resampled to ``size`` (h, w): ``(image, user_map, probes)``, the
+    image clipped to [0, 1], the user map by the nearest pixel, each (row, col, level) probe moved to
+    the pixel whose footprint holds its centre (the pixel centres of :func:`resize_planes`); None stays None."""
+    (height, width), (rows, cols) = np.shape(image)[-2:], size
+    small = np.clip(resize_planes(image, size), 0.0, 1.0)
+    small_user_map = None if user_map is None else resize_planes(user_map, size, label=True)
+    small_probes = None if probes is None else [
+        (min(int((row + 0.5) * rows / height), rows - 1), min(int((col + 0.5) * cols / width), cols - 1), level)
+        for row, col, level in probes]
+    return small, small_user_map, small_probes
 
 
 def predict_samples(
