@@ -31,7 +31,7 @@ import numpy as np
 
 from medmat.engine.config import CONFIG_NAME, load_config
 from medmat.engine.evaluation import METRICS_NAME, read_metrics
-from medmat.engine.inference import ensemble_members
+from medmat.engine.inference import MEMBER_PREFIX, ensemble_members
 from medmat.metrics.tables import mean_std_cell
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
@@ -56,9 +56,9 @@ def member_runs(run_dir: str) -> list[tuple[int, int, list[dict]]]:
     ``(member index, its seed, the records of its finished folds)``; [] for any other folder."""
     members: dict[int, list[Path]] = {}
     for fold_dir in sorted(Path(run_dir).glob("fold-*"), key=lambda path: int(path.name[5:])):
-        for index, folder in enumerate(ensemble_members(fold_dir)):
+        for folder in ensemble_members(fold_dir, every_member=True):  # a member left out is still a run
             if (folder / METRICS_NAME).is_file():
-                members.setdefault(index, []).append(folder)
+                members.setdefault(int(folder.name[len(MEMBER_PREFIX):]), []).append(folder)
     return [
         (index, load_config(folders[0] / CONFIG_NAME)["seed"], [read_metrics(folder) for folder in folders])
         for index, folders in sorted(members.items())

@@ -3,6 +3,7 @@ produce their files on the built-in phantoms."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medmat.cli.main import cli, main
+from medmat.cli.main import COMMAND_MODULES, cli, main
 
 REPO = Path(__file__).resolve().parents[1]
 #: The sub-commands the README documents: each must be registered (an import error must not drop one).
@@ -126,16 +127,31 @@ def _commands_run_in_the_docs() -> set[str]:
 def test_every_documented_command_is_registered():
     documented = set(DOCUMENTED_COMMANDS) | _commands_run_in_the_docs()
     assert set(DOCUMENTED_COMMANDS) <= _commands_run_in_the_docs()
-    assert documented <= set(cli.commands), documented - set(cli.commands)
+    assert documented <= set(cli.list_commands(None)), documented - set(cli.list_commands(None))
     listed = run_cli("--help")  # a fresh process, as the user's
     assert listed.returncode == 0
     for name in documented:
         assert re.search(rf"^\s+{name}\s", listed.stdout, re.MULTILINE), name
 
 
+def test_each_command_is_found_in_the_module_that_defines_it():
+    """main.COMMAND_MODULES names, without importing it, the module of every command; each module's
+    COMMANDS are all named there (a command added to a module but not to the map would be unreachable)."""
+    modules = {f"medmat.cli.{path.stem}" for path in (REPO / "medmat" / "cli").glob("*_commands.py")}
+    assert set(COMMAND_MODULES.values()) == modules
+    by_module = {}
+    for name, module in COMMAND_MODULES.items():
+        by_module.setdefault(module, set()).add(name)
+    for module, names in by_module.items():
+        assert {command.name for command in importlib.import_module(module).COMMANDS} == names, module
+    assert all(cli.get_command(None, name).name == name for name in COMMAND_MODULES)
+    assert cli.get_command(None, "no-such-command") is None
+
+
 def test_an_import_error_in_a_command_module_is_not_swallowed():
     # Before: main.py caught the ImportError and silently dropped train, predict, evaluate, ...
-    broken = "import sys; sys.modules['medmat.cli.model_commands'] = None; import medmat.cli.main"
+    broken = ("import sys; sys.modules['medmat.cli.model_commands'] = None; "
+              "from medmat.cli.main import main; main(['train', '--help'])")
     result = subprocess.run([sys.executable, "-c", broken], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "medmat.cli.model_commands" in result.stderr.splitlines()[-1], result.stderr
 

@@ -17,7 +17,9 @@ from medmat.data.splits import load_split, save_split
 from medmat.engine import crossval, load_config, load_run, load_runs, predict, train
 from medmat.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmat.engine.held_out import ensemble_runs_and_cases
+from medmat.engine.evaluation import whole_image_scores
 from medmat.engine.inference import build_model_from_config, ensemble_members
+from medmat.engine.summary import left_out_lines
 from medmat.engine.trainer import load_samples, member_config
 from medmat.errors import MedmatError
 from medmat.interaction.evaluation import require_nig_config
@@ -258,7 +260,7 @@ def test_an_ensemble_config_trains_the_single_seed_runs_and_scores_them_as_one(t
 def test_member_config_seeds_members_apart_and_refuses_one_outside_the_ensemble():
     config = load_config({"seed": 5, "ensemble": {"members": 3}})
     assert [member_config(config, i)["seed"] for i in range(3)] == [15, 16, 17]
-    assert member_config(config, 0)["ensemble"] == {"members": 1} and config["ensemble"] == {"members": 3}
+    assert member_config(config, 0)["ensemble"] == {"members": 1} and config["ensemble"]["members"] == 3
     with pytest.raises(MedmatError, match="member 3 of an ensemble of 3"):
         member_config(config, 3)
 
@@ -269,3 +271,67 @@ def test_dugmatting_interaction_refuses_a_config_that_trains_an_ensemble_of_nig_
     with pytest.raises(MedmatError, match="deep ensemble of 2 'nig' models per fold") as error:
         require_nig_config(load_config({**nig, "ensemble": {"members": 2}}), tmp_path)
     assert error.value.path == str(tmp_path)
+
+
+def test_a_member_that_fits_its_training_cases_worse_than_unfit_ratio_allows_is_left_out(tmp_path):
+    """ensemble.unfit_ratio: each member's whole-image SAD on the fold's training cases decides;
+    with ratio 1 only the best member stays, and the fold folder then predicts and scores as that
+    member alone, everywhere a run is read (members.json)."""
+    config = tiny_phantom_config(MEDICAL_TINY)
+    samples = load_samples(config)
+    ensemble_config = load_config({**config, "seed": 3, "ensemble": {"members": 2, "unfit_ratio": 1.0}})
+    record = train(ensemble_config, tmp_path / "ens", fold=0, samples=samples)
+    kept = json.loads((tmp_path / "ens" / "members.json").read_text())
+    training_sad = kept["training_SAD"]
+    assert len(training_sad) == 2 and training_sad[0] != training_sad[1]
+    best = int(np.argmin(training_sad))
+    assert kept["kept"] == [best] and kept["left_out"] == [1 - best] and kept["unfit_ratio"] == 1.0
+    assert record["members_training_SAD"] == training_sad
+    assert record["kept_members"] == [str(tmp_path / "ens" / f"member-{best}")]
+    assert ensemble_members(tmp_path / "ens") == [tmp_path / "ens" / f"member-{best}"]
+    (line,) = left_out_lines([record])  # what the crossval summary says of the fold
+    assert line.startswith(f"Fold 0: member-{1 - best} left out") and f"{training_sad[best]:.4f}" in line
+    assert len(ensemble_members(tmp_path / "ens", every_member=True)) == 2
+    model, _ = load_run(tmp_path / "ens")
+    assert not isinstance(model, DeepEnsemble)
+    # The fold's score is the kept member's, drawn with the ensemble's seed.
+    assert main(["evaluate", "--run", str(tmp_path / "ens" / f"member-{best}"), "--seed", "3",
+                 "-o", str(tmp_path / "alone"), "--figure", "0"]) == 0
+    alone = json.loads((tmp_path / "alone" / "summary.json").read_text())["table_iv"]["mean"]
+    assert record["mean"]["region"] == pytest.approx(alone, rel=1e-12)
+    # The training SAD is the member's own: recomputed from its folder, it is the same number.
+    member = member_config(ensemble_config, best)
+    train_samples = [s for s in samples if s.id in set(record["train_ids"])]
+    again = whole_image_scores(load_run(tmp_path / "ens" / f"member-{best}")[0], train_samples, member, None)
+    assert again["SAD"] == pytest.approx(training_sad[best], rel=1e-9)
+    # A fold whose score was lost is rescored at train.num_threads although no member trains again
+    # (a crossval worker forked with jobs > 1 would otherwise run at its parent's count and deadlock in OpenMP).
+    for name in ("metrics.json", "members.json"):
+        (tmp_path / "ens" / name).unlink()
+    ensemble_config["train"]["num_threads"] = 2
+    rescored = train(ensemble_config, tmp_path / "ens", fold=0, samples=samples, resume=True)
+    assert rescored["mean"]["region"] == pytest.approx(record["mean"]["region"], rel=1e-5)
+    assert torch.get_num_threads() == 2
+    # The ratio may change on resume (it chooses among finished members): a lax one keeps both.
+    (tmp_path / "ens" / "metrics.json").unlink()
+    lax = load_config({**ensemble_config, "ensemble": {"members": 2, "unfit_ratio": 100}})
+    assert train(lax, tmp_path / "ens", fold=0, samples=samples, resume=True)["kept_members"] == [
+        str(tmp_path / "ens" / "member-0"), str(tmp_path / "ens" / "member-1")]
+    assert len(ensemble_members(tmp_path / "ens")) == 2
+    # Without the ratio every member counts (the default).
+    assert load_config({**config, "ensemble": {"members": 2}})["ensemble"]["unfit_ratio"] is None
+    with pytest.raises(MedmatError, match="unfit_ratio"):
+        load_config({**config, "ensemble": {"members": 2, "unfit_ratio": 0.5}})
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", "cannot read"), ('{"kept": []}', "non-empty list"), ('{"kept": [0, 5]}', "member 5"),
+])
+def test_a_broken_members_json_is_refused_in_one_line_naming_it(tmp_path, content, problem):
+    fold = tmp_path / "fold-0"
+    for index in (0, 1):
+        _seeded_run(fold / f"member-{index}", seed=index)
+    (fold / "members.json").write_text(content)
+    with pytest.raises(MedmatError, match=problem) as error:
+        load_run(fold)
+    assert error.value.path == str(fold / "members.json")

@@ -9,8 +9,12 @@ or proposed-patch labels (a "nig" model also predicts again with them), and save
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from medmat.app.server import make_server
+from medmat.app.session import MattingSession
 from medmat.cli.options import flip_option, own_size_option
 
 #: Port of ``medmat serve`` unless --port says otherwise.
@@ -41,11 +45,6 @@ DEFAULT_PORT = 8765
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def serve_command(runs, output, host, port, image, proposals, patch_size, num_samples, seed, flip, own_size, verbose):
     """Serve the browser app: open an image, see the matte and its uncertainty, correct it, save."""
-    from pathlib import Path
-
-    from medmat.app.server import make_server
-    from medmat.app.session import MattingSession
-
     session = MattingSession.from_run(runs, num_samples=num_samples, num_proposals=proposals,
                                       patch_size=patch_size, seed=seed, own_size=own_size,
                                       flip=flip)

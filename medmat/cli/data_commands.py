@@ -7,8 +7,24 @@ import os
 import click
 import numpy as np
 
-from medmat.cli.options import command_line, data_option, limit_option, load_samples, machine_description
-from medmat.cli.options import min_annotators_option
+from medmat.classical import CLASSICAL_METHODS
+from medmat.cli.options import (
+    command_line,
+    data_option,
+    limit_option,
+    load_samples,
+    machine_description,
+    min_annotators_option,
+    split_list,
+)
+from medmat.data.load import describe_dataset
+from medmat.data.phantom import make_phantom_dataset
+from medmat.data.readers.folder import write_folder
+from medmat.data.splits import choose_scheme, make_split, save_split
+from medmat.io.atomic import atomic_write_json
+from medmat.labels.build import build_alpha_labels
+from medmat.labels.trimap import DEFAULT_DILATION_RADIUS
+from medmat.reporting import example_grid
 
 
 @click.command("info")
@@ -17,8 +33,6 @@ from medmat.cli.options import min_annotators_option
 @min_annotators_option
 def info_command(data, limit, min_annotators):
     """Read and validate a dataset, and describe it in one line."""
-    from medmat.data.load import describe_dataset
-
     samples = load_samples(data, limit, min_annotators)
     click.echo(describe_dataset(samples))
 
@@ -36,8 +50,6 @@ def info_command(data, limit, min_annotators):
 @min_annotators_option
 def split_command(data, output, folds, seed, scheme, min_annotators):
     """Make a k-fold split of a dataset and save it as JSON."""
-    from medmat.data.splits import choose_scheme, make_split, save_split
-
     samples = load_samples(data, min_annotators=min_annotators)
     split = make_split(samples, k=folds, seed=seed, scheme=scheme)
     used = choose_scheme(samples, folds, scheme)
@@ -62,14 +74,6 @@ def label_command(data, output, method, radius, file_format, figure_cases, limit
     Writes the medmat folder layout (imagesTr, labelsTr, alphasTr, trimapsTr, dataset.json),
     label_times.json with the seconds per image, and examples.png.
     """
-    from medmat.classical import CLASSICAL_METHODS
-    from medmat.cli.options import split_list
-    from medmat.data.readers.folder import write_folder
-    from medmat.io.atomic import atomic_write_json
-    from medmat.labels.build import build_alpha_labels
-    from medmat.labels.trimap import DEFAULT_DILATION_RADIUS
-    from medmat.reporting import example_grid
-
     split_list(method, CLASSICAL_METHODS, "method")
     radius = DEFAULT_DILATION_RADIUS if radius is None else radius
     samples = load_samples(data, limit, min_annotators)
@@ -106,9 +110,6 @@ def label_command(data, output, method, radius, file_format, figure_cases, limit
 @click.option("--seed", default=0, show_default=True, type=int, help="Case i uses seed + i (phantom-<seed+i>).")
 def phantoms_command(output, cases, annotators, size, seed):
     """Write synthetic phantoms (image, annotators' masks, true alpha) as a medmat folder dataset."""
-    from medmat.data.phantom import make_phantom_dataset
-    from medmat.data.readers.folder import write_folder
-
     samples = make_phantom_dataset(n_cases=cases, size=size, n_annotators=annotators, seed=seed)
     write_folder(samples, output, file_ending=".png", name="phantoms", modality="synthetic")
     click.echo(f"{cases} phantoms (seeds {seed}..{seed + cases - 1}) written to {output}")

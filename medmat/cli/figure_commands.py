@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import click
+import torch
 
+from medmat.data.load import load_dataset
+from medmat.engine import load_run
 from medmat.errors import MedmatError
+from medmat.reporting.offsets import learned_offsets_figure
 
 
 def parse_points(texts) -> list[list[float]] | None:
@@ -30,12 +34,6 @@ def parse_points(texts) -> list[list[float]] | None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the Prob. U-Net's latent samples.")
 def offsets_command(run, case, output, data, points, count, seed):
     """Draw where a trained region-aware model reads its codes for a few query points of one case."""
-    import torch
-
-    from medmat.data.load import load_dataset
-    from medmat.engine import load_run
-    from medmat.reporting.offsets import learned_offsets_figure
-
     model, config = load_run(run)
     if getattr(model, "decoder_kind", "bilinear") == "bilinear":
         raise MedmatError(f"model {config['model']['name']!r} reads no codes at learned positions", run)

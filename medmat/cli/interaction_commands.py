@@ -20,14 +20,38 @@ interaction with Table IV's metrics. ``--protocol`` chooses the interaction:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 
 import click
+import numpy as np
+import torch
 
-from medmat.engine.held_out import ensemble_runs_and_cases, run_config, runs_and_cases
 from medmat.cli.options import command_line, flip_option, flip_setting, machine_description
+from medmat.engine import load_run, load_runs
+from medmat.engine.config import input_size, model_input_size
+from medmat.engine.dataset import fit_sample
+from medmat.engine.held_out import ensemble_runs_and_cases, run_config, runs_and_cases
+from medmat.engine.inference import runs_label
+from medmat.engine.trainer import load_samples
+from medmat.errors import MedmatError
+from medmat.interaction.evaluation import (
+    fusion_figure_row,
+    fusion_summary,
+    fusion_summary_markdown,
+    interaction_figure_row,
+    pool_simulations,
+    require_nig_config,
+    run_case_ids,
+    write_interaction_tables,
+)
+from medmat.interaction.fusion import fusion_params
+from medmat.interaction.refinement import refine_alpha, train_refiner
+from medmat.interaction.simulate import simulate_dataset, simulate_fusion_dataset, simulate_interactions
+from medmat.io.atomic import atomic_write_json, atomic_write_text
+from medmat.reporting import example_grid
 
 
 PROTOCOLS = ("dugmatting", "probe", "binary", "brush", "patch")
@@ -79,8 +103,6 @@ def interact_command(runs, protocol, rounds, proposals, patch_size, threshold, r
     actions on the figure; dugmatting adds "after refinement" and the epistemic maps with the
     proposed patches outlined.
     """
-    from medmat.errors import MedmatError
-
     if protocol != "dugmatting":
         if refine_steps or threshold:
             raise MedmatError("--refine-steps and --threshold belong to --protocol dugmatting")
@@ -89,21 +111,6 @@ def interact_command(runs, protocol, rounds, proposals, patch_size, threshold, r
         return
     if flip is not None:
         raise MedmatError("--flip belongs to the fusion protocols (probe, binary, brush, patch)")
-    import numpy as np
-    import torch
-
-    from medmat.engine import load_run
-    from medmat.engine.trainer import load_samples
-    from medmat.interaction.evaluation import (
-        interaction_figure_row,
-        pool_simulations,
-        require_nig_config,
-        run_case_ids,
-    )
-    from medmat.interaction.refinement import refine_alpha, train_refiner
-    from medmat.interaction.simulate import simulate_dataset, simulate_interactions
-    from medmat.engine.config import input_size, model_input_size
-    from medmat.engine.dataset import fit_sample
 
     if len(runs) > 1:
         raise MedmatError("--protocol dugmatting takes one run: a deep ensemble gives no NIG maps")
@@ -157,10 +164,6 @@ def write_results(output, run, config, settings, simulation, folds, proposals, s
     """Write a simulation's tables, ``interaction.json`` (with ``record``'s entries) and, when
     ``figure = (rows, boxes, labels, title)`` has rows, ``interaction.png`` under ``output``.
     Returns the tables' Markdown."""
-    from medmat.interaction.evaluation import write_interaction_tables
-    from medmat.io.atomic import atomic_write_json
-    from medmat.reporting import example_grid
-
     os.makedirs(output, exist_ok=True)
     extra = {"command": command_line(), "machine": machine_description(), **settings}
     text = write_interaction_tables(simulation, output, proposals, folds if len(folds) > 1 else None, extra,
@@ -180,8 +183,6 @@ def write_results(output, run, config, settings, simulation, folds, proposals, s
 
 def fusion_overrides(settings) -> dict:
     """``("smoothness=20", ...)`` -> ``{"smoothness": 20.0}`` (ints stay ints), or a MedmatError."""
-    from medmat.errors import MedmatError
-
     overrides = {}
     for setting in settings:
         key, sep, text = setting.partition("=")
@@ -198,25 +199,6 @@ def fusion_overrides(settings) -> dict:
 def _interact_with_fusion(runs, protocol, steps, proposals, patch_size, noisy, fusion_settings, num_samples, data,
                           trimaps, output, figure_cases, seed, flip):
     """``medmat interact`` with a fusion protocol (probe, binary, brush, patch) on any run."""
-    import dataclasses
-
-    import torch
-
-    from medmat.engine import load_runs
-    from medmat.engine.config import input_size, model_input_size
-    from medmat.engine.dataset import fit_sample
-    from medmat.engine.inference import runs_label
-    from medmat.engine.trainer import load_samples
-    from medmat.interaction.evaluation import (
-        fusion_figure_row,
-        fusion_summary,
-        fusion_summary_markdown,
-        pool_simulations,
-    )
-    from medmat.interaction.fusion import fusion_params
-    from medmat.interaction.simulate import simulate_fusion_dataset
-    from medmat.io.atomic import atomic_write_text
-
     start = time.perf_counter()
     params = fusion_params(**fusion_overrides(fusion_settings))
     run = runs_label(runs)  # how the results name the model

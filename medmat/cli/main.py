@@ -7,30 +7,51 @@ a non-zero exit status, never a traceback.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from medmat import __version__
-from medmat.cli import (
-    app_commands,
-    data_commands,
-    figure_commands,
-    interaction_commands,
-    matting_commands,
-    model_commands,
-)
 from medmat.errors import MedmatError
 
-#: The modules of the sub-commands, each with its ``COMMANDS``: each command's code sits beside the
-#: others of its kind. They import torch and the engine inside the commands, so importing the CLI stays cheap.
-COMMAND_MODULES = (data_commands, matting_commands, model_commands, interaction_commands, app_commands, figure_commands)
+#: Where each sub-command's code sits, beside the others of its kind (each module lists its
+#: ``COMMANDS``). A module is imported when one of its commands runs or is listed by ``--help``, so
+#: that a command loads what its own module imports at its top and no more: ``medmat train`` does not
+#: load the classical solvers (pymatting, numba), nor ``medmat label`` scikit-learn.
+COMMAND_MODULES = {
+    "info": "medmat.cli.data_commands",
+    "split": "medmat.cli.data_commands",
+    "label": "medmat.cli.data_commands",
+    "phantoms": "medmat.cli.data_commands",
+    "baseline": "medmat.cli.matting_commands",
+    "train": "medmat.cli.model_commands",
+    "crossval": "medmat.cli.model_commands",
+    "predict": "medmat.cli.model_commands",
+    "evaluate": "medmat.cli.model_commands",
+    "interact": "medmat.cli.interaction_commands",
+    "serve": "medmat.cli.app_commands",
+    "offsets": "medmat.cli.figure_commands",
+}
 
 #: Exit status for a user error (bad input, bad option value); click itself uses 2 for usage errors.
 EXIT_USER_ERROR = 1
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class CommandGroup(click.Group):
+    """The ``medmat`` group: its sub-commands are looked up in :data:`COMMAND_MODULES` when asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMAND_MODULES:
+            return None
+        module = importlib.import_module(COMMAND_MODULES[name])
+        return next(command for command in module.COMMANDS if command.name == name)
+
+
+@click.group(cls=CommandGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="medmat")
 def cli() -> None:
     """medmat: medical image matting — alpha mattes of ambiguous lesions, with uncertainty.
@@ -39,15 +60,6 @@ def cli() -> None:
     a medmat folder dataset (with dataset.json, see docs/data-format.md), the alphamatting.com
     low-resolution folder, or `phantom[:N]` for N built-in synthetic phantoms.
     """
-
-
-def _register_commands() -> None:
-    for module in COMMAND_MODULES:
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

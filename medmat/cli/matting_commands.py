@@ -9,20 +9,32 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from medmat.cli.options import command_line, data_option, limit_option, load_samples, machine_description
-from medmat.cli.options import min_annotators_option, split_list
+from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha, one_sided_label
+from medmat.cli.options import (
+    command_line,
+    data_option,
+    limit_option,
+    load_samples,
+    machine_description,
+    min_annotators_option,
+    split_list,
+)
+from medmat.data.readers.trimaps import read_trimaps
+from medmat.data.splits import make_split
 from medmat.errors import MedmatError
+from medmat.io.images import write_png
+from medmat.labels import trimap_from_masks
+from medmat.labels.build import matting_image
+from medmat.metrics import matting_metrics, region_mask
+from medmat.metrics.tables import summarise, write_tables
+from medmat.reporting import example_grid
 
 REFERENCE_ROW = "mean of the annotators' masks"
 
 
 def evaluation_trimaps(samples, trimaps_path: str | None) -> tuple[dict, str]:
     """The trimap of each case for classical methods and the unknown region, and where it came from."""
-    from medmat.labels import trimap_from_masks
-
     if trimaps_path:
-        from medmat.data.readers.trimaps import read_trimaps
-
         return read_trimaps(trimaps_path, [s.id for s in samples]), trimaps_path
     if all(s.trimap is not None for s in samples):
         return {s.id: s.trimap for s in samples}, "the dataset's trimaps"
@@ -33,8 +45,6 @@ def evaluation_trimaps(samples, trimaps_path: str | None) -> tuple[dict, str]:
 
 def fold_test_ids(samples) -> list[list[str]] | None:
     """Test ids of the default 4-fold split, or None when the dataset is too small to split."""
-    from medmat.data.splits import make_split
-
     if len(samples) < 4:
         return None
     return [fold["test"] for fold in make_split(samples, k=4, seed=0, scheme="auto")]
@@ -57,12 +67,6 @@ def baseline_command(data, trimaps, methods, region, output, save_alphas, figure
     Writes baseline_<region>.md / .csv / .json per region (mean over images, and mean ± std over
     the default 4 folds) and examples.png.
     """
-    from medmat.classical import CLASSICAL_METHODS, METHOD_NAMES, estimate_alpha, one_sided_label
-    from medmat.labels.build import matting_image
-    from medmat.metrics import matting_metrics, region_mask
-    from medmat.metrics.tables import summarise, write_tables
-    from medmat.reporting import example_grid
-
     names = split_list(methods, CLASSICAL_METHODS, "method")
     region_names = split_list(region, {"unknown": None, "whole": None}, "region")
     samples = load_samples(data, limit, min_annotators)
@@ -119,8 +123,6 @@ def baseline_command(data, trimaps, methods, region, output, save_alphas, figure
         click.echo(open(paths[0], encoding="utf-8").read())
 
     if save_alphas:
-        from medmat.io.images import write_png
-
         for row_name, by_case in alphas.items():
             folder = os.path.join(output, "alphas", row_name.replace(" ", "_").replace("'", ""))
             for case_id, alpha in by_case.items():

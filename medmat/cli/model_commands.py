@@ -13,11 +13,32 @@ from pathlib import Path
 
 import click
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from medmat.cli.options import command_line, flip_option, flip_setting, machine_description, own_size_option
+from medmat.engine import crossval, load_config, load_runs, predict, predict_as_trained, train
+from medmat.engine.config import check_buildable, input_size, model_input_size, resize_size, resolve_config_path
+from medmat.engine.dataset import fit_sample, resized_affine
+from medmat.engine.held_out import ensemble_runs_and_cases, evaluate_fold, run_config
+from medmat.engine.inference import fit_channels, require_output_size, runs_label
+from medmat.engine.summary import write_summary
+from medmat.engine.trainer import load_samples
+from medmat.engine.volumes import (
+    detect_lesions,
+    evaluate_volumes,
+    lesions_from_rois,
+    predict_volume,
+    training_window,
+    write_volume_tables,
+)
 from medmat.errors import MedmatError
+from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
 from medmat.io.images import FORMATS, count_slices, geometry_affine, read_image, read_trimap, slice_name, write_like
+from medmat.io.volumes import is_dicom_series_folder, parse_window, read_volume
+from medmat.metrics.uncertainty import uncertainty_report
+from medmat.models.contract import ENTROPY_FILES
+from medmat.reporting import example_grid
 
 #: Image files ``medmat predict`` reads from a folder: every ending medmat reads.
 IMAGE_ENDINGS = tuple(FORMATS)
@@ -39,9 +60,6 @@ def _config_options(function):
 
 
 def _load_config(config: str, data: str | None, trimaps: str | None, overrides) -> dict:
-    from medmat.engine import load_config
-    from medmat.engine.config import check_buildable, resolve_config_path
-
     extra = list(overrides)
     if data is not None:
         extra.append(f"data.dataset={data}")
@@ -61,8 +79,6 @@ def _load_config(config: str, data: str | None, trimaps: str | None, overrides) 
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
 def train_command(config, data, trimaps, overrides, run_dir, fold, resume):
     """Train one fold and evaluate it on the held-out cases (works under torchrun too)."""
-    from medmat.engine import train
-
     record = train(_load_config(config, data, trimaps, overrides), run_dir, fold=fold, resume=resume)
     if "mean" in record:
         click.echo(f"fold {record['fold']} done; metrics in {Path(run_dir) / 'metrics.json'}")
@@ -77,8 +93,6 @@ def train_command(config, data, trimaps, overrides, run_dir, fold, resume):
               help="Folds trained at the same time, each in its own process (torch threads split between them).")
 def crossval_command(config, data, trimaps, overrides, run_dir, folds, resume, jobs):
     """k-fold cross-validation: the split JSON, one folder per fold, and a summary table."""
-    from medmat.engine import crossval
-
     chosen = None if folds is None else [int(f) for f in folds.split(",") if f.strip()]
     summary = crossval(_load_config(config, data, trimaps, overrides), run_dir, folds=chosen, resume=resume, jobs=jobs)
     table = Path(run_dir) / "summary.md"
@@ -114,8 +128,6 @@ def write_prediction(base: str, prediction: dict, geometry: dict | None, fmt: st
     entropies in bits (nats / ln 2), so 0 = certain and 1 = a 50/50 pixel; ``<base>_mask-<k>``:
     the k-th sampled mask (score map > 0.5).
     """
-    from medmat.models.contract import ENTROPY_FILES
-
     written = [write_like(f"{base}_alpha", np.clip(prediction["alpha"], 0, 1), geometry, fmt)]
     for key, name in ENTROPY_FILES.items():
         if key in prediction:
@@ -144,8 +156,6 @@ def _resized_geometry(geometry: dict, shape: tuple[int, int], size: tuple[int, i
     The affine (or the one :func:`medmat.io.images.geometry_affine` makes from the spacing) has
     its in-plane columns scaled by H / h and W / w, so a NIfTI output covers the input's extent.
     """
-    from medmat.engine.dataset import resized_affine
-
     if tuple(size) == tuple(shape):
         return geometry
     spacing = geometry.get("spacing")
@@ -157,8 +167,6 @@ def _resized_geometry(geometry: dict, shape: tuple[int, int], size: tuple[int, i
 def _volume_inputs(path: str) -> tuple[list[str], list[str]]:
     """(volumes, 2-D image files) of a --input: a DICOM series folder or a 3-D NIfTI is a volume;
     a folder of images holds 2-D images (and 3-D NIfTI volumes, each predicted as a volume)."""
-    from medmat.io.volumes import is_dicom_series_folder, read_volume
-
     if is_dicom_series_folder(path):
         return [path], []
     volumes, images = [], []
@@ -177,9 +185,6 @@ def _volume_inputs(path: str) -> tuple[list[str], list[str]]:
 def _predict_volume(path, model, config, output, run, num_samples, seed, window, rois, roi_slices) -> dict:
     """``medmat predict`` of one volume: its lesions (--roi, else the coarse pass), then the volumes and
     <name>_lesions.json in ``output`` (medmat.engine.volumes.predict_volume)."""
-    from medmat.engine.volumes import detect_lesions, lesions_from_rois, predict_volume, training_window
-    from medmat.io.volumes import parse_window, read_volume
-
     intensity = parse_window(window)
     name = os.path.basename(os.path.normpath(path)) if os.path.isdir(path) else _stem(path)
     with read_volume(path) as volume:
@@ -239,12 +244,6 @@ def predict_command(input_path, output, runs, num_samples, file_format, trimaps,
     and to data.model_input_size for a LIIF-style run; otherwise at its own size, where memory grows
     with the pixels (docs/data-format.md, "Large images").
     """
-    import torch
-
-    from medmat.engine import load_runs, predict, predict_as_trained
-    from medmat.engine.config import model_input_size, resize_size
-    from medmat.engine.inference import fit_channels, require_output_size, runs_label
-
     if output_size and scale is not None:
         raise click.UsageError("--output-size and --scale are mutually exclusive")
     model, config = load_runs(runs)
@@ -322,21 +321,6 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
     --data naming another dataset (other patients' labelled scans: one that lacks some of the
     run's training cases): every fold model scores every case of it.
     """
-    import torch
-
-    from medmat.engine import load_runs, predict_as_trained
-    from medmat.engine.held_out import ensemble_runs_and_cases, evaluate_fold, run_config
-    from medmat.engine.inference import runs_label
-    from medmat.engine.summary import write_summary
-    from medmat.engine.trainer import load_samples
-    from medmat.interaction.evaluation import uncertainty_maps, write_uncertainty_report
-    from medmat.engine.config import input_size, model_input_size
-    from medmat.engine.dataset import fit_sample
-    from medmat.metrics.uncertainty import uncertainty_report
-    from medmat.reporting import example_grid
-
-    from medmat.engine.volumes import evaluate_volumes, write_volume_tables
-
     config = run_config(runs[0], data, trimaps)
     if seed is None:  # training scored each fold with the run's seed: draw the same masks
         seed = config["seed"] if len(runs) == 1 else 0

@@ -9,6 +9,8 @@ import sys
 
 import click
 
+from medmat.data.load import load_dataset
+from medmat.data.readers.lidc import is_lidc_folder
 from medmat.engine.inference import TEST_TIME_VIEWS
 from medmat.errors import MedmatError
 
@@ -60,9 +62,6 @@ def split_list(text: str, known: dict, what: str) -> list[str]:
 
 def load_samples(data: str, limit: int | None = None, min_annotators: int | None = None, **options):
     """Load and validate a dataset through :func:`medmat.data.load.load_dataset`."""
-    from medmat.data.load import load_dataset
-    from medmat.data.readers.lidc import is_lidc_folder
-
     if min_annotators is not None:
         options["min_annotators"] = min_annotators
     if limit and is_lidc_folder(data):

@@ -202,6 +202,10 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
             "models trained per fold, member i with seed seed x members + i (distinct ensemble seeds never "
             "share a member) in <fold>/member-<i>/; they predict as one deep ensemble (mean alpha, pooled "
             "sampled masks; medmat.models.ensemble), which the fold's metrics.json scores")),
+        "unfit_ratio": Option(None, (*NUMBER, NONE), minimum=1, doc=(
+            "leave out of the fold's ensemble a member whose whole-image SAD on the fold's training "
+            "cases is above this multiple of the best member's: it failed to fit (kept members in "
+            "<fold>/members.json); null = every member counts")),
     },
     "train": {
         "device": Option("auto", (str,), doc="auto, cpu, cuda"),
@@ -534,5 +538,9 @@ def save_config(config: dict, path: str | os.PathLike) -> None:
 
 
 def without_runtime(config: dict) -> dict:
-    """The configuration minus the ``train`` section, which may change on resume."""
-    return {section: value for section, value in config.items() if section != "train"}
+    """The configuration minus what may change on resume: the ``train`` section, and
+    ``ensemble.unfit_ratio`` (it chooses among finished members, and a resume rescores with it)."""
+    kept = {section: value for section, value in config.items() if section != "train"}
+    if "ensemble" in kept:
+        kept["ensemble"] = {key: value for key, value in kept["ensemble"].items() if key != "unfit_ratio"}
+    return kept

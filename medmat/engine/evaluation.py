@@ -132,10 +132,12 @@ def mean_case_metrics(cases: Sequence[dict]) -> dict:
     return {**mean_table_iv_metrics(cases, ("GED", "Dice")), "num_cases": len(cases)}
 
 
-def validation_metrics(model: MattingModel, samples: Sequence[Sample], config: dict, size) -> dict[str, float]:
-    """Whole-image SAD/MSE/Grad/Conn, GED and Dice on the held-out cases, as ``val_*`` floats.
+def whole_image_scores(model: MattingModel, samples: Sequence[Sample], config: dict, size) -> dict[str, float]:
+    """Mean whole-image SAD/MSE/Grad/Conn, GED and Dice of a model on cases with alpha mattes,
+    predicted as the run is evaluated (``eval.num_samples``, ``eval.flip``, ``data.model_input_size``).
 
-    Sampling uses its own seeded generator so that validating leaves training untouched.
+    Sampling uses its own generator seeded by ``config["seed"]``, so that scoring leaves training
+    untouched. A metric no case has (GED and Dice of a model that does not sample) is absent.
     """
     with seeded_rng(config["seed"], model):
         cases = evaluate_samples(
@@ -143,9 +145,14 @@ def validation_metrics(model: MattingModel, samples: Sequence[Sample], config: d
             model_input_size=model_input_size(config), flip=config["eval"]["flip"],
         )
     mean = mean_case_metrics(cases)
-    row = {f"val_{name}": value for name, value in (mean["whole"] or {}).items()}
-    row.update({f"val_{name}": mean[name] for name in ("GED", "Dice") if mean[name] is not None})
-    return row
+    scores = dict(mean["whole"] or {})
+    scores.update({name: mean[name] for name in ("GED", "Dice") if mean[name] is not None})
+    return scores
+
+
+def validation_metrics(model: MattingModel, samples: Sequence[Sample], config: dict, size) -> dict[str, float]:
+    """:func:`whole_image_scores` on the held-out cases, as ``val_*`` floats."""
+    return {f"val_{name}": value for name, value in whole_image_scores(model, samples, config, size).items()}
 
 
 def final_metrics(

@@ -11,6 +11,7 @@ benchmarks) takes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoin
 from medmat.engine.config import CONFIG_NAME, input_size, load_config, model_input_size, resize_size
 from medmat.engine.dataset import resize_planes
 from medmat.errors import MedmatError
+from medmat.io.atomic import atomic_write_json
 from medmat.io.images import is_grey
 from medmat.models import MattingModel, build_model
 from medmat.models.ensemble import DeepEnsemble
@@ -53,6 +55,8 @@ def find_checkpoint(run: str | os.PathLike) -> Path:
 
 #: The folders of a fold trained as a deep ensemble (config ``ensemble.members`` > 1): ``member-<i>/``.
 MEMBER_PREFIX = "member-"
+#: Which members of an ensemble fold predict, when training left one out (config ``ensemble.unfit_ratio``).
+KEPT_MEMBERS_NAME = "members.json"
 
 
 def member_folder(run_dir: str | os.PathLike, member: int) -> Path:
@@ -60,17 +64,70 @@ def member_folder(run_dir: str | os.PathLike, member: int) -> Path:
     return Path(run_dir) / f"{MEMBER_PREFIX}{member}"
 
 
-def ensemble_members(run: str | os.PathLike) -> list[Path]:
+def ensemble_members(run: str | os.PathLike, every_member: bool = False) -> list[Path]:
     """The member folders of a fold trained as a deep ensemble, in member order; [] for any other run.
 
     Such a folder holds no checkpoint of its own, only ``member-<i>/`` run folders (and the
-    ensemble's ``config.yaml`` and ``metrics.json``).
+    ensemble's ``config.yaml`` and ``metrics.json``). When training left a member out of the
+    ensemble (``ensemble.unfit_ratio``; :data:`KEPT_MEMBERS_NAME`), only the members kept are given,
+    unless ``every_member``.
+
+    Raises:
+        MedmatError: a ``members.json`` that cannot be read or names a member that is not there.
     """
     run = Path(run)
     if not run.is_dir() or any((run / name).is_file() for name in (FINAL_NAME, CHECKPOINT_NAME)):
         return []
     found = [d for d in run.glob(MEMBER_PREFIX + "*") if d.is_dir() and d.name[len(MEMBER_PREFIX):].isdigit()]
-    return sorted(found, key=lambda d: int(d.name[len(MEMBER_PREFIX):]))
+    found = sorted(found, key=lambda d: int(d.name[len(MEMBER_PREFIX):]))
+    if every_member or not found or not (run / KEPT_MEMBERS_NAME).is_file():
+        return found
+    kept = read_kept_members(run / KEPT_MEMBERS_NAME)["kept"]
+    missing = [index for index in kept if member_folder(run, index) not in found]
+    if missing:
+        raise MedmatError(f"names member {missing[0]}, which has no folder", run / KEPT_MEMBERS_NAME)
+    return [member_folder(run, index) for index in kept]
+
+
+def read_kept_members(path: str | os.PathLike) -> dict:
+    """The record of an ensemble fold's ``members.json`` (:func:`write_kept_members`).
+
+    Raises:
+        MedmatError: the file cannot be read, or its ``"kept"`` is not a non-empty list of member indices.
+    """
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise MedmatError(f"cannot read the ensemble's kept members: {error}", path) from None
+    kept = record.get("kept") if isinstance(record, dict) else None
+    if not isinstance(kept, list) or not kept or not all(isinstance(i, int) and i >= 0 for i in kept):
+        raise MedmatError('"kept" must be a non-empty list of member indices', path)
+    return record
+
+
+def write_kept_members(run_dir: str | os.PathLike, training_sad: Sequence[float], unfit_ratio: float) -> list[int]:
+    """Keep the members of an ensemble fold that fitted their training cases, in ``members.json``.
+
+    Args:
+        run_dir: the ensemble fold's folder.
+        training_sad: each member's mean whole-image SAD on the fold's training cases, in member order.
+        unfit_ratio: a member above ``unfit_ratio`` x the lowest of them failed to fit and is left out.
+
+    Returns:
+        The indices of the members kept (never empty: the best member always is).
+    """
+    best = min(training_sad)
+    kept = [index for index, sad in enumerate(training_sad) if sad <= unfit_ratio * best]
+    record = {
+        "kept": kept,
+        "left_out": [index for index in range(len(training_sad)) if index not in kept],
+        "training_SAD": [float(sad) for sad in training_sad],
+        "unfit_ratio": unfit_ratio,
+        "rule": "a member whose whole-image SAD on the fold's training cases is above unfit_ratio x the "
+                "lowest member's failed to fit and does not predict with the ensemble",
+    }
+    atomic_write_json(Path(run_dir) / KEPT_MEMBERS_NAME, record)
+    return kept
 
 
 def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[MattingModel, dict]:

@@ -53,6 +53,7 @@ def write_summary(
         + table_markdown(v_rows, list(table_v["mean"]), v_title)
         + "\nSAD, Grad and Conn are divided by 1000, as in the paper's tables.\n"
         + ("Each member is the single-model run of its seed, scored with its own seed's masks.\n" if member_tables else "")
+        + "".join(f"{line}\n" for line in left_out_lines(records))
     )
     summary = {
         "run_dir": str(run_dir),
@@ -70,6 +71,21 @@ def write_summary(
     atomic_write_text(run_dir / f"{SUMMARY_PREFIX}.csv", summary_csv(table_iv, table_v))
     atomic_write_json(run_dir / f"{SUMMARY_PREFIX}.json", summary)
     return summary
+
+
+def left_out_lines(records: Sequence[dict]) -> list[str]:
+    """One line per fold whose ensemble left a member out (``ensemble.unfit_ratio``), with the
+    members' SAD on the fold's training cases."""
+    lines = []
+    for record in records:
+        kept = record.get("kept_members")
+        if kept is None or len(kept) == len(record["members"]):
+            continue
+        left_out = [Path(folder).name for folder in record["members"] if folder not in kept]
+        sad = ", ".join(f"{Path(f).name} {v:.4f}" for f, v in zip(record["members"], record["members_training_SAD"]))
+        lines.append(f"Fold {record['fold']}: {' and '.join(left_out)} left out of the ensemble, "
+                     f"failing to fit its training cases (their whole-image SAD: {sad}).")
+    return lines
 
 
 def summary_tables(records: Sequence[dict]) -> tuple[dict, dict, list[str]]:

@@ -47,7 +47,7 @@ from medmat.engine.config import (
 )
 from medmat.engine.cross_fit import held_out_base_maps
 from medmat.engine.dataset import common_size, resize_samples
-from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics
+from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics, whole_image_scores
 from medmat.engine.handlers import (
     CheckpointHandler,
     LoggingHandler,
@@ -55,7 +55,7 @@ from medmat.engine.handlers import (
     ProgressHandler,
     ValidationHandler,
 )
-from medmat.engine.inference import load_runs, member_folder
+from medmat.engine.inference import load_run, load_runs, member_folder, write_kept_members
 from medmat.engine.loop import Handler, build_training, run_epoch
 from medmat.engine.volumes import check_image_channels, context_slices
 from medmat.errors import MedmatError
@@ -157,6 +157,10 @@ def train(
         config = load_config(config)  # checks the fold against split.k
     fold = config["split"]["fold"]
     run_dir = Path(run_dir)
+    if config["train"]["num_threads"]:
+        # Before any tensor work: a fold worker forked by crossval(jobs > 1) deadlocks in OpenMP if it
+        # runs a multi-threaded op (an ensemble fold scoring its members) at the parent's thread count.
+        torch.set_num_threads(config["train"]["num_threads"])
     if config["ensemble"]["members"] > 1:
         return _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks)
     checkpoint_path = run_dir / CHECKPOINT_NAME
@@ -215,11 +219,21 @@ def _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks) ->
     if is_main:
         if resume and (run_dir / METRICS_NAME).is_file():
             return {**read_metrics(run_dir), "run_dir": str(run_dir)}
-        model, _ = load_runs(members)
         train_samples, test_samples = fold_cases(samples, split, fold)
         size = input_size(config) or common_size(samples)
-        result = final_metrics(model, train_samples, test_samples, config, size, run_dir,
-                               extra={"members": [str(folder) for folder in members]})
+        extra = {"members": [str(folder) for folder in members]}
+        kept = members
+        if config["ensemble"]["unfit_ratio"] is not None:
+            # A member that failed to fit its training cases (its SAD on them far above the others')
+            # would drag the ensemble's mean alpha; the training cases alone decide, never the test fold.
+            training_sad = [
+                whole_image_scores(load_run(folder)[0], train_samples, member_config(config, index), size)["SAD"]
+                for index, folder in enumerate(members)
+            ]
+            kept = [members[index] for index in write_kept_members(run_dir, training_sad, config["ensemble"]["unfit_ratio"])]
+            extra |= {"kept_members": [str(folder) for folder in kept], "members_training_SAD": training_sad}
+        model, _ = load_runs(kept)
+        result = final_metrics(model, train_samples, test_samples, config, size, run_dir, extra=extra)
     return {**result, "run_dir": str(run_dir)}
 
 
@@ -232,8 +246,6 @@ def _start_run_folder(run_dir: Path, config: dict, split: list[dict], split_meta
 
 
 def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> dict:
-    if config["train"]["num_threads"]:
-        torch.set_num_threads(config["train"]["num_threads"])
     # Samples handed in are resized too (cases already at data.resize are kept as they are).
     samples = resize_samples(samples, resize_size(config)) if samples is not None else load_samples(config)
     split_meta = None
