@@ -26,7 +26,8 @@ from medmat.app.session import LABELS, MattingSession, stroke_mask
 from medmat.interaction.actions import PatchAnswer, Probe
 from medmat.interaction.fusion import fusion_uncertainty
 from medmat.data.phantom import make_phantom
-from medmat.engine.inference import predict_as_trained
+from medmat.engine.dataset import resize_planes
+from medmat.engine.inference import predict_as_trained, resample_user_map
 from medmat.errors import MedmatError
 from medmat.uncertainty.proposals import propose_patches
 from medmat.interaction.step import predict_nig
@@ -410,3 +411,36 @@ def test_switching_runs_predicts_the_open_image_again_or_changes_nothing(session
     session.load_run(save_run(tmp_path / "medical", MEDICAL_TINY))
     assert session.model_name == "medical_matting" and len(session.history) == 1
     assert session.opened.shape == (64, 64)
+
+
+@pytest.mark.parametrize("column", [20, 21])
+def test_a_one_pixel_stroke_reaches_a_nig_model_that_sees_the_image_at_half_size(wired_nig_run, tmp_path, column):
+    """The wired run was trained at data.resize 32: a 64 x 64 upload's user map is shrunk for it. A
+    one-pixel transition stroke (user map only) must reach the model whichever column it is on;
+    the nearest pixel kept only every other column."""
+    session = MattingSession.from_run(wired_nig_run, num_proposals=3, patch_size=16)
+    assert session.trained_sizes["resize"] == (32, 32)
+    session.open_image(phantom_png(tmp_path / "case.png").read_bytes(), "case.png")
+    before = session.current.maps["alpha"].copy()
+    step = session.paint_stroke([(row, column) for row in range(8, 56)], radius=0.5, label="transition")
+    assert (step.user_map == 0.5).sum() == 48 and (step.user_map[8:56, column] == 0.5).all()
+    moved = np.abs(step.maps["alpha"] - before) > 1e-3
+    assert moved[8:56, column - 2:column + 3].mean() > 0.5
+    assert not moved[:, :column - 4].any() and not moved[:, column + 5:].any()
+    session.close()
+
+
+def test_resample_user_map_keeps_every_said_label_when_shrinking_and_takes_the_nearest_when_growing():
+    user_map = np.zeros((64, 64), np.float32)
+    user_map[:, 5] = 1.0          # a one-pixel stroke: nearest-exact at 1/4 would drop it
+    user_map[40:42, 40:60] = -1.0
+    user_map[0, 0] = 0.5
+    user_map[20:24, 20:24] = 1.0  # a footprint mostly foreground with one background pixel wins foreground
+    user_map[20, 20] = -1.0
+    small = resample_user_map(user_map, (16, 16))
+    assert small.dtype == np.float32 and set(np.unique(small)) <= {-1.0, 0.0, 0.5, 1.0}
+    assert (small[:, 1] == 1.0).all() and small[0, 0] == 0.5 and small[5, 5] == 1.0
+    assert (small[10, 10:15] == -1.0).all()
+    assert (small == 0.0).sum() == 16 * 16 - (16 + 1 + 5 + 1)  # nothing said anywhere else
+    grown = resample_user_map(user_map, (128, 128))
+    np.testing.assert_array_equal(grown, resize_planes(user_map, (128, 128), label=True))

@@ -249,6 +249,34 @@ def test_matting_network_without_the_map_ignores_it():
     assert difference.abs().max().item() > 1e-4
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_last_convolution_without_positive_weights_caps_alpha_only_after_a_relu(activation):
+    """The failure of 2 in 16 cpu_ensemble members: the last convolution's weights all turned
+    negative, so over ReLU features the logit never exceeds its bias (alpha <= sigmoid(bias)) and
+    where the features are all zero that convolution gets no gradient to climb back. Over
+    leaky-ReLU features the cap is gone and the gradient reaches its weights."""
+    torch.manual_seed(0)
+    network = MattingNetwork(1, 4, (4, 8), output_activation=activation).eval()
+    activation_layer, last = network.output_block[2], network.output_block[3]
+    with torch.no_grad():
+        last.weight.copy_(-last.weight.abs())
+        last.bias.fill_(0.4)
+    logits = torch.cat([_matting_outputs(network, level) for level in (0.0, 0.3, 0.6)])
+    assert logits.max().item() <= 0.4 + 1e-6  # positive features only lower the logit
+    # Where every feature is negative before the activation (a region the network has switched off):
+    switched_off = last(activation_layer(-0.1 - torch.rand(1, 4, 6, 6)))
+    switched_off.sum().backward()
+    if activation == "relu":
+        assert torch.equal(switched_off, torch.full_like(switched_off, 0.4)) and not last.weight.grad.any()
+    else:
+        assert switched_off.min().item() > 0.4 and last.weight.grad.abs().min().item() > 0
+
+
+def test_a_matting_output_activation_that_is_not_known_is_refused():
+    with pytest.raises(MedmatError, match="matting_output_activation must be one of relu, leaky_relu"):
+        _tiny_model(matting_output_activation="gelu")
+
+
 def test_prob_unet_alone_predicts_the_mean_of_its_samples():
     model = _tiny_model(use_matting_net=False)
     assert model.matting_net is None

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from medmat.data.probe_maps import probe_map as draw_probe_map
 from medmat.data.trimap import trimap_levels
+from medmat.data.user_maps import UNKNOWN, USER_MAP_VALUES
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint
 from medmat.engine.config import CONFIG_NAME, input_size, load_config, model_input_size, resize_size
 from medmat.engine.dataset import resize_planes
@@ -497,15 +498,35 @@ def predict_as_trained(
 
 def _inputs_resampled(size: tuple[int, int], image: np.ndarray, user_map: np.ndarray | None, probes) -> tuple:
     """An (H, W) image's model inputs resampled to ``size`` (h, w): ``(image, user_map, probes)``, the
-    image clipped to [0, 1], the user map by the nearest pixel, each (row, col, level) probe moved to
-    the pixel whose footprint holds its centre (the pixel centres of :func:`resize_planes`); None stays None."""
+    image clipped to [0, 1], the user map by :func:`resample_user_map`, each (row, col, level) probe
+    moved to the pixel whose footprint holds its centre (the pixel centres of :func:`resize_planes`);
+    None stays None."""
     (height, width), (rows, cols) = np.shape(image)[-2:], size
     small = np.clip(resize_planes(image, size), 0.0, 1.0)
-    small_user_map = None if user_map is None else resize_planes(user_map, size, label=True)
+    small_user_map = None if user_map is None else resample_user_map(user_map, size)
     small_probes = None if probes is None else [
         (min(int((row + 0.5) * rows / height), rows - 1), min(int((col + 0.5) * cols / width), cols - 1), level)
         for row, col, level in probes]
     return small, small_user_map, small_probes
+
+
+def resample_user_map(user_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A (H, W) user map (values :data:`~medmat.data.user_maps.USER_MAP_VALUES`) resampled to ``size`` (h, w).
+
+    Shrunk (no axis grows), each pixel takes the label the user gave (-1, 0.5 or 1) that covers most
+    of its footprint, and 0 (unknown) only where nothing was said in it, so that a brush stroke
+    thinner than a footprint survives (the nearest pixel would drop it); otherwise the nearest pixel.
+
+    Returns:
+        float32 (h, w), values among the user map values.
+    """
+    user_map = np.asarray(user_map, dtype=np.float32)
+    height, width = user_map.shape[-2:]
+    if size[0] > height or size[1] > width:
+        return resize_planes(user_map, size, label=True)
+    said = np.asarray([value for value in USER_MAP_VALUES if value != UNKNOWN], dtype=np.float32)
+    shares = np.stack([resize_planes((user_map == value).astype(np.float32), size) for value in said])
+    return np.where(shares.max(axis=0) > 0, said[shares.argmax(axis=0)], UNKNOWN).astype(np.float32)
 
 
 def predict_samples(

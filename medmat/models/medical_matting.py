@@ -42,6 +42,13 @@ PRESETS: dict[str, dict] = {
 }
 
 
+#: The activations :class:`MattingNetwork` can put before its last convolution.
+OUTPUT_ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.1, inplace=True),
+}
+
+
 class MattingNetwork(nn.Module):
     """The matting network of Medical Matting (§III.C, Fig. 4).
 
@@ -54,6 +61,11 @@ class MattingNetwork(nn.Module):
         channels: (width of unit 1, width of units 2 and 3).
         use_uncertainty_map: concatenate the map to the input of each propagation unit.
         blocks_per_unit: residual blocks per propagation unit (3 in the paper).
+        output_activation: the activation before the last convolution (:data:`OUTPUT_ACTIVATIONS`).
+            "relu" (the paper's) gives the convolution non-negative features: once none of its
+            weights is positive, the logit cannot exceed its bias and alpha stays below
+            sigmoid(bias) everywhere, and no gradient reaches a zero feature to undo it.
+            "leaky_relu" (slope 0.1) keeps a gradient there.
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class MattingNetwork(nn.Module):
         channels: Sequence[int] = (32, 128),
         use_uncertainty_map: bool = True,
         blocks_per_unit: int = 3,
+        output_activation: str = "relu",
     ):
         super().__init__()
         narrow, wide = channels
@@ -73,7 +86,8 @@ class MattingNetwork(nn.Module):
         self.unit2 = residual_stage(narrow + extra, wide, blocks_per_unit)
         self.unit3 = residual_stage(wide + extra, wide, blocks_per_unit)
         self.output_block = nn.Sequential(
-            conv3x3(wide, narrow, bias=False), nn.BatchNorm2d(narrow), nn.ReLU(inplace=True), conv3x3(narrow, 1)
+            conv3x3(wide, narrow, bias=False), nn.BatchNorm2d(narrow), OUTPUT_ACTIVATIONS[output_activation](),
+            conv3x3(narrow, 1),
         )
 
     def forward(self, image: torch.Tensor, latent_features: torch.Tensor, uncertainty: torch.Tensor) -> torch.Tensor:
@@ -103,6 +117,8 @@ class MedicalMatting(MattingModel):
         matting_latent: "sample" (the paper's), "mean" (the prior's mean code at prediction only)
             or "prior_mean" (the prior's mean code in training too): the Prob. U-Net code whose
             features the matting network reads (:class:`~medmat.models.prob_unet.ProbabilisticUNet`).
+        matting_output_activation: the matting network's activation before its last convolution
+            (:class:`MattingNetwork`'s ``output_activation``): "relu" (the paper's) or "leaky_relu".
 
     ``forward(batch, num_samples=None)`` takes "image" (B, C, H, W) in [0, 1], and in training
     "pseudo_mask" (B, 1, H, W) in {0, 1}; it draws ``num_samples`` masks (None: the configured N;
@@ -135,6 +151,7 @@ class MedicalMatting(MattingModel):
         use_uncertainty_map: bool = True,
         num_samples: int = 8,
         matting_latent: str = "sample",
+        matting_output_activation: str = "relu",
     ):
         super().__init__()
         (in_channels,) = positive_ints("in_channels", in_channels, 1)
@@ -144,6 +161,9 @@ class MedicalMatting(MattingModel):
         (self.num_samples,) = positive_ints("num_samples", num_samples, 1)
         if num_fcomb_convs < 2:
             raise MedmatError(f"model option num_fcomb_convs must be >= 2, got {num_fcomb_convs}")
+        if matting_output_activation not in OUTPUT_ACTIVATIONS:
+            raise MedmatError(f"model option matting_output_activation must be one of "
+                              f"{', '.join(OUTPUT_ACTIVATIONS)}, got {matting_output_activation!r}")
 
         self.prob_unet = ProbabilisticUNet(
             in_channels, unet_filters, latent_dim, num_fcomb_convs, batch_norm, fcomb_init, matting_latent
@@ -151,7 +171,8 @@ class MedicalMatting(MattingModel):
         self.matting_net: MattingNetwork | None = None
         if use_matting_net:
             self.matting_net = MattingNetwork(
-                in_channels, self.prob_unet.latent_channels, matting_channels, use_uncertainty_map
+                in_channels, self.prob_unet.latent_channels, matting_channels, use_uncertainty_map,
+                output_activation=matting_output_activation,
             )
         self.spec = ModelSpec(
             in_channels=in_channels,
