@@ -318,6 +318,11 @@ def test_a_member_that_fits_its_training_cases_worse_than_unfit_ratio_allows_is_
     assert train(lax, tmp_path / "ens", fold=0, samples=samples, resume=True)["kept_members"] == [
         str(tmp_path / "ens" / "member-0"), str(tmp_path / "ens" / "member-1")]
     assert len(ensemble_members(tmp_path / "ens")) == 2
+    (tmp_path / "ens" / "members.json").write_text(json.dumps({"kept": [best]}))  # as the strict ratio left it
+    (tmp_path / "ens" / "metrics.json").unlink()
+    train(load_config({**ensemble_config, "ensemble": {"members": 2}}), tmp_path / "ens", fold=0, samples=samples,
+          resume=True)  # rescored without a ratio: no stale choice survives for later readers
+    assert not (tmp_path / "ens" / "members.json").exists() and len(ensemble_members(tmp_path / "ens")) == 2
     # Without the ratio every member counts (the default).
     assert load_config({**config, "ensemble": {"members": 2}})["ensemble"]["unfit_ratio"] is None
     with pytest.raises(MedmatError, match="unfit_ratio"):

@@ -55,7 +55,7 @@ from medmat.engine.handlers import (
     ProgressHandler,
     ValidationHandler,
 )
-from medmat.engine.inference import load_run, load_runs, member_folder, write_kept_members
+from medmat.engine.inference import KEPT_MEMBERS_NAME, load_run, load_runs, member_folder, write_kept_members
 from medmat.engine.loop import Handler, build_training, run_epoch
 from medmat.engine.volumes import check_image_channels, context_slices
 from medmat.errors import MedmatError
@@ -232,6 +232,9 @@ def _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks) ->
             ]
             kept = [members[index] for index in write_kept_members(run_dir, training_sad, config["ensemble"]["unfit_ratio"])]
             extra |= {"kept_members": [str(folder) for folder in kept], "members_training_SAD": training_sad}
+        else:
+            # Rescored without the ratio (a resume may drop it): every member counts again for every reader.
+            (run_dir / KEPT_MEMBERS_NAME).unlink(missing_ok=True)
         model, _ = load_runs(kept)
         result = final_metrics(model, train_samples, test_samples, config, size, run_dir, extra=extra)
     return {**result, "run_dir": str(run_dir)}
