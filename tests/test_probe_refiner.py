@@ -25,7 +25,7 @@ from medmat.engine.checkpoint import save_checkpoint
 from medmat.engine.config import load_config
 from medmat.engine.inference import build_model_from_config, load_initial_weights, load_run, predict
 from medmat.errors import MedmatError
-from medmat.interaction.actions import Probe, Stroke, actions_probe_map, probe_disc
+from medmat.interaction.actions import Probe, Stroke, actions_probes, probe_disc
 from medmat.interaction.simulate import make_user, probe_predictor, simulate_fusion, simulate_fusion_dataset
 from medmat.io.images import write_png
 from medmat.losses import build_criterion
@@ -98,9 +98,9 @@ def test_random_probe_map_transform_is_seeded_and_leaves_its_input():
         RandomProbeMapd(p=0.0)
 
 
-def test_actions_probe_map_holds_the_probes_only():
+def test_actions_probes_holds_the_probes_only():
     actions = (Probe(3, 4, 0.5), Stroke(((1, 1), (1, 6)), 1.0, "foreground"), Probe(8, 8, 0.0))
-    planes = actions_probe_map(actions, (12, 12))
+    planes = probe_map((12, 12), actions_probes(actions))
     assert np.array_equal(planes, probe_map((12, 12), [(3, 4, 0.5), (8, 8, 0.0)]))
 
 

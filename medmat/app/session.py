@@ -49,7 +49,15 @@ from medmat.data.readers.folder import read_dataset_json
 from medmat.data.readers.lidc import is_lidc_folder
 from medmat.data.user_maps import BACKGROUND, FOREGROUND, TRANSITION
 from medmat.engine.config import model_input_size, resize_size
-from medmat.engine.inference import fit_channels, flip_views, load_run, load_runs, predict_as_trained, runs_label
+from medmat.engine.inference import (
+    fit_channels,
+    flip_setting,
+    flip_views,
+    load_run,
+    load_runs,
+    predict_as_trained,
+    runs_label,
+)
 from medmat.errors import MedmatError
 from medmat.interaction.actions import (
     PROBE_LEVELS,
@@ -425,7 +433,7 @@ class MattingSession:
     @property
     def flip(self) -> bool | str:
         """The test-time views predictions average: the session's ``flip``, else the run's ``eval.flip``."""
-        return self.config.get("eval", {}).get("flip", False) if self.flip_setting is None else self.flip_setting
+        return flip_setting(self.flip_setting, self.config)
 
     def _predict(self, image: np.ndarray, user_map: np.ndarray,
                  probes: list[tuple[int, int, float]] | None = None) -> tuple[dict[str, np.ndarray], NIG | None]:

@@ -29,12 +29,12 @@ import click
 import numpy as np
 import torch
 
-from medmat.cli.options import command_line, flip_option, flip_setting, machine_description
+from medmat.cli.options import command_line, flip_option, machine_description
 from medmat.engine import load_run, load_runs
 from medmat.engine.config import input_size, model_input_size
 from medmat.engine.dataset import fit_sample
 from medmat.engine.held_out import ensemble_runs_and_cases, run_config, runs_and_cases
-from medmat.engine.inference import runs_label
+from medmat.engine.inference import flip_setting, runs_label
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
 from medmat.interaction.evaluation import (

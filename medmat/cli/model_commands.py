@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medmat.cli.options import command_line, flip_option, flip_setting, machine_description, own_size_option
+from medmat.cli.options import command_line, flip_option, machine_description, own_size_option
 from medmat.engine import crossval, load_config, load_runs, predict, predict_as_trained, train
 from medmat.engine.config import check_buildable, input_size, model_input_size, resize_size, resolve_config_path
 from medmat.engine.dataset import fit_sample, resized_affine
 from medmat.engine.held_out import ensemble_runs_and_cases, evaluate_fold, run_config
-from medmat.engine.inference import fit_channels, require_output_size, runs_label
+from medmat.engine.inference import fit_channels, flip_setting, require_output_size, runs_label
 from medmat.engine.summary import write_summary
 from medmat.engine.trainer import load_samples
 from medmat.engine.volumes import (

@@ -26,20 +26,13 @@ min_annotators_option = click.option(
 
 
 def flip_option(default: str):
-    """--flip [none|lr|flips|dihedral]: the test-time views averaged (eval.flip), read by :func:`flip_setting`."""
+    """--flip [none|lr|flips|dihedral]: the test-time views averaged (eval.flip), read by :func:`~medmat.engine.inference.flip_setting`."""
     return click.option(
         "--flip", type=click.Choice(list(TEST_TIME_VIEWS)), is_flag=False, flag_value="lr", default=None,
         help="Test-time flip averaging of the alpha: --flip alone (lr) with the mirror image, --flip flips with the "
              "up-down mirror and half turn too, --flip dihedral with all 8 views of the square, --flip none without "
              f"(default: {default}).",
     )
-
-
-def flip_setting(flip: str | None, config: dict):
-    """eval.flip for a --flip value: the run's own when not given; none / lr as false / true, as configs write them."""
-    if flip is None:
-        return config["eval"]["flip"]
-    return {"none": False, "lr": True}.get(flip, flip)
 
 
 def own_size_option(what: str):

@@ -386,6 +386,14 @@ def flip_views(flip: bool | str) -> tuple[tuple[int, bool], ...]:
     return TEST_TIME_VIEWS[name]
 
 
+def flip_setting(flip: bool | str | None, config: dict) -> bool | str:
+    """The ``eval.flip`` a prediction follows: ``flip`` (a ``--flip`` value or a setting), else the
+    run's own when None; "none" / "lr" as false / true, as configs write them."""
+    if flip is None:
+        return config["eval"]["flip"]
+    return {"none": False, "lr": True}.get(flip, flip) if isinstance(flip, str) else flip
+
+
 def _view(array: np.ndarray, turns: int, mirrored: bool) -> np.ndarray:
     """``array`` (..., H, W) mirrored left-right (when asked), then turned ``turns`` quarters."""
     array = array[..., ::-1] if mirrored else array
@@ -464,9 +472,9 @@ def predict_as_trained(
     """:func:`predict` of a (C, H, W) image (or a (B, C, H, W) batch) as the model was trained to see it.
 
     With ``resize`` (h, w) (``data.resize``: every training case was resampled to it when loaded)
-    the image, and its trimap and user map by the nearest pixel, are resampled to (h, w) first, and
-    every map is resampled back to (H, W) (bilinear when growing, the area mean when shrinking; the
-    lesion uncertainty is then the entropy of the resampled alpha). With ``model_input_size`` (h, w)
+    the image, its trimap by the nearest pixel and its user map by :func:`resample_user_map`, are
+    resampled to (h, w) first, and every map is resampled back to (H, W) (bilinear when growing,
+    the area mean when shrinking; the lesion uncertainty is then the entropy of the resampled alpha). With ``model_input_size`` (h, w)
     (``data.model_input_size``: a LIIF-style run) the image is resampled to (h, w) as training
     resampled it and the resolution-free model reads its outputs at the size it was given;
     resolution-free models take no trimap. Otherwise the image is predicted as it is.

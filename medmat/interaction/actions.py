@@ -27,7 +27,7 @@ from typing import ClassVar, Union
 
 import numpy as np
 
-from medmat.data.probe_maps import PROBE_LEVELS, disc_mask, probe_map
+from medmat.data.probe_maps import PROBE_LEVELS, disc_mask
 from medmat.errors import MedmatError
 
 #: A brush stroke's labels and the alpha each says.
@@ -289,11 +289,6 @@ def actions_probes(actions: Iterable[Action]) -> list[tuple[int, int, float]]:
     """(row, col, value) of each :class:`Probe` among ``actions``, oldest first: what a model that
     re-predicts with the probes reads of them; strokes and patch answers are not among them."""
     return [(action.row, action.col, action.value) for action in actions if isinstance(action, Probe)]
-
-
-def actions_probe_map(actions: Iterable[Action], shape: tuple[int, int]) -> np.ndarray:
-    """The probe map (:mod:`medmat.data.probe_maps`, float32 (2, H, W)) of :func:`actions_probes`."""
-    return probe_map(shape, actions_probes(actions))
 
 
 def action_box(action: Action, half_size: int = 2) -> tuple[int, int, int, int]:
