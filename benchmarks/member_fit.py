@@ -6,7 +6,9 @@ evaluated (``eval.num_samples``, ``eval.flip``, seeded by the run's seed):
 
 - the whole-image SAD (the number ``ensemble.unfit_ratio`` compares between members);
 - in the lesion core (label alpha >= 0.98), each case's median predicted alpha: the median and
-  the largest of those medians (a run whose alpha cannot reach 1 shows one value for both);
+  the largest of those medians (a run whose alpha cannot reach 1 shows one value for both; a run
+  whose largest is below ``train.core_alpha_floor`` failed to fit, which training now checks);
+  both from one prediction of each case (:func:`medmat.engine.evaluation.training_fit`);
 - the last training epoch's ``alpha_l1`` from ``log.csv``, where the criterion logs one;
 - for a model that declares the layer its alpha is read from (``alpha_features_layer``) with one
   output channel: how many of its input channels have a positive weight sum, and its bias. With
@@ -26,15 +28,10 @@ import numpy as np
 import torch
 
 from medmat.engine import load_run
-from medmat.engine.config import input_size, model_input_size
-from medmat.engine.dataset import common_size, fit_to_size
-from medmat.engine.evaluation import read_metrics, whole_image_scores
-from medmat.engine.inference import predict_as_trained
-from medmat.engine.seeding import seeded_rng
+from medmat.engine.config import input_size
+from medmat.engine.dataset import common_size
+from medmat.engine.evaluation import read_metrics, training_fit
 from medmat.engine.trainer import load_samples
-
-#: Label alpha at or above which a pixel is the lesion's core.
-CORE_LEVEL = 0.98
 
 
 def last_logged(run: Path, column: str) -> float | None:
@@ -62,20 +59,12 @@ def run_fit(run: Path) -> dict:
     train_ids = set(read_metrics(run)["train_ids"])
     samples = [sample for sample in load_samples(config) if sample.id in train_ids]
     size = input_size(config) or common_size(samples)
-    core_medians = []
-    with seeded_rng(config["seed"], model):
-        for sample in samples:
-            core = fit_to_size(sample.alpha, size) >= CORE_LEVEL
-            if not core.any():
-                continue
-            prediction = predict_as_trained(model, fit_to_size(sample.image, size), config["eval"]["num_samples"],
-                                            None, model_input_size(config), config["eval"]["flip"])
-            core_medians.append(float(np.median(prediction["alpha"][core])))
+    fit = training_fit(model, samples, config, size, config["train"]["core_alpha_floor"])
     return {
         "run": str(run),
         "cases": len(samples),
-        "training SAD": whole_image_scores(model, samples, config, size)["SAD"],
-        "core medians": core_medians,
+        "training SAD": fit["scores"]["SAD"],
+        "core medians": fit["core_alpha"],
         "alpha_l1": last_logged(run, "alpha_l1"),
         "output layer": output_layer_signs(model),
     }

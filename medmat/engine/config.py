@@ -103,6 +103,12 @@ def _unit_pair(key: str, value) -> str | None:
     return None
 
 
+def _unit_or_null(key: str, value) -> str | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        return f"{key} must be in [0, 1] or null, got {value!r}"
+    return None
+
+
 def _decay_problem(key: str, value) -> str | None:
     if value is not None and not 0.0 < value < 1.0:
         return f"{key} must be in (0, 1) or null, got {value!r}"
@@ -227,6 +233,13 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
         "cross_fit_from": Option(None, (str, NONE), doc=(
             "a cross-validation folder of the wrapped base: every training case gets the prediction of the fold "
             "model that held it out, which the model reads instead of its base's (medmat.engine.cross_fit)")),
+        "core_alpha_floor": Option(0.8, (*NUMBER, NONE), check=_unit_or_null, doc=(
+            "after training, the median alpha in the lesion core (label alpha >= 0.98) of each training case; "
+            "when no case's reaches this floor the model failed to fit (a capped alpha layer): a warning, "
+            "training_fit in metrics.json, and train.refit_capped; null = no check")),
+        "refit_capped": Option(0, (int,), minimum=0, doc=(
+            "times a run that failed the core_alpha_floor check trains again from scratch with seed + 1000 x "
+            "attempt (the failed run kept in <run>/capped-<attempt>/); the last attempt is kept either way")),
     },
 }
 

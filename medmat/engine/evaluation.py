@@ -4,7 +4,9 @@
   (SAD / MSE / Grad / Conn on the trimap's unknown band) and Table V (whole image, GED and Dice of
   the sampled masks against :func:`label_masks_from_alpha`);
 - :func:`mean_case_metrics` averages the cases; :func:`validation_metrics` and
-  :func:`final_metrics` are what a training run logs every few epochs and writes at its end.
+  :func:`final_metrics` are what a training run logs every few epochs and writes at its end;
+  :func:`training_fit` says whether a trained model fits its own training cases (its whole-image
+  SAD, and whether its alpha reaches the lesion core at all).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ LABEL_RANGE = (0.2, 0.7)
 SAMPLE_MASK_THRESHOLD = 0.5
 #: The file a finished fold writes its held-out metrics to.
 METRICS_NAME = "metrics.json"
+#: Label alpha at or above which a pixel is the lesion's core (every annotator's lesion).
+CORE_LEVEL = 0.98
 
 
 def label_masks_from_alpha(
@@ -81,11 +85,13 @@ def evaluate_samples(
       when ``region="whole"`` or the case has no trimap (``region_name`` says which);
     - ``whole``: SAD/MSE/Grad/Conn on the whole image (Table V);
     - ``GED``, ``Dice``: the sampled masks (score maps > 0.5) against :func:`label_masks_from_alpha`
-      (Table V); None for models that do not sample.
+      (Table V); None for models that do not sample;
+    - ``core_alpha``: the median predicted alpha where the label alpha is >= :data:`CORE_LEVEL`
+      (None for a case without such pixels): near 1 for a model that has learnt the lesion.
 
     Returns:
-        One dict per case: ``{"id", "region_name", "region", "whole", "GED", "Dice"}``; a metric
-        dict is None when its region is empty.
+        One dict per case: ``{"id", "region_name", "region", "whole", "GED", "Dice", "core_alpha"}``;
+        a metric dict is None when its region is empty.
     """
     size = common_size(samples, size)
     was_training = model.training
@@ -113,6 +119,8 @@ def _evaluate_case(
         case = {"id": sample.id, **table_iv_metrics(alpha, sample.alpha, sample.trimap, region)}
     else:
         case = {"id": sample.id, "whole": matting_metrics(alpha, sample.alpha, region_mask(None, "whole", sample.shape))}
+    core = sample.alpha >= CORE_LEVEL
+    case["core_alpha"] = float(np.median(alpha[core])) if core.any() else None
     case["GED"] = case["Dice"] = None
     if "sample_masks" in prediction:
         predicted = unfit_from_size(prediction["sample_masks"], sample.shape) > SAMPLE_MASK_THRESHOLD
@@ -132,6 +140,24 @@ def mean_case_metrics(cases: Sequence[dict]) -> dict:
     return {**mean_table_iv_metrics(cases, ("GED", "Dice")), "num_cases": len(cases)}
 
 
+def _whole_image_cases(model: MattingModel, samples: Sequence[Sample], config: dict, size) -> list[dict]:
+    """:func:`evaluate_samples` on the whole image, predicted as the run is evaluated
+    (``eval.num_samples``, ``eval.flip``, ``data.model_input_size``), sampling from its own
+    generator seeded by ``config["seed"]`` so that scoring leaves training untouched."""
+    with seeded_rng(config["seed"], model):
+        return evaluate_samples(
+            model, samples, config["eval"]["num_samples"], "whole", size, with_region=False,
+            model_input_size=model_input_size(config), flip=config["eval"]["flip"],
+        )
+
+
+def _whole_image_means(cases: Sequence[dict]) -> dict[str, float]:
+    mean = mean_case_metrics(cases)
+    scores = dict(mean["whole"] or {})
+    scores.update({name: mean[name] for name in ("GED", "Dice") if mean[name] is not None})
+    return scores
+
+
 def whole_image_scores(model: MattingModel, samples: Sequence[Sample], config: dict, size) -> dict[str, float]:
     """Mean whole-image SAD/MSE/Grad/Conn, GED and Dice of a model on cases with alpha mattes,
     predicted as the run is evaluated (``eval.num_samples``, ``eval.flip``, ``data.model_input_size``).
@@ -139,15 +165,36 @@ def whole_image_scores(model: MattingModel, samples: Sequence[Sample], config: d
     Sampling uses its own generator seeded by ``config["seed"]``, so that scoring leaves training
     untouched. A metric no case has (GED and Dice of a model that does not sample) is absent.
     """
-    with seeded_rng(config["seed"], model):
-        cases = evaluate_samples(
-            model, samples, config["eval"]["num_samples"], "whole", size, with_region=False,
-            model_input_size=model_input_size(config), flip=config["eval"]["flip"],
-        )
-    mean = mean_case_metrics(cases)
-    scores = dict(mean["whole"] or {})
-    scores.update({name: mean[name] for name in ("GED", "Dice") if mean[name] is not None})
-    return scores
+    return _whole_image_means(_whole_image_cases(model, samples, config, size))
+
+
+def training_fit(model: MattingModel, samples: Sequence[Sample], config: dict, size, floor: float | None) -> dict:
+    """How a trained model fits the cases it trained on, in one prediction of each, as
+    :func:`whole_image_scores` predicts them.
+
+    A model whose alpha never reaches the lesion core of its own training cases failed to fit:
+    for example an alpha layer whose weights all turned non-positive behind a ReLU, which caps the
+    alpha at sigmoid(bias) everywhere and receives no gradient to recover (docs/medical-matting.md).
+
+    Args:
+        floor: the core alpha in [0, 1] a fitted model reaches (``train.core_alpha_floor``); None =
+            no verdict.
+
+    Returns:
+        ``{"scores": whole_image_scores' dict, "core_alpha": [each case's median alpha in its core
+        (cases with a core only)], "core_alpha_max": the largest of those or None, "floor": floor,
+        "capped": core_alpha_max < floor}`` (``capped`` False without a floor or a core).
+    """
+    cases = _whole_image_cases(model, samples, config, size)
+    core = [case["core_alpha"] for case in cases if case["core_alpha"] is not None]
+    largest = max(core) if core else None
+    return {
+        "scores": _whole_image_means(cases),
+        "core_alpha": core,
+        "core_alpha_max": largest,
+        "floor": floor,
+        "capped": floor is not None and largest is not None and largest < floor,
+    }
 
 
 def validation_metrics(model: MattingModel, samples: Sequence[Sample], config: dict, size) -> dict[str, float]:

@@ -54,6 +54,7 @@ def write_summary(
         + "\nSAD, Grad and Conn are divided by 1000, as in the paper's tables.\n"
         + ("Each member is the single-model run of its seed, scored with its own seed's masks.\n" if member_tables else "")
         + "".join(f"{line}\n" for line in left_out_lines(records))
+        + "".join(f"{line}\n" for line in fit_lines(records, members))
     )
     summary = {
         "run_dir": str(run_dir),
@@ -85,6 +86,24 @@ def left_out_lines(records: Sequence[dict]) -> list[str]:
         sad = ", ".join(f"{Path(f).name} {v:.4f}" for f, v in zip(record["members"], record["members_training_SAD"]))
         lines.append(f"Fold {record['fold']}: {' and '.join(left_out)} left out of the ensemble, "
                      f"failing to fit its training cases (their whole-image SAD: {sad}).")
+    return lines
+
+
+def fit_lines(records: Sequence[dict], members: Mapping[str, Sequence[dict]] | None = None) -> list[str]:
+    """One line per fold (or ensemble member) that failed to fit its training cases
+    (``train.core_alpha_floor``): trained again (``train.refit_capped``), or kept capped."""
+    labelled = [(f"Fold {r['fold']}", r) for r in records]
+    labelled += [(f"Fold {r['fold']}, {label}", r) for label, rows in (members or {}).items() for r in rows]
+    lines = []
+    for name, record in labelled:
+        for refit in record.get("refits", []):
+            lines.append(f"{name}: the run with seed {refit['seed']} failed to fit its training cases (core alpha "
+                         f"at most {refit['core_alpha_max']:.2f}), set aside in {Path(refit['folder']).name}/ and "
+                         "trained again.")
+        fit = record.get("training_fit") or {}
+        if fit.get("capped"):
+            lines.append(f"{name}: the model failed to fit its training cases: its alpha stays below "
+                         f"{fit['floor']:.2f} in the lesion core (at most {fit['core_alpha_max']:.2f}).")
     return lines
 
 

@@ -16,7 +16,10 @@ logging and checkpoints are its handlers (:mod:`medmat.engine.handlers`); the he
 evaluation is :mod:`medmat.engine.evaluation`.
 
 A run folder holds ``config.yaml`` (resolved), ``split.json``, ``log.csv``, ``curves.png``,
-``checkpoint.pt`` (every epoch), ``final.pt`` and ``metrics.json`` (test cases of the fold).
+``checkpoint.pt`` (every epoch), ``final.pt`` and ``metrics.json`` (test cases of the fold, and
+``training_fit``: how the model fits its training cases). A run whose alpha never reaches the lesion
+core of its training cases (``train.core_alpha_floor``) failed to fit; with ``train.refit_capped`` it
+is set aside into ``capped-<attempt>/`` and trained again from scratch with another seed.
 An ensemble config (``ensemble.members`` = M > 1) trains M such runs into ``member-<i>/``
 (:func:`member_config`) and writes ``config.yaml`` and the deep ensemble's ``metrics.json`` beside them.
 """
@@ -24,6 +27,7 @@ An ensemble config (``ensemble.members`` = M > 1) trains M such runs into ``memb
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +51,7 @@ from medmat.engine.config import (
 )
 from medmat.engine.cross_fit import held_out_base_maps
 from medmat.engine.dataset import common_size, resize_samples
-from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics, whole_image_scores
+from medmat.engine.evaluation import METRICS_NAME, final_metrics, read_metrics, training_fit
 from medmat.engine.handlers import (
     CheckpointHandler,
     LoggingHandler,
@@ -59,8 +63,15 @@ from medmat.engine.inference import KEPT_MEMBERS_NAME, load_run, load_runs, memb
 from medmat.engine.loop import Handler, build_training, run_epoch
 from medmat.engine.volumes import check_image_channels, context_slices
 from medmat.errors import MedmatError
+from medmat.io.atomic import atomic_write_json
 
 SPLIT_NAME = "split.json"
+#: A run that failed to fit is set aside into ``<run>/capped-<attempt>/`` (attempt 1, 2, ...).
+CAPPED_PREFIX = "capped-"
+#: Attempt a of a refitted run trains with seed + a x REFIT_SEED_STEP.
+REFIT_SEED_STEP = 1000
+
+LOG = logging.getLogger("medmat.engine")
 
 
 def load_samples(config: dict) -> list[Sample]:
@@ -163,6 +174,67 @@ def train(
         torch.set_num_threads(config["train"]["num_threads"])
     if config["ensemble"]["members"] > 1:
         return _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks)
+    _finish_setting_aside(run_dir)
+    if capped_attempts(run_dir) and not resume:
+        raise MedmatError("run folder already holds a run that was set aside; resume it or choose another folder",
+                          run_dir)
+    # Only a single process may set a run aside: the other ranks of a DDP run never see the verdict.
+    may_refit = distributed.environment_ranks()[0] == 1
+    while True:
+        attempt = len(capped_attempts(run_dir))
+        result = _train_attempt(refit_config(config, attempt), run_dir, fold, resume, samples, split, callbacks)
+        if not (result.get("training_fit") or {}).get("capped") or attempt >= config["train"]["refit_capped"] \
+                or not may_refit:
+            return result
+        LOG.warning("medmat: %s: training again with seed %d (attempt %d of %d)", run_dir,
+                    refit_config(config, attempt + 1)["seed"], attempt + 1, config["train"]["refit_capped"])
+        _set_aside(run_dir, attempt + 1)
+
+
+def refit_config(config: dict, attempt: int) -> dict:
+    """The config of attempt ``attempt`` (0 = the first) of a run: its seed moved by
+    ``attempt x`` :data:`REFIT_SEED_STEP`, everything else as given."""
+    return config if attempt == 0 else {**copy.deepcopy(config), "seed": config["seed"] + REFIT_SEED_STEP * attempt}
+
+
+def capped_attempts(run_dir: Path) -> list[Path]:
+    """The ``capped-<attempt>/`` folders of a run set aside so far, by attempt."""
+    folders = [p for p in Path(run_dir).glob(f"{CAPPED_PREFIX}*") if p.is_dir() and p.name[len(CAPPED_PREFIX):].isdigit()]
+    return sorted(folders, key=lambda p: int(p.name[len(CAPPED_PREFIX):]))
+
+
+def _set_aside(run_dir: Path, attempt: int) -> None:
+    """Move the run's files (not earlier attempts) into ``capped-<attempt>/``.
+
+    Each entry is renamed into ``capped-<attempt>.partial/`` and the folder renamed last, so an
+    interruption leaves either the run or a partial folder that :func:`_finish_setting_aside` completes.
+    """
+    partial = run_dir / f"{CAPPED_PREFIX}{attempt}.partial"
+    partial.mkdir(exist_ok=True)
+    for entry in list(run_dir.iterdir()):
+        if not entry.name.startswith(CAPPED_PREFIX):
+            entry.rename(partial / entry.name)
+    partial.rename(run_dir / f"{CAPPED_PREFIX}{attempt}")
+
+
+def _finish_setting_aside(run_dir: Path) -> None:
+    """Complete a :func:`_set_aside` an interruption stopped."""
+    for partial in Path(run_dir).glob(f"{CAPPED_PREFIX}*.partial"):
+        _set_aside(run_dir, int(partial.name[len(CAPPED_PREFIX):-len(".partial")]))
+
+
+def _refit_records(run_dir: Path) -> list[dict]:
+    """What each attempt set aside says of itself: its folder, seed and core alpha."""
+    records = []
+    for folder in capped_attempts(run_dir):
+        fit = read_metrics(folder).get("training_fit") or {}
+        seed = read_config_file(folder / CONFIG_NAME).get("seed")
+        records.append({"folder": str(folder), "seed": seed, "core_alpha_max": fit.get("core_alpha_max")})
+    return records
+
+
+def _train_attempt(config, run_dir, fold, resume, samples, split, callbacks) -> dict:
+    """One attempt of a single-model run: resumed from its checkpoint, or returned when finished."""
     checkpoint_path = run_dir / CHECKPOINT_NAME
     state = None
     if checkpoint_path.is_file():
@@ -171,7 +243,10 @@ def train(
         state = load_checkpoint(checkpoint_path)
         _check_resumable(state["config"], config, checkpoint_path)
         if state["epoch"] >= config["optim"]["epochs"] and (run_dir / METRICS_NAME).is_file():
-            return {**read_metrics(run_dir), "run_dir": str(run_dir)}
+            record = read_metrics(run_dir)
+            if "training_fit" not in record and config["train"]["core_alpha_floor"] is not None:
+                record = _check_finished_fit(config, run_dir, fold, state["split"], samples, record)
+            return {**record, "run_dir": str(run_dir)}
 
     context = distributed.setup(config["train"]["device"])
     try:
@@ -226,10 +301,7 @@ def _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks) ->
         if config["ensemble"]["unfit_ratio"] is not None:
             # A member that failed to fit its training cases (its SAD on them far above the others')
             # would drag the ensemble's mean alpha; the training cases alone decide, never the test fold.
-            training_sad = [
-                whole_image_scores(load_run(folder)[0], train_samples, member_config(config, index), size)["SAD"]
-                for index, folder in enumerate(members)
-            ]
+            training_sad = [_member_training_sad(folder, train_samples, size) for folder in members]
             kept = [members[index] for index in write_kept_members(run_dir, training_sad, config["ensemble"]["unfit_ratio"])]
             extra |= {"kept_members": [str(folder) for folder in kept], "members_training_SAD": training_sad}
         else:
@@ -238,6 +310,38 @@ def _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks) ->
         model, _ = load_runs(kept)
         result = final_metrics(model, train_samples, test_samples, config, size, run_dir, extra=extra)
     return {**result, "run_dir": str(run_dir)}
+
+
+def _check_finished_fit(config, run_dir: Path, fold: int, split, samples, record: dict) -> dict:
+    """Add ``training_fit`` to the ``metrics.json`` of a run that finished before training checked it."""
+    samples = resize_samples(samples, resize_size(config)) if samples is not None else load_samples(config)
+    train_samples, _ = fold_cases(samples, split, fold)
+    model, saved = load_run(run_dir)
+    size = input_size(config) or common_size(samples)
+    fit = training_fit(model, train_samples, saved, size, config["train"]["core_alpha_floor"])
+    if fit["capped"]:
+        _warn_capped(run_dir, fit)
+    # Before the per-case results, where a freshly trained run has it.
+    keys = list(record)
+    at = keys.index("mean") if "mean" in keys else len(keys)
+    record = {**{k: record[k] for k in keys[:at]}, "training_fit": fit, **{k: record[k] for k in keys[at:]}}
+    atomic_write_json(run_dir / METRICS_NAME, record)
+    return record
+
+
+def _warn_capped(run_dir: Path, fit: dict) -> None:
+    LOG.warning("medmat: %s: the alpha stays below %.2f in the lesion core of every training case (at most %.2f): "
+                "the model failed to fit (a capped alpha layer?)", run_dir, fit["floor"], fit["core_alpha_max"])
+
+
+def _member_training_sad(folder: Path, train_samples: Sequence[Sample], size) -> float:
+    """A member's whole-image SAD on the fold's training cases: from its ``metrics.json`` when its
+    training measured it (``training_fit``), else measured now as it would have been."""
+    fit = read_metrics(folder).get("training_fit")
+    if fit is not None:
+        return fit["scores"]["SAD"]
+    model, member = load_run(folder)
+    return training_fit(model, train_samples, member, size, None)["scores"]["SAD"]
 
 
 def _start_run_folder(run_dir: Path, config: dict, split: list[dict], split_meta: dict | None) -> None:
@@ -294,6 +398,13 @@ def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> 
         # The final weights are the moving average when the run keeps one.
         final = {"model": training.evaluation_model.state_dict(), "criterion": training.criterion.state_dict()}
         save_checkpoint(run_dir / FINAL_NAME, **final, config=config, fold=fold)
-        result = final_metrics(training.evaluation_model, train_samples, test_samples, config, size, run_dir)
+        extra = {"refits": refits} if (refits := _refit_records(run_dir)) else {}
+        floor = config["train"]["core_alpha_floor"]
+        if floor is not None:
+            fit = training_fit(training.evaluation_model, train_samples, config, size, floor)
+            extra["training_fit"] = fit
+            if fit["capped"]:
+                _warn_capped(run_dir, fit)
+        result = final_metrics(training.evaluation_model, train_samples, test_samples, config, size, run_dir, extra)
     distributed.barrier(context)
     return {**result, "run_dir": str(run_dir)}
