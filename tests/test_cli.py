@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from medmat.cli.main import COMMAND_MODULES, cli, main
+from tiny_configs import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 #: The sub-commands the README documents: each must be registered (an import error must not drop one).
@@ -55,7 +56,6 @@ def _good_case(rng, size=16, annotators=3):
 def test_pickle_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "ran"
     hostile = tmp_path / "hostile.pkl"
-    from tiny_configs import load_benchmark
 
     hostile.write_bytes(pickle.dumps({"case01": load_benchmark("hostile_inputs").CarriesCode(str(marker))}))
     result = run_cli("info", "--data", str(hostile))
@@ -138,14 +138,25 @@ def test_each_command_is_found_in_the_module_that_defines_it():
     """main.COMMAND_MODULES names, without importing it, the module of every command; each module's
     COMMANDS are all named there (a command added to a module but not to the map would be unreachable)."""
     modules = {f"medmat.cli.{path.stem}" for path in (REPO / "medmat" / "cli").glob("*_commands.py")}
-    assert set(COMMAND_MODULES.values()) == modules
+    assert {module for module, _ in COMMAND_MODULES.values()} == modules
     by_module = {}
-    for name, module in COMMAND_MODULES.items():
+    for name, (module, _) in COMMAND_MODULES.items():
         by_module.setdefault(module, set()).add(name)
     for module, names in by_module.items():
         assert {command.name for command in importlib.import_module(module).COMMANDS} == names, module
     assert all(cli.get_command(None, name).name == name for name in COMMAND_MODULES)
     assert cli.get_command(None, "no-such-command") is None
+    # medmat --help lists the map's summaries: each the command's own short help.
+    for name, (_, summary) in COMMAND_MODULES.items():
+        assert cli.get_command(None, name).get_short_help_str(limit=10_000) == summary, name
+
+
+def test_the_short_help_loads_no_command_module():
+    probe = ("import sys; from medmat.cli.main import main; code = main(['--help']); "
+             "print(sorted(m for m in sys.modules if m.endswith('_commands')), code)")
+    listed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert listed.stdout.strip().endswith("[] 0"), listed.stdout[-300:]
+    assert "train     Train one fold and evaluate it on the held-out cases" in listed.stdout
 
 
 def test_an_import_error_in_a_command_module_is_not_swallowed():
@@ -236,3 +247,12 @@ def test_evaluate_draws_with_the_runs_own_seed_unless_told(tmp_path):
     assert scored["default"][1]["SAD"] == pytest.approx(trained[group]["SAD"], rel=1e-4)
     assert scored["default"][2]["mean"]["GED"] == pytest.approx(trained["GED"], rel=1e-4)
     assert scored["zero"][2]["mean"]["GED"] != scored["default"][2]["mean"]["GED"]
+
+
+def test_cli_startup_benchmark_prints_every_probe_against_the_import_floor(capsys, monkeypatch):
+    script = load_benchmark("cli_startup")
+    monkeypatch.setattr(sys, "argv", ["cli_startup.py", "--repeats", "1"])
+    script.main()
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == list(script.PROBES)
+    assert rows[0].endswith("| 1.00 |") and all(float(row.split(" | ")[1]) > 0 for row in rows)
