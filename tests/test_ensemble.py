@@ -17,7 +17,7 @@ from medmat.data.splits import load_split, save_split
 from medmat.engine import crossval, load_config, load_run, load_runs, predict, train
 from medmat.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmat.engine.held_out import ensemble_runs_and_cases
-from medmat.engine.evaluation import whole_image_scores
+from medmat.engine.evaluation import read_metrics, whole_image_scores
 from medmat.engine.inference import build_model_from_config, ensemble_members
 from medmat.engine.summary import left_out_lines
 from medmat.engine.trainer import load_samples, member_config
@@ -304,6 +304,9 @@ def test_a_member_that_fits_its_training_cases_worse_than_unfit_ratio_allows_is_
     train_samples = [s for s in samples if s.id in set(record["train_ids"])]
     again = whole_image_scores(load_run(tmp_path / "ens" / f"member-{best}")[0], train_samples, member, None)
     assert again["SAD"] == pytest.approx(training_sad[best], rel=1e-9)
+    # ... the number each member's own training wrote (train.core_alpha_floor's check), read, not predicted again.
+    assert training_sad == [read_metrics(tmp_path / "ens" / f"member-{i}")["training_fit"]["scores"]["SAD"]
+                            for i in range(2)]
     # A fold whose score was lost is rescored at train.num_threads although no member trains again
     # (a crossval worker forked with jobs > 1 would otherwise run at its parent's count and deadlock in OpenMP).
     for name in ("metrics.json", "members.json"):
