@@ -15,7 +15,7 @@ from medmat.engine.checkpoint import load_checkpoint, save_checkpoint
 from medmat.engine.config import read_config_file
 from medmat.engine.dataset import common_size
 from medmat.engine.evaluation import CORE_LEVEL, read_metrics, training_fit, whole_image_scores
-from medmat.engine.summary import fit_lines
+from medmat.engine.summary import fit_lines, write_summary
 from medmat.engine.trainer import REFIT_SEED_STEP, capped_attempts, load_samples
 from medmat.errors import MedmatError
 from tiny_configs import IMAGE_FOLLOWING, MEDICAL_TINY, image_following_run, save_run, tiny_phantom_config
@@ -71,6 +71,8 @@ def test_a_run_that_fails_the_floor_is_set_aside_and_trained_again_with_the_next
     assert result["refits"] == metrics["refits"]
     lines = fit_lines([metrics])
     assert "seed 3 failed to fit" in lines[0] and "capped-1/" in lines[0] and "stays below 1.00" in lines[1]
+    write_summary([metrics], config, tmp_path / "cv")  # what a cross-validation's summary.md says of the fold
+    assert all(line in (tmp_path / "cv" / "summary.md").read_text() for line in lines)
 
     # The attempts are spent: resuming returns the finished run as it is.
     before = (run / "final.pt").stat().st_mtime_ns
