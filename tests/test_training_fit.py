@@ -30,8 +30,12 @@ def _fit(run, floor):
     return training_fit(model, samples, config, common_size(samples), floor), model, config, samples
 
 
-def test_a_model_that_reaches_the_core_fits_and_a_capped_alpha_layer_does_not(tmp_path):
-    fit, model, config, samples = _fit(image_following_run(tmp_path / "sure"), 0.8)
+def test_a_model_that_reaches_the_core_fits_and_a_capped_alpha_layer_does_not(tmp_path, caplog):
+    sure = image_following_run(tmp_path / "sure")
+    (sure / "metrics.json").write_text(json.dumps({"training_fit": {"capped": False}}))
+    with caplog.at_level(logging.WARNING, logger="medmat.engine"):
+        fit, model, config, samples = _fit(sure, 0.8)
+    assert "failed to fit" not in caplog.text  # a run that fits loads quietly
     assert not fit["capped"] and fit["core_alpha_max"] > 0.99 and len(fit["core_alpha"]) == 4
     assert fit["scores"] == pytest.approx(whole_image_scores(model, samples, config, common_size(samples)))
 
@@ -73,6 +77,11 @@ def test_a_run_that_fails_the_floor_is_set_aside_and_trained_again_with_the_next
     assert "seed 3 failed to fit" in lines[0] and "capped-1/" in lines[0] and "stays below 1.00" in lines[1]
     write_summary([metrics], config, tmp_path / "cv")  # what a cross-validation's summary.md says of the fold
     assert all(line in (tmp_path / "cv" / "summary.md").read_text() for line in lines)
+    # Wherever the capped run is used later (predict, evaluate, the app), loading it says so.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="medmat.engine"):
+        load_run(run)
+    assert f"{run} failed to fit its training cases" in caplog.text and "at most" in caplog.text
 
     # The attempts are spent: resuming returns the finished run as it is.
     before = (run / "final.pt").stat().st_mtime_ns

@@ -20,7 +20,7 @@ import numpy as np
 from medmat.data.sample import Sample
 from medmat.engine.config import model_input_size
 from medmat.engine.dataset import common_size, fit_to_size, unfit_from_size
-from medmat.engine.inference import predict_as_trained
+from medmat.engine.inference import METRICS_NAME, predict_as_trained
 from medmat.engine.seeding import seeded_rng
 from medmat.errors import MedmatError
 from medmat.io.atomic import atomic_write_json
@@ -32,8 +32,6 @@ LABEL_LEVELS = 8
 LABEL_RANGE = (0.2, 0.7)
 #: Sampled score maps are binarised at this level for GED and Dice (the authors' evaluation).
 SAMPLE_MASK_THRESHOLD = 0.5
-#: The file a finished fold writes its held-out metrics to.
-METRICS_NAME = "metrics.json"
 #: Label alpha at or above which a pixel is the lesion's core (every annotator's lesion).
 CORE_LEVEL = 0.98
 

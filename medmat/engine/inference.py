@@ -12,6 +12,7 @@ benchmarks) takes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -58,6 +59,12 @@ def find_checkpoint(run: str | os.PathLike) -> Path:
 MEMBER_PREFIX = "member-"
 #: Which members of an ensemble fold predict, when training left one out (config ``ensemble.unfit_ratio``).
 KEPT_MEMBERS_NAME = "members.json"
+#: The file a finished run writes its held-out metrics (and its ``training_fit``) to.
+METRICS_NAME = "metrics.json"
+
+LOG = logging.getLogger("medmat.engine")
+#: Runs this process has already warned about (:func:`_warn_if_unfit`).
+_WARNED_UNFIT: set[str] = set()
 
 
 def member_folder(run_dir: str | os.PathLike, member: int) -> Path:
@@ -162,7 +169,22 @@ def load_run(run: str | os.PathLike, device: str | torch.device = "cpu") -> tupl
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
         raise MedmatError(f"weights do not fit model {config['model']['name']!r}: {first_line}", path) from None
+    _warn_if_unfit(path.parent)
     return model.to(device).eval(), config
+
+
+def _warn_if_unfit(run_dir: Path) -> None:
+    """Say so when the run's own training found that it failed to fit (``train.core_alpha_floor``):
+    its mattes stop below the lesion core wherever it is used."""
+    try:
+        fit = json.loads((run_dir / METRICS_NAME).read_text(encoding="utf-8")).get("training_fit") or {}
+    except (OSError, ValueError, AttributeError):
+        return  # no record (an unfinished run, a bare checkpoint): nothing to say
+    if fit.get("capped") and str(run_dir) not in _WARNED_UNFIT:
+        _WARNED_UNFIT.add(str(run_dir))  # a command that loads the run twice says it once
+        LOG.warning("medmat: %s failed to fit its training cases (its alpha stays below %.2f in the lesion core, "
+                    "at most %.2f): its mattes are capped; train it again (train.refit_capped)",
+                    run_dir, fit.get("floor", 0.0), fit.get("core_alpha_max", 0.0))
 
 
 def runs_label(runs: Sequence[str | os.PathLike]) -> str:
