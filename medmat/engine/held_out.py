@@ -19,7 +19,7 @@ from medmat.data.sample import Sample
 from medmat.data.splits import load_split
 from medmat.engine.config import input_size, model_input_size
 from medmat.engine.evaluation import METRICS_NAME, evaluate_samples, mean_case_metrics
-from medmat.engine.inference import load_run
+from medmat.engine.inference import load_run, numbered_folders
 from medmat.errors import MedmatError
 from medmat.models import MattingModel
 
@@ -52,8 +52,7 @@ def runs_and_cases(run: str | Path, samples: Sequence[Sample]) -> list[tuple[str
             model that trained on every case of ``samples`` (nothing left to score).
     """
     root = Path(run)
-    fold_dirs = sorted((d for d in root.glob("fold-*") if d.is_dir() and d.name[5:].isdigit()),
-                       key=lambda d: int(d.name[5:]))
+    fold_dirs = numbered_folders(root, "fold-")
     if fold_dirs:
         if not (root / "split.json").is_file():
             raise MedmatError("cross-validation folder without split.json", root)

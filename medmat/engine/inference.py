@@ -67,6 +67,13 @@ LOG = logging.getLogger("medmat.engine")
 _WARNED_UNFIT: set[str] = set()
 
 
+def numbered_folders(root: str | os.PathLike, prefix: str) -> list[Path]:
+    """The sub-folders ``<prefix><n>`` of ``root`` (n a non-negative integer), by n: a crossval's
+    ``fold-<k>/``, an ensemble fold's ``member-<i>/``, a refitted run's ``capped-<attempt>/``."""
+    found = [d for d in Path(root).glob(prefix + "*") if d.is_dir() and d.name[len(prefix):].isdigit()]
+    return sorted(found, key=lambda d: int(d.name[len(prefix):]))
+
+
 def member_folder(run_dir: str | os.PathLike, member: int) -> Path:
     """Where member ``member`` of an ensemble fold ``run_dir`` trains."""
     return Path(run_dir) / f"{MEMBER_PREFIX}{member}"
@@ -86,8 +93,7 @@ def ensemble_members(run: str | os.PathLike, every_member: bool = False) -> list
     run = Path(run)
     if not run.is_dir() or any((run / name).is_file() for name in (FINAL_NAME, CHECKPOINT_NAME)):
         return []
-    found = [d for d in run.glob(MEMBER_PREFIX + "*") if d.is_dir() and d.name[len(MEMBER_PREFIX):].isdigit()]
-    found = sorted(found, key=lambda d: int(d.name[len(MEMBER_PREFIX):]))
+    found = numbered_folders(run, MEMBER_PREFIX)
     if every_member or not found or not (run / KEPT_MEMBERS_NAME).is_file():
         return found
     kept = read_kept_members(run / KEPT_MEMBERS_NAME)["kept"]
@@ -182,9 +188,14 @@ def _warn_if_unfit(run_dir: Path) -> None:
         return  # no record (an unfinished run, a bare checkpoint): nothing to say
     if fit.get("capped") and str(run_dir) not in _WARNED_UNFIT:
         _WARNED_UNFIT.add(str(run_dir))  # a command that loads the run twice says it once
-        LOG.warning("medmat: %s failed to fit its training cases (its alpha stays below %.2f in the lesion core, "
-                    "at most %.2f): its mattes are capped; train it again (train.refit_capped)",
-                    run_dir, fit.get("floor", 0.0), fit.get("core_alpha_max", 0.0))
+        warn_unfit(run_dir, fit)
+
+
+def warn_unfit(run_dir: str | os.PathLike, fit: dict) -> None:
+    """The warning for a run whose ``training_fit`` (:func:`~medmat.engine.evaluation.training_fit`) is capped."""
+    LOG.warning("medmat: %s failed to fit its training cases (its alpha stays below %.2f in the lesion core, "
+                "at most %.2f): its mattes are capped; train it again (train.refit_capped)",
+                run_dir, fit.get("floor", 0.0), fit.get("core_alpha_max", 0.0))
 
 
 def runs_label(runs: Sequence[str | os.PathLike]) -> str:

@@ -59,7 +59,15 @@ from medmat.engine.handlers import (
     ProgressHandler,
     ValidationHandler,
 )
-from medmat.engine.inference import KEPT_MEMBERS_NAME, load_run, load_runs, member_folder, write_kept_members
+from medmat.engine.inference import (
+    KEPT_MEMBERS_NAME,
+    load_run,
+    load_runs,
+    member_folder,
+    numbered_folders,
+    warn_unfit,
+    write_kept_members,
+)
 from medmat.engine.loop import Handler, build_training, run_epoch
 from medmat.engine.volumes import check_image_channels, context_slices
 from medmat.errors import MedmatError
@@ -199,8 +207,7 @@ def refit_config(config: dict, attempt: int) -> dict:
 
 def capped_attempts(run_dir: Path) -> list[Path]:
     """The ``capped-<attempt>/`` folders of a run set aside so far, by attempt."""
-    folders = [p for p in Path(run_dir).glob(f"{CAPPED_PREFIX}*") if p.is_dir() and p.name[len(CAPPED_PREFIX):].isdigit()]
-    return sorted(folders, key=lambda p: int(p.name[len(CAPPED_PREFIX):]))
+    return numbered_folders(run_dir, CAPPED_PREFIX)
 
 
 def _set_aside(run_dir: Path, attempt: int) -> None:
@@ -320,18 +327,13 @@ def _check_finished_fit(config, run_dir: Path, fold: int, split, samples, record
     size = input_size(config) or common_size(samples)
     fit = training_fit(model, train_samples, saved, size, config["train"]["core_alpha_floor"])
     if fit["capped"]:
-        _warn_capped(run_dir, fit)
+        warn_unfit(run_dir, fit)
     # Before the per-case results, where a freshly trained run has it.
     keys = list(record)
     at = keys.index("mean") if "mean" in keys else len(keys)
     record = {**{k: record[k] for k in keys[:at]}, "training_fit": fit, **{k: record[k] for k in keys[at:]}}
     atomic_write_json(run_dir / METRICS_NAME, record)
     return record
-
-
-def _warn_capped(run_dir: Path, fit: dict) -> None:
-    LOG.warning("medmat: %s: the alpha stays below %.2f in the lesion core of every training case (at most %.2f): "
-                "the model failed to fit (a capped alpha layer?)", run_dir, fit["floor"], fit["core_alpha_max"])
 
 
 def _member_training_sad(folder: Path, train_samples: Sequence[Sample], size) -> float:
@@ -404,7 +406,7 @@ def _train(config, run_dir, fold, state, samples, split, callbacks, context) -> 
             fit = training_fit(training.evaluation_model, train_samples, config, size, floor)
             extra["training_fit"] = fit
             if fit["capped"]:
-                _warn_capped(run_dir, fit)
+                warn_unfit(run_dir, fit)
         result = final_metrics(training.evaluation_model, train_samples, test_samples, config, size, run_dir, extra)
     distributed.barrier(context)
     return {**result, "run_dir": str(run_dir)}
