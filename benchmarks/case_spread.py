@@ -24,6 +24,7 @@ import numpy as np
 
 from machine import describe_machine, finish_report, machine_line  # benchmarks/ is the script's folder
 from medmat.engine.held_out import run_config
+from medmat.engine.inference import METRICS_NAME, crossval_folds
 from medmat.engine.config import input_size
 from medmat.engine.dataset import fit_sample
 from medmat.engine.trainer import load_samples
@@ -35,7 +36,7 @@ METRICS = ("GED", "Dice", "SAD")
 
 def fold_records(run: Path) -> list[dict]:
     """Every held-out case of a crossval folder (or one run): ``{"fold", "id", "GED", "Dice", "SAD"}``."""
-    paths = sorted(run.glob("fold-*/metrics.json")) or [run / "metrics.json"]
+    paths = [folder / METRICS_NAME for folder in crossval_folds(run)] or [run / METRICS_NAME]
     records = []
     for path in paths:
         if not path.is_file():

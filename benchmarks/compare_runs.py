@@ -31,7 +31,7 @@ import numpy as np
 
 from medmat.engine.config import CONFIG_NAME, load_config
 from medmat.engine.evaluation import METRICS_NAME, read_metrics
-from medmat.engine.inference import MEMBER_PREFIX, ensemble_members
+from medmat.engine.inference import MEMBER_PREFIX, crossval_folds, ensemble_members, folder_number
 from medmat.metrics.tables import mean_std_cell
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
@@ -42,7 +42,7 @@ def finished_folds(run_dir: str) -> list[dict]:
     """The record ("fold", "test_ids", "mean") of every finished fold of a crossval folder
     (``fold-*/metrics.json``), or of every fold a ``medmat evaluate`` output scored (its
     ``summary.json``: a run rescored, or several runs as a deep ensemble)."""
-    paths = sorted(Path(run_dir).glob("fold-*/metrics.json"), key=lambda path: int(path.parent.name[5:]))
+    paths = [folder / METRICS_NAME for folder in crossval_folds(run_dir) if (folder / METRICS_NAME).is_file()]
     if paths:
         return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
     summary = Path(run_dir) / "summary.json"
@@ -55,10 +55,10 @@ def member_runs(run_dir: str) -> list[tuple[int, int, list[dict]]]:
     """Each member of a crossval folder trained as a deep ensemble, as a single run:
     ``(member index, its seed, the records of its finished folds)``; [] for any other folder."""
     members: dict[int, list[Path]] = {}
-    for fold_dir in sorted(Path(run_dir).glob("fold-*"), key=lambda path: int(path.name[5:])):
+    for fold_dir in crossval_folds(run_dir):
         for folder in ensemble_members(fold_dir, every_member=True):  # a member left out is still a run
             if (folder / METRICS_NAME).is_file():
-                members.setdefault(int(folder.name[len(MEMBER_PREFIX):]), []).append(folder)
+                members.setdefault(folder_number(folder, MEMBER_PREFIX), []).append(folder)
     return [
         (index, load_config(folders[0] / CONFIG_NAME)["seed"], [read_metrics(folder) for folder in folders])
         for index, folders in sorted(members.items())

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from machine import describe_machine, finish_report, machine_line  # benchmarks/ is the script's folder
-from medmat.engine.inference import load_run, predict
+from medmat.engine.inference import crossval_folds, load_run, predict
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
 
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     run = Path(args.run)
-    folds = sorted(path for path in run.glob("fold-*") if path.is_dir()) or [run]
+    folds = crossval_folds(run) or [run]
     report, lines = {"run": args.run, "module": args.module, "cases": args.cases, "folds": {}}, []
     try:
         for fold in folds:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medmat.engine.inference import crossval_folds
 from medmat.io.atomic import atomic_write_text
 
 METRICS = ("SAD", "MSE", "Grad", "Conn", "GED", "Dice")
@@ -81,7 +82,7 @@ def selections(validations: list[dict[str, float]]) -> dict[str, dict[str, float
 
 def run_table(name: str, run_dir: str) -> list[str]:
     """Markdown rows of one crossval folder."""
-    folds = sorted(Path(run_dir).glob("fold-*/log.csv"), key=lambda path: int(path.parent.name[5:]))
+    folds = [folder / "log.csv" for folder in crossval_folds(run_dir) if (folder / "log.csv").is_file()]
     if not folds:
         raise SystemExit(f"error: {run_dir}: no fold-*/log.csv")
     per_fold, weights = [], []

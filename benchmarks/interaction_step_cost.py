@@ -61,7 +61,7 @@ from machine import describe_machine, finish_report  # benchmarks/ is the script
 from medmat.app.session import DEFAULT_PATCH_SIZE, DEFAULT_PROPOSALS, LABELS, MattingSession
 from medmat.data.phantom import make_phantom
 from medmat.engine.config import load_config
-from medmat.engine.inference import build_model_from_config, load_run
+from medmat.engine.inference import build_model_from_config, first_model_folder, load_run
 from medmat.errors import MedmatError
 from medmat.interaction.evaluation import require_nig_config
 from medmat.uncertainty.proposals import Patch, propose_patches
@@ -98,7 +98,7 @@ TOTAL_KEY = "app_label_patch"
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--run", help="A trained 'nig' run folder, fold folder or crossval folder (its fold-0).")
+    model.add_argument("--run", help="A trained 'nig' run folder, fold folder or crossval folder (its first fold).")
     model.add_argument("--config", default=DEFAULT_CONFIG, help="Config of a fresh model (packaged name or YAML).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Override a key of --config (repeatable), e.g. model.base.unet_filters=[4,8].")
@@ -153,12 +153,12 @@ def fresh_model(
 
 
 def trained_model(run: str, num_samples: int | None) -> tuple[torch.nn.Module, dict]:
-    """The model of a run (a crossval folder's fold-0), in eval mode, and its config.
+    """The model of a run (a crossval folder's first fold), in eval mode, and its config.
 
     With ``num_samples``, the model is rebuilt from the run's config with that many base samples
     and given the trained weights (the sample count is not a weight).
     """
-    folder = Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else Path(run)
+    folder = first_model_folder(run)
     model, config = load_run(folder)
     require_nig_config(config, folder)
     if num_samples is None:

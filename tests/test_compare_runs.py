@@ -28,6 +28,7 @@ def test_rows_come_from_finished_folds_weighted_by_cases(tmp_path, monkeypatch, 
     _fold(run, 0, n=1, sad=0.4, dice=0.8)
     _fold(run, 1, n=3, sad=0.8, dice=0.9)
     (run / "fold-2").mkdir()  # a fold still training: no metrics.json yet
+    _fold(run, 0, n=1, sad=9.0, dice=0.1, folder="fold-0.old")  # a copy a user set aside: not a fold
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={run}"])
     _script().main()
     row = capsys.readouterr().out.strip().splitlines()[-1].split(" | ")
@@ -41,6 +42,15 @@ def test_rows_come_from_finished_folds_weighted_by_cases(tmp_path, monkeypatch, 
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={tmp_path / 'none'}"])
     with pytest.raises(SystemExit, match="no finished fold"):
         _script().main()
+
+
+def test_folds_are_read_in_number_order(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    for fold in (10, 2):
+        _fold(run, fold, n=1, sad=0.5, dice=0.8)
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"model={run}"])
+    _script().main()
+    assert capsys.readouterr().out.strip().splitlines()[-1].split(" | ")[1] == "2,10"
 
 
 def test_seeds_get_a_mean_and_spread_row_and_their_folds_a_table(tmp_path, monkeypatch, capsys):

@@ -11,6 +11,7 @@ import torch
 from medmat.data.splits import save_split
 from medmat.engine import evaluate_samples, load_run
 from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
+from medmat.engine.inference import crossval_folds, first_model_folder, fold_folder
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
 from tiny_configs import MEDICAL_TINY, finished_run, save_run, tiny_phantom_config
@@ -49,6 +50,16 @@ def test_a_crossval_run_gives_each_folds_held_out_cases(tmp_path):
     assert [[c.id for c in cases] for _, cases in pairs] == [ids[:4], ids[4:]]
     with pytest.raises(MedmatError, match="not a finished medmat run"):
         runs_and_cases(tmp_path / "empty", samples)
+
+
+def test_fold_folders_are_listed_by_number_and_stray_names_are_skipped(tmp_path):
+    for name in ("fold-10", "fold-2", "fold-3.partial", "fold-notes", "member-0"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "fold-4").write_text("a file, not a fold")
+    assert [d.name for d in crossval_folds(tmp_path)] == ["fold-2", "fold-10"]  # not the text order
+    assert fold_folder(tmp_path, 2) == tmp_path / "fold-2"
+    assert first_model_folder(tmp_path) == tmp_path / "fold-2"  # a crossval trained without fold 0
+    assert first_model_folder(tmp_path / "fold-2") == tmp_path / "fold-2"  # a train run is itself
 
 
 def test_evaluate_fold_is_evaluate_samples_at_the_folds_settings_and_seed(tmp_path):

@@ -26,7 +26,7 @@ from medmat.data.splits import load_split
 from medmat.engine.checkpoint import FINAL_NAME
 from medmat.engine.config import model_input_size
 from medmat.engine.dataset import fit_to_size, unfit_from_size
-from medmat.engine.inference import ensemble_members, load_run, predict_as_trained
+from medmat.engine.inference import ensemble_members, fold_folder, load_run, predict_as_trained
 from medmat.errors import MedmatError
 from medmat.uncertainty import lesion_uncertainty
 
@@ -78,7 +78,7 @@ def held_out_base_maps(
     maps: dict[str, dict[str, np.ndarray]] = {}
     with torch.random.fork_rng(devices=[]):
         for fold in sorted({fold_of[sample.id] for sample in samples}):
-            fold_dir = folder / f"fold-{fold}"
+            fold_dir = fold_folder(folder, fold)
             members = ensemble_members(fold_dir)  # a fold trained as a deep ensemble predicts as one
             unfinished = [run for run in members or [fold_dir] if not (run / FINAL_NAME).is_file()]
             if unfinished:

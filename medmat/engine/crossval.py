@@ -17,7 +17,7 @@ from medmat.data.splits import load_split, save_split
 from medmat.engine import distributed
 from medmat.engine.config import load_config
 from medmat.engine.evaluation import read_metrics
-from medmat.engine.inference import member_folder
+from medmat.engine.inference import fold_folder, member_folder
 from medmat.engine.loop import Handler
 from medmat.engine.summary import write_summary
 from medmat.engine.trainer import SPLIT_NAME, compute_split, load_samples, member_config, train
@@ -81,7 +81,7 @@ def crossval(
         context = distributed.setup(config["train"]["device"])
         try:
             records = [
-                train(config, run_dir / f"fold-{fold}", fold, resume, samples, split, callbacks) for fold in folds
+                train(config, fold_folder(run_dir, fold), fold, resume, samples, split, callbacks) for fold in folds
             ]
         finally:
             distributed.cleanup(context)
@@ -98,7 +98,7 @@ def _member_records(config: dict, run_dir: Path, folds: Sequence[int]) -> dict[s
         return None
     return {
         f"member {index} (seed {member_config(config, index)['seed']})": [
-            read_metrics(member_folder(run_dir / f"fold-{fold}", index)) for fold in folds
+            read_metrics(member_folder(fold_folder(run_dir, fold), index)) for fold in folds
         ]
         for index in range(config["ensemble"]["members"])
     }
@@ -121,7 +121,7 @@ def _train_folds_in_parallel(config, run_dir, folds, resume, samples, split, cal
     records = {}
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context(method)) as pool:
         futures = {
-            pool.submit(train, config, run_dir / f"fold-{fold}", fold, resume, samples, split): fold for fold in folds
+            pool.submit(train, config, fold_folder(run_dir, fold), fold, resume, samples, split): fold for fold in folds
         }
         for future in concurrent.futures.as_completed(futures):
             records[futures[future]] = future.result()

@@ -19,7 +19,7 @@ from medmat.data.sample import Sample
 from medmat.data.splits import load_split
 from medmat.engine.config import input_size, model_input_size
 from medmat.engine.evaluation import METRICS_NAME, evaluate_samples, mean_case_metrics
-from medmat.engine.inference import load_run, numbered_folders
+from medmat.engine.inference import FOLD_PREFIX, crossval_folds, first_model_folder, folder_number, load_run
 from medmat.errors import MedmatError
 from medmat.models import MattingModel
 
@@ -52,14 +52,14 @@ def runs_and_cases(run: str | Path, samples: Sequence[Sample]) -> list[tuple[str
             model that trained on every case of ``samples`` (nothing left to score).
     """
     root = Path(run)
-    fold_dirs = numbered_folders(root, "fold-")
+    fold_dirs = crossval_folds(root)
     if fold_dirs:
         if not (root / "split.json").is_file():
             raise MedmatError("cross-validation folder without split.json", root)
         split = load_split(root / "split.json")["folds"]
         pairs = []
         for folder in fold_dirs:
-            fold = int(folder.name[5:])
+            fold = folder_number(folder, FOLD_PREFIX)
             if fold >= len(split):
                 raise MedmatError(f"{folder.name} has no fold in split.json ({len(split)} folds)", root)
             pairs.append((str(folder), unseen_cases(split[fold]["test"], split[fold]["train"], samples)))
@@ -98,9 +98,9 @@ def ensemble_runs_and_cases(runs: Sequence[str | Path], samples: Sequence[Sample
 
 
 def run_config(run: str | Path, data: str | None, trimaps: str | None) -> dict:
-    """The config of a train run (or of fold 0 of a crossval folder), with ``data`` / ``trimaps``
+    """The config of a train run (or of the first fold of a crossval folder), with ``data`` / ``trimaps``
     (a dataset and its trimaps to score instead of the run's) applied when given."""
-    config = load_run(Path(run) / "fold-0" if (Path(run) / "fold-0").is_dir() else run)[1]
+    config = load_run(first_model_folder(run))[1]
     if data is not None:
         config["data"].update(dataset=data, trimaps=trimaps)
     elif trimaps is not None:

@@ -55,6 +55,8 @@ def find_checkpoint(run: str | os.PathLike) -> Path:
     raise MedmatError(f"not a medmat run: no {FINAL_NAME} or {CHECKPOINT_NAME} in the folder", run)
 
 
+#: The folders of a cross-validation run (``medmat crossval``): ``fold-<k>/``.
+FOLD_PREFIX = "fold-"
 #: The folders of a fold trained as a deep ensemble (config ``ensemble.members`` > 1): ``member-<i>/``.
 MEMBER_PREFIX = "member-"
 #: Which members of an ensemble fold predict, when training left one out (config ``ensemble.unfit_ratio``).
@@ -71,7 +73,29 @@ def numbered_folders(root: str | os.PathLike, prefix: str) -> list[Path]:
     """The sub-folders ``<prefix><n>`` of ``root`` (n a non-negative integer), by n: a crossval's
     ``fold-<k>/``, an ensemble fold's ``member-<i>/``, a refitted run's ``capped-<attempt>/``."""
     found = [d for d in Path(root).glob(prefix + "*") if d.is_dir() and d.name[len(prefix):].isdigit()]
-    return sorted(found, key=lambda d: int(d.name[len(prefix):]))
+    return sorted(found, key=lambda d: folder_number(d, prefix))
+
+
+def folder_number(folder: str | os.PathLike, prefix: str) -> int:
+    """n of a folder named ``<prefix><n>`` (one that :func:`numbered_folders` lists)."""
+    return int(Path(folder).name[len(prefix):])
+
+
+def fold_folder(run_dir: str | os.PathLike, fold: int) -> Path:
+    """Where fold ``fold`` of a cross-validation run ``run_dir`` trains."""
+    return Path(run_dir) / f"{FOLD_PREFIX}{fold}"
+
+
+def crossval_folds(run_dir: str | os.PathLike) -> list[Path]:
+    """The fold folders of a cross-validation run, by fold number; [] for any other folder."""
+    return numbered_folders(run_dir, FOLD_PREFIX)
+
+
+def first_model_folder(run: str | os.PathLike) -> Path:
+    """The run folder that stands for ``run``: its lowest-numbered fold for a cross-validation
+    folder (whose folds share one config), else ``run`` itself."""
+    folds = crossval_folds(run)
+    return folds[0] if folds else Path(run)
 
 
 def member_folder(run_dir: str | os.PathLike, member: int) -> Path:
