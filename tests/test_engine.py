@@ -887,11 +887,15 @@ def test_cpu_config_is_its_lite_in_bfloat16_with_twice_the_epochs(name):
     assert cpu["optim"]["epochs"] == 2 * lite["optim"]["epochs"] and cpu["eval"]["every"] == 20
     # Everything else is the lite config's: the network, the recipe, the data and the evaluation
     # (but the region-aware decoder's leaky ReLU, which ended its stalled folds: docs/region-aware.md).
-    same = ("train", "optim", "eval", "model")
+    # The core model takes the release's 2 images x 2 augmented copies a step (docs/medical-matting.md).
+    same = ("train", "optim", "eval", "model", "data")
     assert {**cpu, **dict.fromkeys(same)} == {**lite, **dict.fromkeys(same)}
+    copies = {"copies_per_image": 2} if name == "medical_matting_cpu" else {}
+    assert cpu["data"] == {**lite["data"], **copies}
     activation = {"decoder_activation": "leaky_relu"} if name == "region_aware_matting_cpu" else {}
     assert cpu["model"] == {**lite["model"], **activation}
-    assert {**cpu["optim"], "epochs": 60} == lite["optim"] and {**cpu["eval"], "every": 10} == lite["eval"]
+    batch = {"batch_size": 2 * lite["optim"]["batch_size"]} if copies else {}
+    assert cpu["optim"] == {**lite["optim"], "epochs": 120, **batch} and {**cpu["eval"], "every": 10} == lite["eval"]
     # A capped fold trains again in the two families whose alpha layer sits behind a ReLU.
     refit = 1 if name in ("medical_matting_cpu", "tcp_matting_cpu") else 0
     assert cpu["train"]["refit_capped"] == refit and lite["train"]["refit_capped"] == 0
@@ -902,6 +906,10 @@ def test_diverse_cpu_config_is_cpu_with_kl_balancing_and_the_prior_mean_code():
     cpu, diverse = load_config("cpu"), load_config("medical_matting_cpu_diverse")
     assert diverse["model"] == {**cpu["model"], "matting_latent": "prior_mean"}
     assert diverse["loss"] == {**cpu["loss"], "kl_weight": 0.001, "prior_kl_weight": 10.0}
-    assert {**diverse, "model": None, "loss": None} == {**cpu, "model": None, "loss": None}
+    # Both keep one copy of 2 images a step, as they were measured (cpu took 2 copies later).
+    one_copy = {"optim": {**cpu["optim"], "batch_size": 2}, "data": {**cpu["data"], "copies_per_image": 1}}
+    assert {**diverse, "model": None, "loss": None} == {**cpu, **one_copy, "model": None, "loss": None}
+    ensemble = load_config("medical_matting_cpu_ensemble")
+    assert {key: ensemble[key] for key in one_copy} == one_copy
     model = build_model_from_config(diverse)
     assert model.prob_unet.matting_latent == "prior_mean"
