@@ -1,0 +1,158 @@
+"""A model's training step now against the float32 step of an earlier commit, measured in one run.
+
+Issue 14's step target is "at least 3x faster than today's float32 step", today being the day it
+was filed. Since then the float32 step has changed too, so this times three steps of one config
+in the same run: the earlier commit's float32 step (that commit's own ``benchmarks/model_cost.py``
+and its own ``medmat``, extracted with ``git archive`` into a temporary folder), today's float32
+step and today's step in the given arithmetic. Rounds alternate the three, so that a slower spell
+of the machine falls on all of them; the table gives each one's median over the rounds and the
+ratios of the medians. Each step is its model_cost's median of ``--repeats`` after a warm-up,
+forward + loss + backward + Adam at the config's batch size.
+
+The default baseline, ``96213e0~1``, is the last commit before the training arithmetic switches
+(the code the issue was written against).
+
+    python benchmarks/step_against_commit.py [--baseline REV] [--config lite] [--arithmetic bf16+cl] \\
+        [--size 128] [--rounds 5] [--repeats 3] [--threads 2] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from machine import finish_report, machine_line  # benchmarks/ is the script's folder, first on sys.path
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEFAULT_BASELINE = "96213e0~1"
+
+
+def extract_commit(revision: str, folder: Path) -> None:
+    """Write the tree of ``revision`` into ``folder`` (no git metadata); exit with one line if git cannot."""
+    archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", "--format=tar", revision],
+                             capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"step_against_commit: git archive {revision}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+
+
+def takes_arithmetic(tree: Path) -> bool:
+    """Whether ``tree``'s model_cost.py has ``--arithmetic`` (earlier ones time float32 only)."""
+    return '"--arithmetic"' in (tree / "benchmarks" / "model_cost.py").read_text()
+
+
+def model_cost_steps(tree: Path, args: argparse.Namespace, arithmetic: Sequence[str] | None) -> list[float]:
+    """Step seconds of ``args.config`` from ``tree``'s model_cost.py, one per arithmetic, in a child process.
+
+    ``arithmetic`` None: no ``--arithmetic`` is passed (a model_cost that predates it times float32
+    only, one row). The child imports ``medmat`` from ``tree`` (its folder first on PYTHONPATH,
+    before the installed one).
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        report_path = Path(scratch) / "report.json"
+        command = [sys.executable, str(tree / "benchmarks" / "model_cost.py"), "--configs", args.config,
+                   "--size", str(args.size), "--repeats", str(args.repeats), "--threads", str(args.threads),
+                   "--json", str(report_path)]
+        if arithmetic is not None:
+            command += ["--arithmetic", *arithmetic]
+        environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])))
+        done = subprocess.run(command, env=environment, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+            raise SystemExit(f"step_against_commit: model_cost.py in {tree} failed: {tail[0]}")
+        rows = json.loads(report_path.read_text())["rows"]
+    return [row["step_s"] for row in rows]
+
+
+def summarise(rounds: dict[str, list[float]]) -> dict:
+    """Medians over the rounds and the ratios of the medians.
+
+    Args:
+        rounds: ``{"baseline_fp32": [...], "fp32": [...], "arithmetic": [...]}``, seconds per step.
+
+    Returns:
+        ``{"median_s": {key: median}, "baseline_fp32_over_arithmetic", "fp32_over_arithmetic",
+        "baseline_fp32_over_fp32"}`` (how many times faster the step in the arithmetic is than
+        the baseline's and today's float32 step, and today's float32 step than the baseline's).
+    """
+    median = {key: statistics.median(values) for key, values in rounds.items()}
+    return {
+        "median_s": median,
+        "baseline_fp32_over_arithmetic": median["baseline_fp32"] / median["arithmetic"],
+        "fp32_over_arithmetic": median["fp32"] / median["arithmetic"],
+        "baseline_fp32_over_fp32": median["baseline_fp32"] / median["fp32"],
+    }
+
+
+def report_table(report: dict) -> str:
+    """A markdown table: each round's three steps, the medians, then the ratios."""
+    rounds, summary, arithmetic = report["rounds"], report["summary"], report["arithmetic"]
+    lines = [
+        f"{report['config']}, {report['size']}x{report['size']}, {report['threads']} thread(s), "
+        f"median of {report['repeats']} steps per measurement; baseline {report['baseline']} ({report['baseline_commit'][:7]})",
+        f"| round | baseline fp32 s | today fp32 s | today {arithmetic} s |",
+        "|---|---|---|---|",
+    ]
+    for index, values in enumerate(zip(rounds["baseline_fp32"], rounds["fp32"], rounds["arithmetic"]), start=1):
+        lines.append(f"| {index} | " + " | ".join(f"{value:.3f}" for value in values) + " |")
+    median = summary["median_s"]
+    lines.append(f"| median | {median['baseline_fp32']:.3f} | {median['fp32']:.3f} | {median['arithmetic']:.3f} |")
+    lines += [
+        f"today's {arithmetic} step is {summary['baseline_fp32_over_arithmetic']:.2f}x faster than the baseline's "
+        f"fp32 step and {summary['fp32_over_arithmetic']:.2f}x faster than today's; today's fp32 step is "
+        f"{summary['baseline_fp32_over_fp32']:.2f}x the baseline's speed",
+        machine_line(),
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="the earlier commit (any git revision)")
+    parser.add_argument("--config", default="lite", help="a config both commits have (packaged name or YAML)")
+    parser.add_argument("--arithmetic", default="bf16+cl", help="today's arithmetic to time (model_cost's names)")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="also write the report to this JSON file (atomically)")
+    args = parser.parse_args(argv)
+    for name in ("size", "rounds", "repeats", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    commit = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--verify", f"{args.baseline}^{{commit}}"],
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"step_against_commit: {args.baseline!r} is not a commit of {REPOSITORY}")
+    rounds = {"baseline_fp32": [], "fp32": [], "arithmetic": []}
+    with tempfile.TemporaryDirectory(prefix="medmat-baseline-") as folder:
+        baseline = Path(folder)
+        extract_commit(commit.stdout.strip(), baseline)
+        baseline_arithmetic = ["fp32"] if takes_arithmetic(baseline) else None
+        for _ in range(args.rounds):
+            rounds["baseline_fp32"] += model_cost_steps(baseline, args, baseline_arithmetic)[:1]
+            fp32, in_arithmetic = model_cost_steps(REPOSITORY, args, ["fp32", args.arithmetic])
+            rounds["fp32"].append(fp32)
+            rounds["arithmetic"].append(in_arithmetic)
+    report = {
+        "baseline": args.baseline, "baseline_commit": commit.stdout.strip(), "config": args.config,
+        "arithmetic": args.arithmetic, "size": args.size, "threads": args.threads, "repeats": args.repeats,
+        "rounds": rounds, "summary": summarise(rounds),
+    }
+    return finish_report(report, report_table(report), args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
