@@ -8,9 +8,12 @@ the model that did not train on it) and the ground-truth alphas of the run's dat
   to its first "/", as LIDC's ``LIDC-IDRI-0011/nodule-0/slice-0``) with the 10th, 50th and 90th
   percentiles of the patients' means;
 - the same metrics per lesion size: the alpha area (sum of the ground-truth alpha, in pixels at
-  the size the run scored) in the bins of ``--size-bins``.
+  the size the run scored) in the bins of ``--size-bins``;
+- with ``--worst N``, the N cases of lowest Dice, with their alpha area and their image's
+  brightness (99th-percentile intensity) against the median case's: a scan darker or brighter
+  than the others shows there.
 
-    python benchmarks/case_spread.py --run runs/lidc-all-bf16 [--size-bins 50,100,200] [--json PATH]
+    python benchmarks/case_spread.py --run runs/lidc-all-bf16 [--size-bins 50,100,200] [--worst 5] [--json PATH]
 """
 
 from __future__ import annotations
@@ -94,11 +97,31 @@ def spread_lines(records: list[dict], areas: dict[str, float], bins: list[float]
     return lines, summary
 
 
+def worst_lines(records: list[dict], areas: dict[str, float], brightness: dict[str, float], count: int) -> tuple[list[str], list]:
+    """The ``count`` cases of lowest Dice as markdown lines, and as JSON rows.
+
+    ``brightness``: each case's 99th-percentile image intensity; the table gives it relative to the
+    median over every case of the dataset the run read (1.00: a typical scan).
+    """
+    typical = float(np.median(list(brightness.values())))
+    worst = sorted(records, key=lambda r: r["Dice"])[:count]
+    lines = ["", f"| the {len(worst)} cases of lowest Dice | fold | GED | Dice | SAD | alpha area | brightness / median |",
+             "|---|---|---|---|---|---|---|"]
+    rows = []
+    for record in worst:
+        relative = brightness[record["id"]] / typical if typical > 0 else float("nan")
+        lines.append(f"| {record['id']} | {record['fold']} | {record['GED']:.4f} | {record['Dice']:.4f} | "
+                     f"{record['SAD']:.4f} | {areas[record['id']]:.0f} | {relative:.2f} |")
+        rows.append({**record, "alpha_area": areas[record["id"]], "relative_brightness": relative})
+    return lines, rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a crossval folder (or one train run)")
     parser.add_argument("--data", default=None, help="dataset (default: the run's data.dataset)")
     parser.add_argument("--size-bins", default="50,100,200", help="alpha-area bin edges in pixels")
+    parser.add_argument("--worst", type=int, default=0, help="also list this many cases of lowest Dice")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     try:
@@ -108,8 +131,9 @@ def main(argv=None) -> int:
         config = run_config(args.run, args.data, None)
         wanted = {r["id"] for r in records}
         size = input_size(config)
-        areas = {sample.id: float(np.sum(fit_sample(sample, size).alpha))
-                 for sample in load_samples(config) if sample.id in wanted}
+        samples = load_samples(config)
+        areas = {sample.id: float(np.sum(fit_sample(sample, size).alpha)) for sample in samples if sample.id in wanted}
+        brightness = {sample.id: float(np.percentile(sample.image, 99)) for sample in samples}
         missing = wanted - set(areas)
         if missing:
             raise MedmatError(f"{len(missing)} scored cases are not in the dataset, e.g. {sorted(missing)[0]}", args.run)
@@ -117,6 +141,9 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     lines, summary = spread_lines(records, areas, bins)
+    if args.worst > 0:
+        worst, summary["worst"] = worst_lines(records, areas, brightness, args.worst)
+        lines += worst
     lines.append(machine_line())
     return finish_report({"run": args.run, **summary, "machine": describe_machine()}, "\n".join(lines), args.json)
 

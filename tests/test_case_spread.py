@@ -41,3 +41,15 @@ def test_fold_records_read_every_fold_and_refuse_an_unfinished_run(tmp_path):
     assert [r["id"] for r in script.fold_records(tmp_path)] == ["P0/s", "P1/s"]
     with pytest.raises(script.MedmatError, match="no metrics.json"):
         script.fold_records(tmp_path / "empty")
+
+
+def test_worst_cases_come_lowest_dice_first_with_their_brightness_against_the_median():
+    script = load_benchmark("case_spread")
+    areas = {"A/nodule-0/slice-0": 30.0, "A/nodule-0/slice-1": 60.0, "B/nodule-0/slice-0": 250.0}
+    # A fourth, unscored case of the dataset still counts in the median brightness (0.75).
+    brightness = {"A/nodule-0/slice-0": 0.4, "A/nodule-0/slice-1": 0.8, "B/nodule-0/slice-0": 0.9, "C": 0.7}
+    lines, rows = script.worst_lines(_records(), areas, brightness, 2)
+    assert [r["id"] for r in rows] == ["A/nodule-0/slice-0", "A/nodule-0/slice-1"]
+    assert rows[0]["relative_brightness"] == pytest.approx(0.4 / 0.75)
+    assert rows[0]["alpha_area"] == 30.0
+    assert lines[-2].startswith("| A/nodule-0/slice-0 | 0 | 0.8000 | 0.4000 | 0.0100 | 30 | 0.53 |")
