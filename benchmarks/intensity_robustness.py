@@ -1,0 +1,105 @@
+"""How a run's held-out scores move when its test scans are darker or brighter than its training scans.
+
+    python benchmarks/intensity_robustness.py "plain"=runs/cpu-e150-s0 "intensity"=runs/cpu-intensity-s0 \\
+        [--scales 0.7,0.85,1,1.15] [--gamma 1] [--seed 0] [--threads 2] [--json PATH]
+
+Every held-out case is predicted by the fold model that did not train on it, as ``medmat evaluate``
+scores it (:func:`medmat.engine.held_out.evaluate_fold`, the run's own input size, region, flip and
+mask seed), once per scale, its image replaced by ``clip(scale * image ** gamma, 0, 1)``: scale 1
+and gamma 1 is the run's own evaluation. Printed per run and scale, over all held-out cases
+pooled: Table IV (SAD / MSE / Grad / Conn on the unknown band) and Table V (GED, Dice).
+
+A model that learnt the anatomy, not the scanner's intensity scale, keeps its scores as the scale
+moves; MRI in particular has no absolute intensity between scanners and protocols.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from machine import describe_machine, finish_report, machine_line  # benchmarks/ is the script's folder
+from medmat.engine.evaluation import mean_case_metrics
+from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
+from medmat.engine.inference import load_run
+from medmat.engine.trainer import load_samples
+from medmat.errors import MedmatError
+
+TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
+
+
+def changed_intensity(image: np.ndarray, scale: float, gamma: float) -> np.ndarray:
+    """``clip(scale * image ** gamma, 0, 1)`` in the image's dtype; (C, H, W) float in [0, 1]."""
+    return np.clip(scale * np.power(np.clip(image, 0.0, 1.0), gamma), 0.0, 1.0).astype(image.dtype)
+
+
+def scored_run(run: str, scales: Sequence[float], gamma: float, seed: int) -> dict[float, dict]:
+    """``{scale: mean_case_metrics of every held-out case}`` of one train or crossval run."""
+    config = run_config(run, None, None)
+    samples = load_samples(config)
+    cases_by_scale = {scale: [] for scale in scales}
+    for fold, (folder, held_out) in enumerate(runs_and_cases(run, samples)):
+        model, fold_config = load_run(folder)
+        for scale in scales:
+            changed = [dataclasses.replace(case, image=changed_intensity(case.image, scale, gamma)) for case in held_out]
+            record = evaluate_fold(model, fold_config, changed, fold_config["eval"]["num_samples"], seed, fold)
+            cases_by_scale[scale].extend(record["cases"])
+    return {scale: mean_case_metrics(cases) for scale, cases in cases_by_scale.items()}
+
+
+def table_lines(results: dict[str, dict[float, dict]], gamma: float) -> list[str]:
+    """One markdown row per run and scale."""
+    lines = [f"| run | scale (gamma {gamma:g}) | cases | IV SAD | IV MSE | IV Grad | IV Conn | V GED | V Dice |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, by_scale in results.items():
+        for scale, mean in by_scale.items():
+            region = mean["region"] or {}
+            cells = [f"{region[m]:.4f}" if region.get(m) is not None else "—" for m in TABLE_IV]
+            cells += [f"{mean[m]:.4f}" if mean[m] is not None else "—" for m in ("GED", "Dice")]
+            lines.append(f"| {name} | {scale:g} | {mean['num_cases']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def parse_runs(pairs: Sequence[str]) -> dict[str, str]:
+    runs = {}
+    for pair in pairs:
+        name, sep, run = pair.partition("=")
+        if not sep or not name or not run:
+            raise MedmatError(f"runs are given as NAME=RUN_DIR, got {pair!r}")
+        runs[name] = run
+    return runs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
+    parser.add_argument("--scales", default="0.7,0.85,1,1.15", help="comma-separated brightness factors")
+    parser.add_argument("--gamma", type=float, default=1.0, help="exponent applied before the scale (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed of the sampled masks (as medmat evaluate)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    try:
+        scales = [float(value) for value in args.scales.split(",") if value.strip()]
+        if not scales or min(scales) <= 0 or args.gamma <= 0:
+            raise MedmatError(f"--scales and --gamma must be positive, got {args.scales!r} and {args.gamma}")
+        runs = parse_runs(args.runs)
+        torch.set_num_threads(args.threads)
+        results = {name: scored_run(run, scales, args.gamma, args.seed) for name, run in runs.items()}
+    except (MedmatError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    lines = table_lines(results, args.gamma) + [machine_line()]
+    report = {"runs": runs, "scales": scales, "gamma": args.gamma, "seed": args.seed,
+              "results": {name: {str(scale): mean for scale, mean in by_scale.items()} for name, by_scale in results.items()},
+              "machine": describe_machine()}
+    return finish_report(report, "\n".join(lines), args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
