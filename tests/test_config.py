@@ -69,6 +69,8 @@ def test_a_new_key_is_one_line(monkeypatch):
         ("split.scheme=random", "split.scheme must be one of auto, brain-growth, kfold, group"),
         ("data.input_size=[64, 1]", r"data.input_size must be an int or \[H, W\] of ints >= 2"),
         ("seed=1.5", "seed must be int, got 1.5"),
+        ("data.intensity_scale=[0, 1.2]", r"data.intensity_scale must be \[low, high\] with 0 < low <= high"),
+        ("data.intensity_gamma=[1.5, 0.7]", r"data.intensity_gamma must be \[low, high\] with 0 < low <= high"),
         ("optim.warmup=2", r"unknown config key optim.warmup \(known: name, lr,"),
     ],
 )

@@ -25,7 +25,7 @@ from medmat.data.trimap import trimap_levels
 from medmat.engine import config as engine_config
 from medmat.engine.checkpoint import load_checkpoint
 from medmat.engine.config import load_config, packaged_configs
-from medmat.engine.dataset import MattingDataset, fit_to_size, unfit_from_size
+from medmat.engine.dataset import MattingDataset, default_augmentations, fit_to_size, unfit_from_size
 from medmat.engine.evaluation import label_masks_from_alpha
 from medmat.engine.inference import TEST_TIME_VIEWS, build_model_from_config, load_run, predict, predict_samples
 from medmat.engine import distributed
@@ -286,6 +286,21 @@ def test_copies_per_image_draw_anew_per_copy_and_stay_in_one_batch():
               for r in (0, 1)]
     assert sorted(halves[0] + halves[1]) == list(range(8))
     assert all(h[i] + 1 == h[i + 1] for h in halves for i in range(0, len(h), 2))
+
+
+def test_intensity_augmentation_changes_only_the_training_images_after_the_same_geometry():
+    samples = disc_samples(4)
+    plain = MattingDataset(samples, seed=2)
+    darker = MattingDataset(samples, seed=2, augmentations=default_augmentations((0.5, 0.7), (1.0, 1.0)))
+    for index in range(4):
+        item, dark = plain[index], darker[index]
+        # The intensity step comes last: geometry (hence alpha, masks) is drawn as without it.
+        assert torch.equal(item["alpha"], dark["alpha"]) and torch.equal(item["masks"], dark["masks"])
+        ratio = dark["image"].sum() / item["image"].sum()
+        assert 0.5 - 1e-4 <= ratio <= 0.7 + 1e-4
+    # The config's default adds nothing: every item as the paper's augmentations draw it.
+    default = MattingDataset(samples, seed=2, augmentations=default_augmentations())
+    assert all(torch.equal(default[i][key], plain[i][key]) for i in range(4) for key in plain[i])
 
 
 def test_training_with_copies_per_image_takes_images_times_copies_per_batch(tmp_path):

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from medmat.data.phantom import make_phantom
+from medmat.errors import MedmatError
 from medmat.data.transforms import (
     Composed,
     PseudoMaskd,
     RandomElasticd,
     RandomFlipd,
+    RandomIntensityd,
     RandomRotated,
     elastic_displacement,
     paper_augmentations,
@@ -228,3 +230,41 @@ def test_pseudo_mask_transform_adds_the_key():
     data = phantom_data()
     out = PseudoMaskd()(data, np.random.default_rng(7))
     assert np.array_equal(out["pseudo_mask"], pseudo_mask(data["alpha"], np.random.default_rng(7)))
+
+
+def test_intensity_scales_and_gammas_the_image_only_with_one_draw_per_item():
+    data = phantom_data()
+    before = snapshot(data)
+    out = RandomIntensityd(scale=(0.6, 0.8), gamma=(1.2, 1.5))(data, np.random.default_rng(4))
+    # The draw, replayed: every channel and pixel moved by the same scale and gamma.
+    replay = np.random.default_rng(4)
+    replay.random()
+    scale, gamma = replay.uniform(0.6, 0.8), replay.uniform(1.2, 1.5)
+    expected = np.clip(scale * before["image"] ** gamma, 0, 1)
+    assert out["image"].dtype == before["image"].dtype
+    np.testing.assert_allclose(out["image"], expected, rtol=1e-6, atol=1e-7)
+    assert out["image"].mean() < 0.8 * before["image"].mean()  # a darker scan
+    for key in ("alpha", "masks", "trimap", "pseudo_mask", "uncertainty"):
+        assert np.array_equal(out[key], before[key]), key
+    assert all(np.array_equal(data[key], before[key]) for key in before)  # input untouched
+
+
+def test_intensity_stays_in_the_unit_range_and_is_off_at_one_one():
+    data = asymmetric_data()
+    bright = RandomIntensityd(scale=(1.5, 2.0))(data, np.random.default_rng(0))
+    assert bright["image"].min() >= 0.0 and bright["image"].max() == 1.0
+    identity = RandomIntensityd()
+    rng = np.random.default_rng(9)
+    state = rng.bit_generator.state
+    assert np.array_equal(identity(data, rng)["image"], data["image"])
+    assert rng.bit_generator.state == state  # draws nothing
+    # An identity intensity adds no step: the paper's augmentations draw exactly as before.
+    plain, with_identity = paper_augmentations(), paper_augmentations(identity)
+    assert len(with_identity.transforms) == len(plain.transforms) == 3
+    assert len(paper_augmentations(RandomIntensityd(gamma=(0.8, 1.2))).transforms) == 4
+
+
+@pytest.mark.parametrize("scale, gamma", [((0.0, 1.0), (1, 1)), ((1.2, 0.8), (1, 1)), ((1, 1), (-1.0, 2.0))])
+def test_intensity_refuses_an_empty_or_non_positive_range(scale, gamma):
+    with pytest.raises(MedmatError, match="0 < low <= high"):
+        RandomIntensityd(scale=scale, gamma=gamma)

@@ -103,6 +103,16 @@ def _unit_pair(key: str, value) -> str | None:
     return None
 
 
+def _positive_range(key: str, value) -> str | None:
+    if (
+        len(value) != 2
+        or not all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in value)
+        or not 0.0 < value[0] <= value[1]
+    ):
+        return f"{key} must be [low, high] with 0 < low <= high, got {value!r}"
+    return None
+
+
 def _unit_or_null(key: str, value) -> str | None:
     if value is not None and not 0.0 <= value <= 1.0:
         return f"{key} must be in [0, 1] or null, got {value!r}"
@@ -142,6 +152,11 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
             "optional trimaps (file or folder) for cases that have none; only the evaluation's "
             '"unknown" region (Table IV) and trimap-based models use them')),
         "augment": Option(True, (bool,), doc="flips, rotation, elastic deformation of the training items"),
+        "intensity_scale": Option([1.0, 1.0], (list,), check=_positive_range, doc=(
+            "with data.augment, each training item's image times a factor drawn from [low, high] "
+            "(scan-to-scan brightness; medmat.data.transforms.RandomIntensityd); [1, 1] = off")),
+        "intensity_gamma": Option([1.0, 1.0], (list,), check=_positive_range, doc=(
+            "with data.augment, each training item's image to a power drawn from [low, high]; [1, 1] = off")),
         "pseudo_mask_range": Option([0.2, 0.7], (list,), check=_unit_pair, doc=(
             "Eq. 3: the pseudo mask thresholds the alpha at a level drawn from this range")),
         "copies_per_image": Option(1, (int,), minimum=1, doc=(

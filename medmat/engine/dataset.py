@@ -190,9 +190,16 @@ def item_seed(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(epoch), int(index)])
 
 
-def default_augmentations() -> Callable:
-    """The paper's training augmentations (flip, rotation, elastic): ``(data, rng) -> data``."""
-    return transforms.paper_augmentations()
+def default_augmentations(
+    intensity_scale: Sequence[float] = (1.0, 1.0), intensity_gamma: Sequence[float] = (1.0, 1.0)
+) -> Callable:
+    """The paper's training augmentations (flip, rotation, elastic): ``(data, rng) -> data``.
+
+    ``intensity_scale`` / ``intensity_gamma`` (``data.intensity_scale`` / ``data.intensity_gamma``):
+    then a brightness and gamma change of the image (:class:`~medmat.data.transforms.RandomIntensityd`);
+    both (1, 1), the default, add nothing.
+    """
+    return transforms.paper_augmentations(transforms.RandomIntensityd(intensity_scale, intensity_gamma))
 
 
 def default_pseudo_mask() -> Callable:

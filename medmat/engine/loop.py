@@ -28,7 +28,7 @@ from medmat.data.sample import Sample
 from medmat.engine import distributed
 from medmat.engine.checkpoint import restore_rng_states, rng_states
 from medmat.engine.config import model_input_size
-from medmat.engine.dataset import MattingDataset
+from medmat.engine.dataset import MattingDataset, default_augmentations
 from medmat.engine.inference import build_model_from_config, load_initial_weights, require_output_size
 from medmat.engine.optim import build_optimizer, moving_average_update
 from medmat.engine.precision import Arithmetic, ModelRunner, arithmetic_for, float32_outputs, prepare_model
@@ -162,6 +162,7 @@ def build_training(
         training=True,
         seed=config["seed"],
         augment=config["data"]["augment"],
+        augmentations=default_augmentations(config["data"]["intensity_scale"], config["data"]["intensity_gamma"]),
         pseudo_mask_range=tuple(config["data"]["pseudo_mask_range"]),
         size=size,
         train_trimaps=config["data"]["train_trimaps"],
