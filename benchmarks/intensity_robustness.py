@@ -20,10 +20,10 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from machine import describe_machine, finish_report, machine_line  # benchmarks/ is the script's folder
+from medmat.data.transforms import change_intensity
 from medmat.engine.evaluation import mean_case_metrics
 from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
 from medmat.engine.inference import load_run
@@ -31,11 +31,6 @@ from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
-
-
-def changed_intensity(image: np.ndarray, scale: float, gamma: float) -> np.ndarray:
-    """``clip(scale * image ** gamma, 0, 1)`` in the image's dtype; (C, H, W) float in [0, 1]."""
-    return np.clip(scale * np.power(np.clip(image, 0.0, 1.0), gamma), 0.0, 1.0).astype(image.dtype)
 
 
 def scored_run(run: str, scales: Sequence[float], gamma: float, seed: int) -> dict[float, dict]:
@@ -46,7 +41,7 @@ def scored_run(run: str, scales: Sequence[float], gamma: float, seed: int) -> di
     for fold, (folder, held_out) in enumerate(runs_and_cases(run, samples)):
         model, fold_config = load_run(folder)
         for scale in scales:
-            changed = [dataclasses.replace(case, image=changed_intensity(case.image, scale, gamma)) for case in held_out]
+            changed = [dataclasses.replace(case, image=change_intensity(case.image, scale, gamma)) for case in held_out]
             record = evaluate_fold(model, fold_config, changed, fold_config["eval"]["num_samples"], seed, fold)
             cases_by_scale[scale].extend(record["cases"])
     return {scale: mean_case_metrics(cases) for scale, cases in cases_by_scale.items()}

@@ -37,18 +37,6 @@ def test_scale_one_is_the_run_s_own_evaluation_and_each_scale_scores_the_changed
     assert len(lines) == 4 and lines[2].startswith("| tiny | 1 | 4 |") and lines[3].startswith("| tiny | 0.5 | 4 |")
 
 
-def test_changed_intensity_scales_after_the_gamma_and_stays_in_range():
-    image = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4)
-    changed = script_changed(image, 1.5, 2.0)
-    assert changed.dtype == np.float32
-    np.testing.assert_allclose(changed, np.clip(1.5 * image**2, 0, 1), rtol=1e-6)
-    assert changed.max() == 1.0
-
-
-def script_changed(image, scale, gamma):
-    return load_benchmark("intensity_robustness").changed_intensity(image, scale, gamma)
-
-
 def test_bad_arguments_are_one_line_errors(capsys):
     script = load_benchmark("intensity_robustness")
     assert script.main(["plain=runs/none", "--scales", "0,1"]) == 1

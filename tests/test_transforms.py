@@ -14,6 +14,7 @@ from medmat.data.transforms import (
     RandomFlipd,
     RandomIntensityd,
     RandomRotated,
+    change_intensity,
     elastic_displacement,
     paper_augmentations,
     pseudo_mask,
@@ -268,3 +269,11 @@ def test_intensity_stays_in_the_unit_range_and_is_off_at_one_one():
 def test_intensity_refuses_an_empty_or_non_positive_range(scale, gamma):
     with pytest.raises(MedmatError, match="0 < low <= high"):
         RandomIntensityd(scale=scale, gamma=gamma)
+
+
+def test_change_intensity_scales_after_the_gamma_keeps_the_dtype_and_stays_in_range():
+    image = np.linspace(0, 1, 12, dtype=np.float32).reshape(1, 3, 4)
+    changed = change_intensity(image, 1.5, 2.0)
+    assert changed.dtype == np.float32
+    np.testing.assert_allclose(changed, np.clip(1.5 * image**2, 0, 1), rtol=1e-6)
+    assert changed.max() == 1.0 and changed.min() == 0.0

@@ -238,6 +238,11 @@ class RandomElasticd:
         return warp(data, self.keys, source[0], source[1], self.padding_mode)
 
 
+def change_intensity(image: np.ndarray, scale: float, gamma: float) -> np.ndarray:
+    """``clip(scale * image ** gamma, 0, 1)`` in the image's dtype: float (..., H, W) in [0, 1]."""
+    return np.clip(scale * np.power(np.clip(image, 0.0, 1.0), gamma), 0.0, 1.0).astype(image.dtype)
+
+
 class RandomIntensityd:
     """Scan-to-scan intensity change: ``clip(scale * image ** gamma, 0, 1)``, one draw per item.
 
@@ -272,8 +277,7 @@ class RandomIntensityd:
             return out
         scale, gamma = rng.uniform(*self.scale), rng.uniform(*self.gamma)
         for key in present_keys(data, self.keys):
-            image = data[key]
-            out[key] = np.clip(scale * np.power(np.clip(image, 0.0, 1.0), gamma), 0.0, 1.0).astype(image.dtype)
+            out[key] = change_intensity(data[key], scale, gamma)
         return out
 
 
