@@ -1,7 +1,7 @@
 """How a run's held-out scores move when its test scans are darker or brighter than its training scans.
 
     python benchmarks/intensity_robustness.py "plain"=runs/cpu-e150-s0 "intensity"=runs/cpu-intensity-s0 \\
-        [--scales 0.7,0.85,1,1.15] [--gamma 1] [--seed 0] [--threads 2] [--json PATH]
+        [--scales 0.7,0.85,1,1.15] [--gamma 1] [--seed 0] [--mean NAME] [--threads 2] [--json PATH]
 
 Every held-out case is predicted by the fold model that did not train on it, as ``medmat evaluate``
 scores it (:func:`medmat.engine.held_out.evaluate_fold`, the run's own input size, region, flip and
@@ -29,6 +29,7 @@ from medmat.engine.held_out import evaluate_fold, run_config, runs_and_cases
 from medmat.engine.inference import load_run
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
+from medmat.metrics.tables import mean_std_cell
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
 
@@ -47,16 +48,26 @@ def scored_run(run: str, scales: Sequence[float], gamma: float, seed: int) -> di
     return {scale: mean_case_metrics(cases) for scale, cases in cases_by_scale.items()}
 
 
-def table_lines(results: dict[str, dict[float, dict]], gamma: float) -> list[str]:
-    """One markdown row per run and scale."""
+def metric_values(mean: dict) -> list[float | None]:
+    """Table IV (region) then GED and Dice of one :func:`mean_case_metrics` record."""
+    region = mean["region"] or {}
+    return [region.get(m) for m in TABLE_IV] + [mean["GED"], mean["Dice"]]
+
+
+def table_lines(results: dict[str, dict[float, dict]], gamma: float, mean_name: str | None = None) -> list[str]:
+    """One markdown row per run and scale; with ``mean_name``, then per scale the mean ± std over the runs."""
     lines = [f"| run | scale (gamma {gamma:g}) | cases | IV SAD | IV MSE | IV Grad | IV Conn | V GED | V Dice |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, by_scale in results.items():
         for scale, mean in by_scale.items():
-            region = mean["region"] or {}
-            cells = [f"{region[m]:.4f}" if region.get(m) is not None else "—" for m in TABLE_IV]
-            cells += [f"{mean[m]:.4f}" if mean[m] is not None else "—" for m in ("GED", "Dice")]
+            cells = ["—" if value is None else f"{value:.4f}" for value in metric_values(mean)]
             lines.append(f"| {name} | {scale:g} | {mean['num_cases']} | " + " | ".join(cells) + " |")
+    if mean_name:
+        for scale in next(iter(results.values())):
+            columns = zip(*(metric_values(by_scale[scale]) for by_scale in results.values()))
+            cells = [mean_std_cell(list(values)) for values in columns]
+            cases = sum(by_scale[scale]["num_cases"] for by_scale in results.values())
+            lines.append(f"| **{mean_name}** | {scale:g} | {cases} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -77,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gamma", type=float, default=1.0, help="exponent applied before the scale (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the sampled masks (as medmat evaluate)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mean", default=None, metavar="NAME", help="add per scale a row NAME: mean ± std over the runs")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     try:
@@ -89,7 +101,7 @@ def main(argv=None) -> int:
     except (MedmatError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    lines = table_lines(results, args.gamma) + [machine_line()]
+    lines = table_lines(results, args.gamma, args.mean) + [machine_line()]
     report = {"runs": runs, "scales": scales, "gamma": args.gamma, "seed": args.seed,
               "results": {name: {str(scale): mean for scale, mean in by_scale.items()} for name, by_scale in results.items()},
               "machine": describe_machine()}

@@ -35,6 +35,10 @@ def test_scale_one_is_the_run_s_own_evaluation_and_each_scale_scores_the_changed
         np.testing.assert_allclose(dark, 0.5 * case.image, rtol=1e-6)
     lines = script.table_lines({"tiny": results}, 1.0)
     assert len(lines) == 4 and lines[2].startswith("| tiny | 1 | 4 |") and lines[3].startswith("| tiny | 0.5 | 4 |")
+    # The mean over runs, per scale: of two copies of one run, the run's values and a zero spread.
+    both = script.table_lines({"a": results, "b": results}, 1.0, "2 runs")
+    dice = results[0.5]["Dice"]
+    assert both[-1].startswith("| **2 runs** | 0.5 | 8 |") and both[-1].endswith(f"| {dice:.4f} ± 0.0000 |")
 
 
 def test_bad_arguments_are_one_line_errors(capsys):
