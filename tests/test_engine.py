@@ -896,7 +896,7 @@ def test_every_model_family_has_a_cpu_config():
 
 
 #: The `_cpu` configs that train the paper's schedule (150 epochs of 2 images x 2 copies).
-PAPER_SCHEDULE_CPU_CONFIGS = ("medical_matting_cpu", "region_aware_matting_cpu")
+PAPER_SCHEDULE_CPU_CONFIGS = ("medical_matting_cpu", "region_aware_matting_cpu", "adamatting_cpu")
 
 
 @pytest.mark.parametrize("name", CPU_CONFIGS)
