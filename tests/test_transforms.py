@@ -265,7 +265,7 @@ def test_intensity_stays_in_the_unit_range_and_is_off_at_one_one():
     assert len(paper_augmentations(RandomIntensityd(gamma=(0.8, 1.2))).transforms) == 4
 
 
-@pytest.mark.parametrize("scale, gamma", [((0.0, 1.0), (1, 1)), ((1.2, 0.8), (1, 1)), ((1, 1), (-1.0, 2.0))])
+@pytest.mark.parametrize("scale, gamma", [((0.0, 1.0), (1, 1)), ((1.2, 0.8), (1, 1)), ((1, 1), (-1.0, 2.0)), ((0.8,), (1, 1))])
 def test_intensity_refuses_an_empty_or_non_positive_range(scale, gamma):
     with pytest.raises(MedmatError, match="0 < low <= high"):
         RandomIntensityd(scale=scale, gamma=gamma)

@@ -261,9 +261,9 @@ class RandomIntensityd:
 
     def __init__(self, scale: Sequence[float] = (1.0, 1.0), gamma: Sequence[float] = (1.0, 1.0), prob: float = 1.0,
                  keys: Sequence[str] = ("image",)):
-        for name, (low, high) in (("scale", scale), ("gamma", gamma)):
-            if not 0.0 < low <= high:
-                raise MedmatError(f"intensity {name} must be (low, high) with 0 < low <= high, got {[low, high]}")
+        for name, bounds in (("scale", scale), ("gamma", gamma)):
+            if len(bounds) != 2 or not 0.0 < bounds[0] <= bounds[1]:
+                raise MedmatError(f"intensity {name} must be (low, high) with 0 < low <= high, got {list(bounds)}")
         self.scale, self.gamma = (float(scale[0]), float(scale[1])), (float(gamma[0]), float(gamma[1]))
         self.prob, self.keys = prob, tuple(keys)
 
