@@ -133,7 +133,7 @@ def main(argv=None) -> int:
         size = input_size(config)
         samples = load_samples(config)
         areas = {sample.id: float(np.sum(fit_sample(sample, size).alpha)) for sample in samples if sample.id in wanted}
-        brightness = {sample.id: float(np.percentile(sample.image, 99)) for sample in samples}
+        brightness = {sample.id: float(np.percentile(sample.image, 99)) for sample in samples} if args.worst > 0 else {}
         missing = wanted - set(areas)
         if missing:
             raise MedmatError(f"{len(missing)} scored cases are not in the dataset, e.g. {sorted(missing)[0]}", args.run)

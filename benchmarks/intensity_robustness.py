@@ -72,9 +72,10 @@ def table_lines(results: dict[str, dict[float, dict]], gamma: float, mean_name: 
 
 
 def parse_runs(pairs: Sequence[str]) -> dict[str, str]:
+    """``{name: run folder}`` of NAME=RUN_DIR items, split at the last "=" as compare_runs.py does."""
     runs = {}
     for pair in pairs:
-        name, sep, run = pair.partition("=")
+        name, sep, run = pair.rpartition("=")
         if not sep or not name or not run:
             raise MedmatError(f"runs are given as NAME=RUN_DIR, got {pair!r}")
         runs[name] = run

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from medmat.data.phantom import make_phantom
-from medmat.errors import MedmatError
 from medmat.data.transforms import (
     Composed,
     PseudoMaskd,
@@ -20,6 +19,7 @@ from medmat.data.transforms import (
     pseudo_mask,
     rotate,
 )
+from medmat.errors import MedmatError
 
 
 def asymmetric_data(height: int = 24, width: int = 24) -> dict:
