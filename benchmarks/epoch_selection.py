@@ -29,6 +29,7 @@ import numpy as np
 
 from medmat.engine.inference import crossval_folds
 from medmat.io.atomic import atomic_write_text
+from options import named_runs  # benchmarks/ is the script's folder, first on sys.path
 
 METRICS = ("SAD", "MSE", "Grad", "Conn", "GED", "Dice")
 HIGHER_IS_BETTER = {"Dice"}
@@ -108,9 +109,12 @@ def main() -> None:
     args = parser.parse_args()
     header = ["run", "reading", "folds", *(f"V {m}" for m in METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for item in args.runs:
-        name, _, run_dir = item.rpartition("=")
-        lines += run_table(name or run_dir, run_dir)
+    try:
+        named = named_runs(args.runs)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    for name, run_dir in named:
+        lines += run_table(name, run_dir)
     table = "\n".join(lines) + "\n"
     print(table)
     if args.output:

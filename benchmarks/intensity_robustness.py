@@ -30,6 +30,7 @@ from medmat.engine.inference import load_run
 from medmat.engine.trainer import load_samples
 from medmat.errors import MedmatError
 from medmat.metrics.tables import mean_std_cell
+from options import named_runs
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
 
@@ -71,17 +72,6 @@ def table_lines(results: dict[str, dict[float, dict]], gamma: float, mean_name: 
     return lines
 
 
-def parse_runs(pairs: Sequence[str]) -> dict[str, str]:
-    """``{name: run folder}`` of NAME=RUN_DIR items, split at the last "=" as compare_runs.py does."""
-    runs = {}
-    for pair in pairs:
-        name, sep, run = pair.rpartition("=")
-        if not sep or not name or not run:
-            raise MedmatError(f"runs are given as NAME=RUN_DIR, got {pair!r}")
-        runs[name] = run
-    return runs
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
@@ -96,7 +86,7 @@ def main(argv=None) -> int:
         scales = [float(value) for value in args.scales.split(",") if value.strip()]
         if not scales or min(scales) <= 0 or args.gamma <= 0:
             raise MedmatError(f"--scales and --gamma must be positive, got {args.scales!r} and {args.gamma}")
-        runs = parse_runs(args.runs)
+        runs = dict(named_runs(args.runs))
         torch.set_num_threads(args.threads)
         results = {name: scored_run(run, scales, args.gamma, args.seed) for name, run in runs.items()}
     except (MedmatError, ValueError) as error:

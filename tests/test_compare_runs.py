@@ -109,3 +109,17 @@ def test_members_of_an_ensemble_run_get_a_row_each_as_single_runs(tmp_path, monk
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", f"ens={run}"])  # without --members: the ensemble alone
     _script().main()
     assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+
+def test_named_runs_split_at_the_last_equals_sign_and_name_a_bare_folder_by_itself():
+    named_runs = load_benchmark("options").named_runs
+    assert named_runs(["a=runs/x", "lr=1e-3=runs/y", "runs/z"]) == [
+        ("a", "runs/x"), ("lr=1e-3", "runs/y"), ("runs/z", "runs/z")]
+    with pytest.raises(ValueError, match="'empty='"):
+        named_runs(["empty="])
+
+
+def test_a_run_without_folder_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["compare_runs.py", "model="])
+    with pytest.raises(SystemExit, match="NAME=RUN_DIR"):
+        _script().main()

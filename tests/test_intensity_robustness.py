@@ -45,5 +45,5 @@ def test_bad_arguments_are_one_line_errors(capsys):
     script = load_benchmark("intensity_robustness")
     assert script.main(["plain=runs/none", "--scales", "0,1"]) == 1
     assert capsys.readouterr().err.strip() == "error: --scales and --gamma must be positive, got '0,1' and 1.0"
-    assert script.main(["no-equals-sign"]) == 1
+    assert script.main(["named-but-no-folder="]) == 1
     assert "NAME=RUN_DIR" in capsys.readouterr().err
