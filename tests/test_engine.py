@@ -914,7 +914,10 @@ def test_cpu_config_is_its_lite_in_bfloat16_with_more_epochs(name):
     same = ("train", "optim", "eval", "model", "data")
     assert {**cpu, **dict.fromkeys(same)} == {**lite, **dict.fromkeys(same)}
     copies = {"copies_per_image": 2} if paper_schedule else {}
-    assert cpu["data"] == {**lite["data"], **copies}
+    # The core model alone took intensity augmentation (three seeds: docs/medical-matting.md).
+    intensity = ({"intensity_scale": [0.7, 1.2], "intensity_gamma": [0.8, 1.25]}
+                 if name == "medical_matting_cpu" else {})
+    assert cpu["data"] == {**lite["data"], **copies, **intensity}
     activation = {"decoder_activation": "leaky_relu"} if name == "region_aware_matting_cpu" else {}
     assert cpu["model"] == {**lite["model"], **activation}
     batch = {"batch_size": 2 * lite["optim"]["batch_size"]} if copies else {}
@@ -929,9 +932,10 @@ def test_diverse_cpu_config_is_cpu_with_kl_balancing_and_the_prior_mean_code():
     cpu, diverse = load_config("cpu"), load_config("medical_matting_cpu_diverse")
     assert diverse["model"] == {**cpu["model"], "matting_latent": "prior_mean"}
     assert diverse["loss"] == {**cpu["loss"], "kl_weight": 0.001, "prior_kl_weight": 10.0}
-    # Both keep one copy of 2 images a step and 120 epochs, as they were measured (cpu took 2 copies
-    # and 150 epochs later).
-    one_copy = {"optim": {**cpu["optim"], "batch_size": 2, "epochs": 120}, "data": {**cpu["data"], "copies_per_image": 1}}
+    # Both keep one copy of 2 images a step, 120 epochs and no intensity augmentation, as they were
+    # measured (cpu took 2 copies, 150 epochs and the augmentation later).
+    as_measured = {"copies_per_image": 1, "intensity_scale": [1.0, 1.0], "intensity_gamma": [1.0, 1.0]}
+    one_copy = {"optim": {**cpu["optim"], "batch_size": 2, "epochs": 120}, "data": {**cpu["data"], **as_measured}}
     assert {**diverse, "model": None, "loss": None} == {**cpu, **one_copy, "model": None, "loss": None}
     ensemble = load_config("medical_matting_cpu_ensemble")
     assert {key: ensemble[key] for key in one_copy} == one_copy
