@@ -19,12 +19,16 @@ def named_runs(items: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
     """``[(name, run folder)]`` of NAME=RUN_DIR items, in the order given.
 
     Split at the last "=": a name may hold "=", a run folder rarely does. A bare RUN_DIR is named
-    by itself. Raises ValueError naming the item when its run folder is empty ("name=").
+    by itself. Raises ValueError naming the item when its run folder is empty ("name=") or its name
+    was given before (a table, or a report keyed by name, would show only one of the two).
     """
-    runs = []
+    runs: list[tuple[str, str]] = []
     for item in items:
         name, _, run_dir = item.rpartition("=")
         if not run_dir:
             raise ValueError(f"runs are given as NAME=RUN_DIR or RUN_DIR, got {item!r}")
-        runs.append((name or run_dir, run_dir))
+        name = name or run_dir
+        if any(name == seen for seen, _ in runs):
+            raise ValueError(f"run name {name!r} is given twice: name each run apart (NAME=RUN_DIR)")
+        runs.append((name, run_dir))
     return runs

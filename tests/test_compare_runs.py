@@ -117,6 +117,11 @@ def test_named_runs_split_at_the_last_equals_sign_and_name_a_bare_folder_by_itse
         ("a", "runs/x"), ("lr=1e-3", "runs/y"), ("runs/z", "runs/z")]
     with pytest.raises(ValueError, match="'empty='"):
         named_runs(["empty="])
+    # Keyed by name, the second of two runs named alike would hide the first.
+    with pytest.raises(ValueError, match="'s0' is given twice"):
+        named_runs(["s0=runs/a", "s0=runs/b"])
+    with pytest.raises(ValueError, match="'runs/a' is given twice"):
+        named_runs(["runs/a", "runs/a"])
 
 
 def test_a_run_without_folder_is_a_one_line_error(monkeypatch):

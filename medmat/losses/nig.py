@@ -30,7 +30,7 @@ from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.losses.medical_matting import alpha_gradient_loss
-from medmat.losses.registry import base_criterion_end_epoch, base_criterion_term, build_base_criterion, register_criterion
+from medmat.losses.registry import add_base_criterion_term, base_criterion_end_epoch, build_base_criterion, register_criterion
 from medmat.uncertainty.nig import NIG
 
 #: Outputs removed before the base criterion sees the base outputs, so that it leaves alpha alone.
@@ -133,10 +133,8 @@ class NIGLoss(nn.Module):
             gradient = alpha_gradient_loss(nig.gamma, target, region, self.gradient_threshold)
             total = total + self.gradient_weight * gradient
             parts["alpha_gradient"] = gradient.item()
-        if self.base is not None:
-            base_total, base_parts = base_criterion_term(self.base, self.base_outputs(outputs), batch, epoch, num_epochs)
-            total = total + self.base_weight * base_total
-            parts.update(base_parts)
+        base_outputs = self.base_outputs(outputs) if self.base is not None else {}
+        total = add_base_criterion_term(total, parts, self.base, self.base_weight, base_outputs, batch, epoch, num_epochs)
         parts["total"] = total.item()
         return total, parts
 

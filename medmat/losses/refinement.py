@@ -23,7 +23,7 @@ from torch import nn
 
 from medmat.errors import MedmatError
 from medmat.losses.medical_matting import alpha_gradient_loss, alpha_l1_loss
-from medmat.losses.registry import base_criterion_end_epoch, base_criterion_term, build_base_criterion, register_criterion
+from medmat.losses.registry import add_base_criterion_term, base_criterion_end_epoch, build_base_criterion, register_criterion
 from medmat.uncertainty.entropy import lesion_uncertainty
 
 #: Ground-truth alpha within this of 0 or 1 counts as background or foreground.
@@ -82,13 +82,10 @@ class AlphaRefinementLoss(nn.Module):
         gradient = alpha_gradient_loss(alpha, alpha_gt, region, threshold=0.5)
         total = self.l1_weight * whole + self.band_weight * band + self.gradient_weight * gradient
         parts = {"alpha_l1": whole.item(), "band_l1": band.item(), "alpha_gradient": gradient.item()}
-        if self.base is not None:
-            if "base_alpha" not in outputs:
-                raise MedmatError("loss option base needs a model that gives 'base_alpha' (a refiner)")
-            base_outputs = dict(outputs, alpha=outputs["base_alpha"])
-            base_total, base_parts = base_criterion_term(self.base, base_outputs, batch, epoch, num_epochs)
-            total = total + self.base_weight * base_total
-            parts.update(base_parts)
+        if self.base is not None and "base_alpha" not in outputs:
+            raise MedmatError("loss option base needs a model that gives 'base_alpha' (a refiner)")
+        base_outputs = dict(outputs, alpha=outputs.get("base_alpha"))
+        total = add_base_criterion_term(total, parts, self.base, self.base_weight, base_outputs, batch, epoch, num_epochs)
         parts["total"] = total.item()
         return total, parts
 

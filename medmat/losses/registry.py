@@ -55,12 +55,20 @@ def build_base_criterion(base: Mapping | None, wrapper: str) -> nn.Module | None
     return build_criterion(base)
 
 
-def base_criterion_term(
-    criterion: nn.Module, base_outputs: dict, batch: dict, epoch: int, num_epochs: int
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The base criterion's total on the base's outputs, and its parts prefixed "base_"."""
-    total, parts = criterion(base_outputs, batch, epoch, num_epochs)
-    return total, {f"base_{key}": value for key, value in parts.items()}
+def add_base_criterion_term(
+    total: torch.Tensor, parts: dict[str, float], criterion: nn.Module | None, weight: float,
+    base_outputs: dict, batch: dict, epoch: int, num_epochs: int,
+) -> torch.Tensor:
+    """``total`` plus ``weight`` times the base criterion's total on the base's outputs.
+
+    The base's parts go into ``parts`` prefixed "base_". With no base criterion ``total`` comes
+    back as it is and ``parts`` is left alone.
+    """
+    if criterion is None:
+        return total
+    base_total, base_parts = criterion(base_outputs, batch, epoch, num_epochs)
+    parts.update({f"base_{key}": value for key, value in base_parts.items()})
+    return total + weight * base_total
 
 
 def base_criterion_end_epoch(criterion: nn.Module | None, epoch_mean_parts: dict) -> None:
