@@ -898,6 +898,10 @@ def test_every_model_family_has_a_cpu_config():
 #: The `_cpu` configs that train the paper's schedule (150 epochs of 2 images x 2 copies).
 PAPER_SCHEDULE_CPU_CONFIGS = (
     "medical_matting_cpu", "region_aware_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu")
+#: Those that also take the core model's intensity augmentation, where it was measured (the core
+#: model: three seeds paired, docs/medical-matting.md; AdaMatting: two paired; TCP with the
+#: schedule: docs/trimap-matting.md; the NIG head on AdaMatting with the schedule: docs/dugmatting.md).
+INTENSITY_CPU_CONFIGS = ("medical_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu")
 
 
 @pytest.mark.parametrize("name", CPU_CONFIGS)
@@ -915,11 +919,8 @@ def test_cpu_config_is_its_lite_in_bfloat16_with_more_epochs(name):
     same = ("train", "optim", "eval", "model", "data")
     assert {**cpu, **dict.fromkeys(same)} == {**lite, **dict.fromkeys(same)}
     copies = {"copies_per_image": 2} if paper_schedule else {}
-    # Intensity augmentation where it was measured (the core model: three seeds paired,
-    # docs/medical-matting.md; AdaMatting: two paired; TCP with the schedule: docs/trimap-matting.md;
-    # the NIG head on AdaMatting with the schedule: docs/dugmatting.md).
     intensity = ({"intensity_scale": [0.7, 1.2], "intensity_gamma": [0.8, 1.25]}
-                 if name in ("medical_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu") else {})
+                 if name in INTENSITY_CPU_CONFIGS else {})
     assert cpu["data"] == {**lite["data"], **copies, **intensity}
     activation = {"decoder_activation": "leaky_relu"} if name == "region_aware_matting_cpu" else {}
     assert cpu["model"] == {**lite["model"], **activation}

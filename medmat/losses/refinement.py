@@ -84,7 +84,7 @@ class AlphaRefinementLoss(nn.Module):
         parts = {"alpha_l1": whole.item(), "band_l1": band.item(), "alpha_gradient": gradient.item()}
         if self.base is not None and "base_alpha" not in outputs:
             raise MedmatError("loss option base needs a model that gives 'base_alpha' (a refiner)")
-        base_outputs = dict(outputs, alpha=outputs.get("base_alpha"))
+        base_outputs = dict(outputs, alpha=outputs["base_alpha"]) if self.base is not None else {}
         total = add_base_criterion_term(total, parts, self.base, self.base_weight, base_outputs, batch, epoch, num_epochs)
         parts["total"] = total.item()
         return total, parts
