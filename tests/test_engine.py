@@ -873,9 +873,24 @@ def test_a_config_extends_another_and_states_only_what_it_changes(tmp_path):
     assert "extends" not in longer
 
 
+def test_a_config_extends_several_merged_in_order(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("optim:\n  epochs: 9\n  batch_size: 4\ntrain:\n  precision: bf16\n")
+    (tmp_path / "short.yaml").write_text("optim:\n  epochs: 3\n")
+    (tmp_path / "mine.yaml").write_text("extends: [lite, recipe.yaml, short.yaml]\noptim:\n  lr: 0.5\n")
+    lite, mine = load_config("lite"), load_config(tmp_path / "mine.yaml")
+    # Later parents win key by key (epochs from short.yaml), earlier ones keep the rest (batch_size,
+    # precision), the file itself goes over all of them (lr), and lite gives what nobody states.
+    assert mine["optim"]["epochs"] == 3 and mine["optim"]["batch_size"] == 4 and mine["optim"]["lr"] == 0.5
+    assert mine["train"]["precision"] == "bf16" and mine["model"] == lite["model"]
+    assert mine["optim"]["weight_decay"] == lite["optim"]["weight_decay"]
+
+
 @pytest.mark.parametrize("text, message", [
     ("extends: first.yaml\n", "cycle"),
-    ("extends: [lite]\n", "must name a config"),
+    ("extends: [lite, first.yaml]\n", "cycle"),
+    ("extends: []\n", "must name a config"),
+    ("extends: [lite, 3]\n", "must name a config"),
+    ("extends: {lite: 1}\n", "must name a config"),
     ("extends: no_such_config\n", "unknown config"),
 ])
 def test_a_bad_extends_is_a_one_line_error(tmp_path, text, message):
@@ -902,6 +917,17 @@ PAPER_SCHEDULE_CPU_CONFIGS = (
 #: model: three seeds paired, docs/medical-matting.md; AdaMatting: two paired; TCP with the
 #: schedule: docs/trimap-matting.md; the NIG head on AdaMatting with the schedule: docs/dugmatting.md).
 INTENSITY_CPU_CONFIGS = ("medical_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu")
+
+
+def test_the_cpu_recipe_is_one_file_that_the_configs_taking_all_of_it_extend():
+    recipe = engine_config.read_config_file(engine_config.CONFIG_DIR / "recipes" / "cpu.yaml")
+    assert "model" not in recipe and "recipes" not in " ".join(packaged_configs())
+    for name in INTENSITY_CPU_CONFIGS:
+        config = load_config(name)
+        assert {section: {key: config[section][key] for key in keys} for section, keys in recipe.items()} == recipe
+        # Stated once: each of them extends the file instead of repeating its keys.
+        stated = yaml.safe_load(engine_config.resolve_config_path(name).read_text())
+        assert "recipes/cpu.yaml" in stated["extends"] and not {"optim", "data", "eval"} & set(stated)
 
 
 @pytest.mark.parametrize("name", CPU_CONFIGS)

@@ -14,7 +14,9 @@ Packaged configurations live in ``medmat/configs/`` and are found by name
 
 A file may start from another: ``extends: lite`` (a packaged name, or a path relative to the
 file) loads that configuration first and merges the file's sections over it, key by key, so a
-variant states only what it changes. What a run saves is the resolved configuration, without
+variant states only what it changes. ``extends`` may list several, merged in order: the packaged
+``*_cpu`` configs are their model's ``*_lite`` config with the training recipe of
+``medmat/configs/recipes/cpu.yaml`` over it. What a run saves is the resolved configuration, without
 ``extends``.
 """
 
@@ -378,37 +380,49 @@ EXTENDS = "extends"
 
 
 def read_config_file(path: Path, extending: tuple[Path, ...] = ()) -> dict:
-    """The sections of a config file, with those of the configuration it ``extends`` beneath.
+    """The sections of a config file, with those of the configurations it ``extends`` beneath.
+
+    ``extends`` names one configuration or lists several (``[region_aware_matting_lite,
+    recipes/cpu.yaml]``: a model's config and a training recipe); each is a packaged name or a
+    path relative to the file, and each later one is merged over the earlier ones.
 
     Args:
         path: the YAML file.
         extending: the files that (transitively) extend this one, to refuse a cycle.
 
     Returns:
-        The file's sections merged over its parent's (a section's keys one by one), without ``extends``.
+        The file's sections merged over its parents' (a section's keys one by one), without ``extends``.
 
     Raises:
         MedmatError: as :func:`load_config`; also a parent that is not a name or path, cannot be
             found, or extends back to this file.
     """
     loaded = _read_yaml(path)
-    parent = loaded.pop(EXTENDS, None)
-    if parent is None:
+    parents = loaded.pop(EXTENDS, None)
+    if parents is None:
         return loaded
-    if not isinstance(parent, str) or not parent.strip():
-        raise MedmatError(f"{EXTENDS} must name a config (a packaged name or a YAML path), got {parent!r}", path)
-    beside = path.parent / parent
-    parent_path = resolve_config_path(beside if beside.is_file() else parent)
+    names = [parents] if isinstance(parents, str) else parents
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) and name.strip() for name in names):
+        raise MedmatError(f"{EXTENDS} must name a config (a packaged name or a YAML path) or list them, got {parents!r}", path)
     chain = (*extending, path.resolve())
-    if parent_path.resolve() in chain:
-        raise MedmatError(f"{EXTENDS} makes a cycle: {parent_path} extends back to {path}", path)
-    combined = read_config_file(parent_path, chain)
-    for section, value in loaded.items():
+    combined: dict = {}
+    for parent in names:
+        beside = path.parent / parent
+        parent_path = resolve_config_path(beside if beside.is_file() else parent)
+        if parent_path.resolve() in chain:
+            raise MedmatError(f"{EXTENDS} makes a cycle: {parent_path} extends back to {path}", path)
+        _merge_sections(combined, read_config_file(parent_path, chain))
+    _merge_sections(combined, loaded)
+    return combined
+
+
+def _merge_sections(combined: dict, sections: dict) -> None:
+    """Merge a config file's ``sections`` over ``combined`` in place, a section's keys one by one."""
+    for section, value in sections.items():
         if isinstance(value, dict) and isinstance(combined.get(section), dict):
             combined[section] = {**combined[section], **value}
         else:
             combined[section] = value
-    return combined
 
 
 def merge(defaults: dict, loaded: dict, where=None) -> dict:
