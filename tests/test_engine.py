@@ -912,11 +912,14 @@ def test_every_model_family_has_a_cpu_config():
 
 #: The `_cpu` configs that train the paper's schedule (150 epochs of 2 images x 2 copies).
 PAPER_SCHEDULE_CPU_CONFIGS = (
-    "medical_matting_cpu", "region_aware_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu")
+    "medical_matting_cpu", "region_aware_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu",
+    "nig_medical_matting_cpu")
 #: Those that also take the core model's intensity augmentation, where it was measured (the core
 #: model: three seeds paired, docs/medical-matting.md; AdaMatting: two paired; TCP with the
-#: schedule: docs/trimap-matting.md; the NIG head on AdaMatting with the schedule: docs/dugmatting.md).
-INTENSITY_CPU_CONFIGS = ("medical_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu")
+#: schedule: docs/trimap-matting.md; the NIG head on AdaMatting and on the core model with the
+#: schedule: docs/dugmatting.md).
+INTENSITY_CPU_CONFIGS = (
+    "medical_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu", "nig_medical_matting_cpu")
 
 
 def test_the_cpu_recipe_is_one_file_that_the_configs_taking_all_of_it_extend():
