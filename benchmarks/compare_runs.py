@@ -33,7 +33,7 @@ from medmat.engine.config import CONFIG_NAME, load_config
 from medmat.engine.evaluation import METRICS_NAME, read_metrics
 from medmat.engine.inference import MEMBER_PREFIX, crossval_folds, ensemble_members, folder_number
 from medmat.metrics.tables import mean_std_cell
-from options import named_runs  # benchmarks/ is the script's folder, first on sys.path
+from options import named_runs_or_exit  # benchmarks/ is the script's folder, first on sys.path
 
 TABLE_IV = ("SAD", "MSE", "Grad", "Conn")
 TABLE_V = ("GED", "Dice", "SAD", "MSE", "Grad")
@@ -131,10 +131,7 @@ def main() -> None:
     header = ["run", "folds", *(f"IV {m}" for m in TABLE_IV), *(f"V {m}" for m in TABLE_V)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     runs, summaries = [], []
-    try:
-        named = named_runs(args.runs)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    named = named_runs_or_exit(args.runs)
     for name, run_dir in named:
         rows = fold_rows(finished_folds(run_dir), folds, run_dir)
         iv, v = table_iv(rows), table_v(rows)

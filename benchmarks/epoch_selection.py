@@ -29,7 +29,7 @@ import numpy as np
 
 from medmat.engine.inference import crossval_folds
 from medmat.io.atomic import atomic_write_text
-from options import named_runs  # benchmarks/ is the script's folder, first on sys.path
+from options import named_runs_or_exit  # benchmarks/ is the script's folder, first on sys.path
 
 METRICS = ("SAD", "MSE", "Grad", "Conn", "GED", "Dice")
 HIGHER_IS_BETTER = {"Dice"}
@@ -109,10 +109,7 @@ def main() -> None:
     args = parser.parse_args()
     header = ["run", "reading", "folds", *(f"V {m}" for m in METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    try:
-        named = named_runs(args.runs)
-    except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
+    named = named_runs_or_exit(args.runs)
     for name, run_dir in named:
         lines += run_table(name, run_dir)
     table = "\n".join(lines) + "\n"

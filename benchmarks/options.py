@@ -32,3 +32,11 @@ def named_runs(items: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
             raise ValueError(f"run name {name!r} is given twice: name each run apart (NAME=RUN_DIR)")
         runs.append((name, run_dir))
     return runs
+
+
+def named_runs_or_exit(items: list[str] | tuple[str, ...]) -> list[tuple[str, str]]:
+    """:func:`named_runs` for a script's command line: a bad item exits with a one-line "error: ..."."""
+    try:
+        return named_runs(items)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None

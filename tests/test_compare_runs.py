@@ -128,3 +128,7 @@ def test_a_run_without_folder_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["compare_runs.py", "model="])
     with pytest.raises(SystemExit, match="NAME=RUN_DIR"):
         _script().main()
+    # epoch_selection.py reads its runs the same way, and says the same.
+    monkeypatch.setattr(sys, "argv", ["epoch_selection.py", "s0=runs/a", "s0=runs/b"])
+    with pytest.raises(SystemExit, match="^error: run name 's0' is given twice[^\n]*$"):
+        load_benchmark("epoch_selection").main()
