@@ -910,51 +910,36 @@ def test_every_model_family_has_a_cpu_config():
     assert load_config("cpu") == load_config("medical_matting_cpu")
 
 
-#: The `_cpu` configs that train the paper's schedule (150 epochs of 2 images x 2 copies).
-PAPER_SCHEDULE_CPU_CONFIGS = (
-    "medical_matting_cpu", "region_aware_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu",
-    "nig_medical_matting_cpu")
-#: Those that also take the core model's intensity augmentation, where it was measured (the core
-#: model: three seeds paired, docs/medical-matting.md; AdaMatting: two paired; TCP with the
-#: schedule: docs/trimap-matting.md; the NIG head on AdaMatting and on the core model with the
-#: schedule: docs/dugmatting.md).
-INTENSITY_CPU_CONFIGS = (
-    "medical_matting_cpu", "adamatting_cpu", "tcp_matting_cpu", "nig_adamatting_cpu", "nig_medical_matting_cpu")
-
-
-def test_the_cpu_recipe_is_one_file_that_the_configs_taking_all_of_it_extend():
+def test_the_cpu_recipe_is_one_file_that_every_cpu_config_extends():
     recipe = engine_config.read_config_file(engine_config.CONFIG_DIR / "recipes" / "cpu.yaml")
     assert "model" not in recipe and "recipes" not in " ".join(packaged_configs())
-    for name in INTENSITY_CPU_CONFIGS:
+    for name in CPU_CONFIGS:
         config = load_config(name)
         assert {section: {key: config[section][key] for key in keys} for section, keys in recipe.items()} == recipe
-        # Stated once: each of them extends the file instead of repeating its keys.
+        # Stated once: each extends the file instead of repeating its keys.
         stated = yaml.safe_load(engine_config.resolve_config_path(name).read_text())
-        assert "recipes/cpu.yaml" in stated["extends"] and not {"optim", "data", "eval"} & set(stated)
+        assert stated["extends"] == [name.removesuffix("_cpu") + "_lite", "recipes/cpu.yaml"]
+        assert not {"optim", "data", "eval"} & set(stated)
 
 
 @pytest.mark.parametrize("name", CPU_CONFIGS)
-def test_cpu_config_is_its_lite_in_bfloat16_with_more_epochs(name):
+def test_cpu_config_is_its_lite_in_bfloat16_on_the_papers_schedule(name):
     lite, cpu = load_config(name.removesuffix("_cpu") + "_lite"), load_config(name)
     assert cpu["train"]["precision"] == "auto" and isinstance(cpu["train"]["channels_last"], bool)
-    # Twice lite's epochs, or the paper's Brain-growth schedule (Table III: 150 at batch 4) in the
-    # families measured with it.
-    paper_schedule = name in PAPER_SCHEDULE_CPU_CONFIGS
-    epochs = 150 if paper_schedule else 2 * lite["optim"]["epochs"]
-    assert cpu["optim"]["epochs"] == epochs and cpu["eval"]["every"] == 20
+    # The paper's Brain-growth schedule (Table III: 150 epochs at batch 4: the release's 2 images x
+    # 2 augmented copies, docs/medical-matting.md) and the core model's intensity augmentation
+    # (measured on each family: docs/medical-matting.md, region-aware.md, trimap-matting.md, dugmatting.md).
+    assert cpu["optim"]["epochs"] == 150 and cpu["eval"]["every"] == 20
     # Everything else is the lite config's: the network, the recipe, the data and the evaluation
     # (but the region-aware decoder's leaky ReLU, which ended its stalled folds: docs/region-aware.md).
-    # Those take the release's 2 images x 2 augmented copies a step (docs/medical-matting.md).
     same = ("train", "optim", "eval", "model", "data")
     assert {**cpu, **dict.fromkeys(same)} == {**lite, **dict.fromkeys(same)}
-    copies = {"copies_per_image": 2} if paper_schedule else {}
-    intensity = ({"intensity_scale": [0.7, 1.2], "intensity_gamma": [0.8, 1.25]}
-                 if name in INTENSITY_CPU_CONFIGS else {})
-    assert cpu["data"] == {**lite["data"], **copies, **intensity}
+    intensity = {"intensity_scale": [0.7, 1.2], "intensity_gamma": [0.8, 1.25]}
+    assert cpu["data"] == {**lite["data"], "copies_per_image": 2, **intensity}
     activation = {"decoder_activation": "leaky_relu"} if name == "region_aware_matting_cpu" else {}
     assert cpu["model"] == {**lite["model"], **activation}
-    batch = {"batch_size": 2 * lite["optim"]["batch_size"]} if copies else {}
-    assert cpu["optim"] == {**lite["optim"], "epochs": epochs, **batch} and {**cpu["eval"], "every": 10} == lite["eval"]
+    batch = 2 * lite["optim"]["batch_size"]
+    assert cpu["optim"] == {**lite["optim"], "epochs": 150, "batch_size": batch} and {**cpu["eval"], "every": 10} == lite["eval"]
     # A capped fold trains again in the two families whose alpha layer sits behind a ReLU.
     refit = 1 if name in ("medical_matting_cpu", "tcp_matting_cpu") else 0
     assert cpu["train"]["refit_capped"] == refit and lite["train"]["refit_capped"] == 0
