@@ -10,10 +10,12 @@ ratios of the medians. Each step is its model_cost's median of ``--repeats`` aft
 forward + loss + backward + Adam at the config's batch size.
 
 The default baseline, ``96213e0~1``, is the last commit before the training arithmetic switches
-(the code the issue was written against).
+(the code the issue was written against). ``--baseline-arithmetic`` also times the baseline's step
+in an arithmetic of its own (a later baseline's ``bf16+cl``: what a change since then saved in
+the same arithmetic, measured in the same alternating rounds).
 
     python benchmarks/step_against_commit.py [--baseline REV] [--config lite] [--arithmetic bf16+cl] \\
-        [--size 128] [--rounds 5] [--repeats 3] [--threads 2] [--json PATH]
+        [--baseline-arithmetic bf16+cl] [--size 128] [--rounds 5] [--repeats 3] [--threads 2] [--json PATH]
 """
 
 from __future__ import annotations
@@ -75,41 +77,54 @@ def summarise(rounds: dict[str, list[float]]) -> dict:
     """Medians over the rounds and the ratios of the medians.
 
     Args:
-        rounds: ``{"baseline_fp32": [...], "fp32": [...], "arithmetic": [...]}``, seconds per step.
+        rounds: ``{"baseline_fp32": [...], "fp32": [...], "arithmetic": [...]}``, seconds per step,
+            and ``"baseline_arithmetic"`` when the baseline was also timed in an arithmetic.
 
     Returns:
         ``{"median_s": {key: median}, "baseline_fp32_over_arithmetic", "fp32_over_arithmetic",
         "baseline_fp32_over_fp32"}`` (how many times faster the step in the arithmetic is than
-        the baseline's and today's float32 step, and today's float32 step than the baseline's).
+        the baseline's and today's float32 step, and today's float32 step than the baseline's),
+        with ``"baseline_arithmetic_over_arithmetic"`` (today's step against the baseline's in
+        its arithmetic) when that was timed.
     """
     median = {key: statistics.median(values) for key, values in rounds.items()}
-    return {
+    summary = {
         "median_s": median,
         "baseline_fp32_over_arithmetic": median["baseline_fp32"] / median["arithmetic"],
         "fp32_over_arithmetic": median["fp32"] / median["arithmetic"],
         "baseline_fp32_over_fp32": median["baseline_fp32"] / median["fp32"],
     }
+    if "baseline_arithmetic" in median:
+        summary["baseline_arithmetic_over_arithmetic"] = median["baseline_arithmetic"] / median["arithmetic"]
+    return summary
 
 
 def report_table(report: dict) -> str:
     """A markdown table: each round's three steps, the medians, then the ratios."""
     rounds, summary, arithmetic = report["rounds"], report["summary"], report["arithmetic"]
+    columns = {"baseline_fp32": "baseline fp32 s"}
+    if "baseline_arithmetic" in rounds:
+        columns["baseline_arithmetic"] = f"baseline {report['baseline_arithmetic']} s"
+    columns |= {"fp32": "today fp32 s", "arithmetic": f"today {arithmetic} s"}
     lines = [
         f"{report['config']}, {report['size']}x{report['size']}, {report['threads']} thread(s), "
         f"median of {report['repeats']} steps per measurement; baseline {report['baseline']} ({report['baseline_commit'][:7]})",
-        f"| round | baseline fp32 s | today fp32 s | today {arithmetic} s |",
-        "|---|---|---|---|",
+        "| round | " + " | ".join(columns.values()) + " |",
+        "|---" * (len(columns) + 1) + "|",
     ]
-    for index, values in enumerate(zip(rounds["baseline_fp32"], rounds["fp32"], rounds["arithmetic"]), start=1):
+    for index, values in enumerate(zip(*(rounds[key] for key in columns)), start=1):
         lines.append(f"| {index} | " + " | ".join(f"{value:.3f}" for value in values) + " |")
     median = summary["median_s"]
-    lines.append(f"| median | {median['baseline_fp32']:.3f} | {median['fp32']:.3f} | {median['arithmetic']:.3f} |")
-    lines += [
+    lines.append("| median | " + " | ".join(f"{median[key]:.3f}" for key in columns) + " |")
+    lines.append(
         f"today's {arithmetic} step is {summary['baseline_fp32_over_arithmetic']:.2f}x faster than the baseline's "
         f"fp32 step and {summary['fp32_over_arithmetic']:.2f}x faster than today's; today's fp32 step is "
-        f"{summary['baseline_fp32_over_fp32']:.2f}x the baseline's speed",
-        machine_line(),
-    ]
+        f"{summary['baseline_fp32_over_fp32']:.2f}x the baseline's speed"
+    )
+    if "baseline_arithmetic_over_arithmetic" in summary:
+        lines.append(f"today's {arithmetic} step is {summary['baseline_arithmetic_over_arithmetic']:.2f}x faster than "
+                     f"the baseline's {report['baseline_arithmetic']} step")
+    lines.append(machine_line())
     return "\n".join(lines)
 
 
@@ -118,6 +133,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="the earlier commit (any git revision)")
     parser.add_argument("--config", default="lite", help="a config both commits have (packaged name or YAML)")
     parser.add_argument("--arithmetic", default="bf16+cl", help="today's arithmetic to time (model_cost's names)")
+    parser.add_argument("--baseline-arithmetic", default=None,
+                        help="also time the baseline's step in this arithmetic (its model_cost must take --arithmetic)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
@@ -141,14 +158,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         baseline = Path(folder)
         extract_commit(commit.stdout.strip(), baseline)
         baseline_arithmetic = ["fp32"] if takes_arithmetic(baseline) else None
+        if args.baseline_arithmetic is not None:
+            if baseline_arithmetic is None:
+                raise SystemExit(f"step_against_commit: {args.baseline}'s model_cost.py times float32 only "
+                                 f"(no --arithmetic): drop --baseline-arithmetic")
+            baseline_arithmetic.append(args.baseline_arithmetic)
+            rounds["baseline_arithmetic"] = []
         for _ in range(args.rounds):
-            rounds["baseline_fp32"] += model_cost_steps(baseline, args, baseline_arithmetic)[:1]
+            baseline_steps = model_cost_steps(baseline, args, baseline_arithmetic)
+            rounds["baseline_fp32"].append(baseline_steps[0])
+            if args.baseline_arithmetic is not None:
+                rounds["baseline_arithmetic"].append(baseline_steps[1])
             fp32, in_arithmetic = model_cost_steps(REPOSITORY, args, ["fp32", args.arithmetic])
             rounds["fp32"].append(fp32)
             rounds["arithmetic"].append(in_arithmetic)
     report = {
         "baseline": args.baseline, "baseline_commit": commit.stdout.strip(), "config": args.config,
-        "arithmetic": args.arithmetic, "size": args.size, "threads": args.threads, "repeats": args.repeats,
+        "arithmetic": args.arithmetic, "baseline_arithmetic": args.baseline_arithmetic, "size": args.size, "threads": args.threads, "repeats": args.repeats,
         "rounds": rounds, "summary": summarise(rounds),
     }
     return finish_report(report, report_table(report), args.json)

@@ -205,6 +205,25 @@ def test_fcomb_output_depends_on_the_latent_sample_only_through_z():
     assert torch.all(latent_features >= 0)  # after Fcomb's hidden ReLU
 
 
+@pytest.mark.parametrize("num_convs", [2, 4])
+def test_fcomb_is_its_stack_of_1x1_convolutions_on_features_and_tiled_sample(num_convs):
+    # The definition (Kohl et al.): z tiled over the image, joined to the features, 1x1
+    # convolutions with ReLUs between them; Fcomb computes it split and on channels-last views.
+    torch.manual_seed(0)
+    fcomb = Fcomb(feature_channels=5, latent_dim=3, num_convs=num_convs)
+    features, z = torch.rand(2, 5, 7, 6), torch.randn(2, 4, 3)
+    logits, latent_features = fcomb(features, z)
+    layers = [fcomb.combine, *fcomb.hidden]
+    for sample in range(4):
+        tiled = z[:, sample, :, None, None].expand(2, 3, 7, 6)
+        x = torch.cat([features, tiled], dim=1)
+        for layer in layers:
+            x = torch.relu(torch.nn.functional.conv2d(x, layer.weight[:, :, None, None], layer.bias))
+        expected = torch.nn.functional.conv2d(x, fcomb.to_logits.weight[:, :, None, None], fcomb.to_logits.bias)
+        torch.testing.assert_close(logits[:, sample], expected[:, 0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(latent_features[:, sample], x, rtol=1e-5, atol=1e-5)
+
+
 # --- ablation switches ----------------------------------------------------------------------------
 
 
@@ -341,6 +360,28 @@ def test_cat_channels_keeps_the_features_dtype_and_layout():
     latent = torch.rand(2, 4, 6, 5, generator=generator)
     assert cat_channels([image, latent]).is_contiguous()
     torch.testing.assert_close(cat_channels([image, latent]), torch.cat([image, latent], dim=1), rtol=0, atol=0)
+
+
+def test_cat_channels_hands_each_input_its_gradient_in_its_own_layout():
+    generator = torch.Generator().manual_seed(1)
+    upsampled = torch.rand(2, 6, 8, 7, generator=generator).contiguous(memory_format=torch.channels_last).requires_grad_()
+    skip = torch.rand(2, 4, 8, 7, generator=generator).contiguous(memory_format=torch.channels_last).requires_grad_()
+    plain_image = torch.rand(2, 1, 8, 7, generator=generator, requires_grad=True)
+    weights = torch.rand(2, 11, 8, 7, generator=generator).contiguous(memory_format=torch.channels_last)
+    (cat_channels([upsampled, skip, plain_image]) * weights).sum().backward()
+    # torch.cat's gradients are channel slices of the join's: strided views in neither layout
+    # (the slow paths of the kernels that read them); these are copies in each input's layout.
+    assert upsampled.grad.is_contiguous(memory_format=torch.channels_last) and not upsampled.grad.is_contiguous()
+    assert skip.grad.is_contiguous(memory_format=torch.channels_last) and not skip.grad.is_contiguous()
+    assert plain_image.grad.is_contiguous()
+    torch.testing.assert_close(upsampled.grad, weights[:, :6], rtol=0, atol=0)
+    torch.testing.assert_close(skip.grad, weights[:, 6:10], rtol=0, atol=0)
+    torch.testing.assert_close(plain_image.grad, weights[:, 10:], rtol=0, atol=0)
+    # An input that needs no gradient gets none, and the others still get theirs.
+    frozen = torch.rand(2, 3, 8, 7, generator=generator)
+    skip.grad = None
+    cat_channels([frozen, skip]).sum().backward()
+    assert frozen.grad is None and torch.all(skip.grad == 1)
 
 
 def test_matting_network_under_bf16_autocast_gives_what_plain_concatenation_gives(monkeypatch):

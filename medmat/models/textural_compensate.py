@@ -32,7 +32,7 @@ from torch import nn
 
 from medmat.data.trimap import NUM_TRIMAP_CLASSES, fill_known_regions, one_hot_trimap, trimap_classes
 from medmat.models.adamatting import NUM_LEVELS, ResidualEncoder, SubPixelUpsample, batch_trimap
-from medmat.models.blocks import ResidualBlock, conv3x3, conv_norm_relu, positive_ints, residual_stage
+from medmat.models.blocks import ResidualBlock, cat_channels, conv3x3, conv_norm_relu, positive_ints, residual_stage
 from medmat.models.contract import MattingModel, ModelSpec
 from medmat.models.registry import register_model
 
@@ -82,7 +82,7 @@ class SemanticPath(nn.Module):
         y = features[-1]
         for level in self.levels:
             key = str(level)
-            y = self.decode[key](torch.cat([self.upsample[key](y), self.shortcuts[key](features[level])], dim=1))
+            y = self.decode[key](cat_channels([self.upsample[key](y), self.shortcuts[key](features[level])]))
         return self.head(y), features
 
 
