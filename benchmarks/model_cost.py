@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ import torch
 from conv_cost import median_seconds  # benchmarks/ is the script's folder, first on sys.path
 from machine import finish_report
 from medmat.data.trimap import alpha_trimap, trimap_levels
+from medmat.engine.allocator import keep_freed_memory
 from medmat.engine.config import ALIASES, load_config, packaged_configs
 from medmat.engine.inference import build_model_from_config, predict
 from medmat.engine.loop import TrainingStep, build_criterion_from_config
@@ -111,9 +112,10 @@ def arithmetic_settings(name: str) -> dict:
     return {"precision": precision, "channels_last": "cl" in options, "compile": "compile" in options}
 
 
-def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, arithmetic: str = "fp32") -> float:
-    """Median seconds of one training step (forward, loss, backward, Adam) of the config's model,
-    through the engine's :class:`~medmat.engine.loop.TrainingStep` in the given arithmetic."""
+def training_step_function(config: dict, batch: dict[str, torch.Tensor], arithmetic: str = "fp32") -> Callable[[], None]:
+    """One training step (forward, the config's criterion, backward, Adam) of the config's model on
+    ``batch``, as a function, through the engine's :class:`~medmat.engine.loop.TrainingStep` in the
+    given arithmetic; compiled models have compiled at its return."""
     torch.manual_seed(config["seed"])
     model = build_model_from_config(config).train()
     criterion = build_criterion_from_config(config)
@@ -130,7 +132,16 @@ def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, ari
 
     if compile_model:
         step()  # compiling happens at the first call: not what a step costs afterwards
-    return median_seconds(step, repeats)
+    return step
+
+
+def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, arithmetic: str = "fp32") -> float:
+    """Median seconds of one training step (forward, loss, backward, Adam) of the config's model,
+    through the engine's :class:`~medmat.engine.loop.TrainingStep` in the given arithmetic, with the
+    allocator settings training uses (``train.keep_freed_memory``; they stay for the process)."""
+    if config["train"]["keep_freed_memory"]:
+        keep_freed_memory()
+    return median_seconds(training_step_function(config, batch, arithmetic), repeats)
 
 
 def predict_rate(

@@ -14,13 +14,11 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from machine import machine_line  # benchmarks/ is the script's folder, first on sys.path
+from medmat.engine.allocator import keep_freed_memory
 from medmat.engine.config import input_size, load_config
 from medmat.engine.dataset import MattingDataset
-from medmat.engine.inference import build_model_from_config
-from medmat.engine.loop import TrainingStep, build_criterion_from_config
-from medmat.engine.precision import arithmetic_for, prepare_model
 from medmat.engine.trainer import load_samples
-from model_cost import arithmetic_settings, training_batch
+from model_cost import training_batch, training_step_function
 
 
 def main() -> None:
@@ -37,19 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    torch.manual_seed(config["seed"])
-    model = build_model_from_config(config)
-    settings = arithmetic_for(arithmetic_settings(args.arithmetic), torch.device("cpu"))
-    step = TrainingStep(prepare_model(model, settings), build_criterion_from_config(config), settings).train()
-    optimizer = torch.optim.Adam(step.parameters(), lr=config["optim"]["lr"])
-    batch = training_batch(config["optim"]["batch_size"], args.size)
-
-    def one_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        total, _ = step(batch, 0, config["optim"]["epochs"])
-        total.backward()
-        optimizer.step()
-
+    if config["train"]["keep_freed_memory"]:
+        keep_freed_memory()  # as training does
+    one_step = training_step_function(config, training_batch(config["optim"]["batch_size"], args.size), args.arithmetic)
     one_step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as profiler:
         for _ in range(args.steps):

@@ -244,6 +244,9 @@ SCHEMA: dict[str, Option | Registered | dict[str, Option]] = {
             "auto = bf16 where the hardware has it (medmat.engine.precision)")),
         "channels_last": Option(False, (bool,), doc="NHWC weights and inputs (oneDNN / cuDNN fast convolutions)"),
         "compile": Option(False, (bool,), doc="torch.compile the model (needs a C++ compiler; eager on failure)"),
+        "keep_freed_memory": Option(True, (bool,), doc=(
+            "glibc malloc keeps freed blocks up to 32 MiB instead of returning them to the kernel: no page "
+            "faults on fresh memory every step (medmat.engine.allocator); values are unaffected")),
         "init_from": Option(None, (str, NONE), doc=(
             "start from a trained run's weights (its folder or checkpoint; {fold} = this fold), loaded into the "
             "model or, when they fit only there, into its base (medmat.engine.inference.load_initial_weights)")),

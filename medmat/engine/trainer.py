@@ -37,6 +37,7 @@ from medmat.data.load import load_dataset
 from medmat.data.sample import Sample
 from medmat.data.splits import check_split, choose_scheme, make_split, save_split
 from medmat.engine import distributed
+from medmat.engine.allocator import keep_freed_memory
 from medmat.engine.checkpoint import CHECKPOINT_NAME, FINAL_NAME, load_checkpoint, save_checkpoint
 from medmat.engine.config import (
     CONFIG_NAME,
@@ -180,6 +181,8 @@ def train(
         # Before any tensor work: a fold worker forked by crossval(jobs > 1) deadlocks in OpenMP if it
         # runs a multi-threaded op (an ensemble fold scoring its members) at the parent's thread count.
         torch.set_num_threads(config["train"]["num_threads"])
+    if config["train"]["keep_freed_memory"]:
+        keep_freed_memory()
     if config["ensemble"]["members"] > 1:
         return _train_ensemble(config, run_dir, fold, resume, samples, split, callbacks)
     _finish_setting_aside(run_dir)
