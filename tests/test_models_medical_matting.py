@@ -205,17 +205,18 @@ def test_fcomb_output_depends_on_the_latent_sample_only_through_z():
     assert torch.all(latent_features >= 0)  # after Fcomb's hidden ReLU
 
 
-@pytest.mark.parametrize("num_convs", [2, 4])
-def test_fcomb_is_its_stack_of_1x1_convolutions_on_features_and_tiled_sample(num_convs):
+@pytest.mark.parametrize("num_convs, height, width", [(2, 7, 6), (4, 7, 6), (4, 5, 7)])
+def test_fcomb_is_its_stack_of_1x1_convolutions_on_features_and_tiled_sample(num_convs, height, width):
     # The definition (Kohl et al.): z tiled over the image, joined to the features, 1x1
     # convolutions with ReLUs between them; Fcomb computes it split and on channels-last views.
     torch.manual_seed(0)
     fcomb = Fcomb(feature_channels=5, latent_dim=3, num_convs=num_convs)
-    features, z = torch.rand(2, 5, 7, 6), torch.randn(2, 4, 3)
+    # 42 pixels: the first layer adds over rows of 6 pixels; 35: of one pixel (gcd(35, 12) = 1)
+    features, z = torch.rand(2, 5, height, width), torch.randn(2, 4, 3)
     logits, latent_features = fcomb(features, z)
     layers = [fcomb.combine, *fcomb.hidden]
     for sample in range(4):
-        tiled = z[:, sample, :, None, None].expand(2, 3, 7, 6)
+        tiled = z[:, sample, :, None, None].expand(2, 3, height, width)
         x = torch.cat([features, tiled], dim=1)
         for layer in layers:
             x = torch.relu(torch.nn.functional.conv2d(x, layer.weight[:, :, None, None], layer.bias))

@@ -120,6 +120,10 @@ MATTING_LATENTS = ("sample", "mean", "prior_mean")
 PROB_UNET_OUTPUTS = ("sample_masks", "uncertainty_map", "mask_logits", "kl", "kl_prior")
 
 
+#: Values per row of Fcomb's first-layer broadcast add (two AVX-512 vectors of bfloat16).
+ROW_VALUES = 64
+
+
 class Fcomb(nn.Module):
     """1x1 convolutions combining U-Net features with a latent sample broadcast over the image.
 
@@ -157,9 +161,14 @@ class Fcomb(nn.Module):
         weight_z = self.combine.weight[:, self.feature_channels :]
         image_part = F.linear(features.permute(0, 2, 3, 1), weight_features)  # (B, H, W, F)
         sample_part = F.linear(z, weight_z, self.combine.bias)  # (B, N, F)
-        hidden = torch.relu(image_part[:, None] + sample_part[:, :, None, None, :])  # (B, N, H, W, F)
-        batch, samples, height, width, channels = hidden.shape
-        x = hidden.reshape(batch * samples, height, width, channels).permute(0, 3, 1, 2)  # channels-last view
+        (batch, height, width, channels), samples = image_part.shape, z.shape[1]
+        # Added over rows of k pixels' channels (the sample part repeated k times), not of one
+        # pixel's: bfloat16's vectorised loop needs 64 values a row, and over rows of F = 16 it ran
+        # element by element (N = 9, 128², forward + backward: 15.0 ms against 6.2 ms).
+        pixels = math.gcd(height * width, max(1, ROW_VALUES // channels))
+        rows = image_part.reshape(batch, 1, height * width // pixels, pixels * channels)
+        hidden = torch.relu(rows + sample_part.repeat(1, 1, pixels)[:, :, None, :])  # (B, N, H * W / k, k * F)
+        x = hidden.view(batch * samples, height, width, channels).permute(0, 3, 1, 2)  # channels-last view
         for layer in self.hidden:
             x = torch.relu(F.conv2d(x, layer.weight[:, :, None, None], layer.bias))
         logits = F.conv2d(x, self.to_logits.weight[:, :, None, None], self.to_logits.bias)
