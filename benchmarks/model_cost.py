@@ -5,7 +5,7 @@ applied to each), in one process, on the same random batch, and measured the sam
 
 - parameters (whole model, and its matting network where it has one: a ``matting_net``
   submodule, for a "nig" model its base's);
-- seconds per training step: forward, the config's criterion, backward and an Adam step on a
+- seconds per training step: forward, the config's criterion, backward and a step of the config's optimiser (the engine's build_optimizer) on a
   (batch, 1, size, size) batch (default: the first config's batch size); median of
   ``--repeats`` after one warm-up step. The batch carries every key a model trains from: image,
   alpha, pseudo mask, 3 annotator masks and the alpha's trimap (a "nig" model draws its own
@@ -42,6 +42,7 @@ from medmat.engine.allocator import keep_freed_memory
 from medmat.engine.config import ALIASES, load_config, packaged_configs
 from medmat.engine.inference import build_model_from_config, predict
 from medmat.engine.loop import TrainingStep, build_criterion_from_config
+from medmat.engine.optim import build_optimizer
 from medmat.engine.precision import PRECISIONS, arithmetic_for, prepare_model
 
 #: Training cases of one Brain-growth fold (39 cases, 4 folds; the brain-growth split).
@@ -113,7 +114,7 @@ def arithmetic_settings(name: str) -> dict:
 
 
 def training_step_function(config: dict, batch: dict[str, torch.Tensor], arithmetic: str = "fp32") -> Callable[[], None]:
-    """One training step (forward, the config's criterion, backward, Adam) of the config's model on
+    """One training step (forward, the config's criterion, backward, the config's optimiser) of the config's model on
     ``batch``, as a function, through the engine's :class:`~medmat.engine.loop.TrainingStep` in the
     given arithmetic; compiled models have compiled at its return."""
     torch.manual_seed(config["seed"])
@@ -122,7 +123,7 @@ def training_step_function(config: dict, batch: dict[str, torch.Tensor], arithme
     settings = arithmetic_for(arithmetic_settings(arithmetic), torch.device("cpu"))
     compile_model = arithmetic_settings(arithmetic)["compile"]
     training_step = TrainingStep(prepare_model(model, settings), criterion, settings, compile_model)
-    optimizer = torch.optim.Adam(training_step.parameters(), lr=config["optim"]["lr"])
+    optimizer = build_optimizer(training_step.parameters(), config["optim"])  # the engine's, as training
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -136,7 +137,7 @@ def training_step_function(config: dict, batch: dict[str, torch.Tensor], arithme
 
 
 def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, arithmetic: str = "fp32") -> float:
-    """Median seconds of one training step (forward, loss, backward, Adam) of the config's model,
+    """Median seconds of one training step (forward, loss, backward, optimiser) of the config's model,
     through the engine's :class:`~medmat.engine.loop.TrainingStep` in the given arithmetic, with the
     allocator settings training uses (``train.keep_freed_memory``; they stay for the process)."""
     if config["train"]["keep_freed_memory"]:

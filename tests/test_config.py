@@ -279,6 +279,30 @@ def test_adamw_decays_the_weights_where_adam_adds_the_decay_to_the_gradient():
     assert weight.item() == pytest.approx(1.0 - 0.1, abs=1e-6)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_the_multi_tensor_update_gives_the_per_parameter_loop_s_values_bit_for_bit(name):
+    # Earlier runs were trained with torch's per-parameter loop (its CPU default): the same numbers.
+    section = dict(load_config("lite")["optim"], name=name, weight_decay=0.01)
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(16, 1, 3, 3), (16,), (32, 16, 3, 3), (1,)]
+    initial = [torch.randn(shape, generator=generator) for shape in shapes]
+    gradients = [[torch.randn(shape, generator=generator) for shape in shapes] for _ in range(5)]
+    finals = []
+    for foreach in (True, False):
+        weights = [nn.Parameter(value.clone()) for value in initial]
+        optimizer = build_optimizer(weights, section)
+        assert optimizer.param_groups[0]["foreach"] is True
+        optimizer.param_groups[0]["foreach"] = foreach
+        for step_gradients in gradients:
+            for weight, gradient in zip(weights, step_gradients):
+                weight.grad = gradient.clone()
+            optimizer.step()
+        finals.append(weights)
+    for multi, loop, start in zip(*finals, initial):
+        assert not torch.equal(multi, start)  # the steps moved every weight
+        torch.testing.assert_close(multi, loop, rtol=0, atol=0)
+
+
 def test_build_optimizer_refuses_an_unknown_name():
     with pytest.raises(MedmatError, match="optim.name must be one of adam, adamw, got 'sgd'"):
         build_optimizer([nn.Parameter(torch.zeros(1))], dict(DEFAULTS["optim"], name="sgd"))
