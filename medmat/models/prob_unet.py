@@ -133,10 +133,9 @@ class Fcomb(nn.Module):
 
     The layers are ``nn.Linear`` (a 1x1 convolution is a per-pixel linear map) whose weights are
     applied as 1x1 convolutions to the samples' channels-last (B * N, F, H, W) view of the
-    (B, N, H, W, F) activations: as fast as ``F.linear`` on that layout in float32, 10 % faster
-    forward + backward in bfloat16 (N = 9, 128², 2 threads), and about twice as fast as a 1x1
-    ``Conv2d`` on the default layout. The first layer is split as ``W [f; z] = W_f f + W_z z``:
-    the image part is computed once, not per sample.
+    (B, N, H, W, F) activations, oneDNN's fast layout (``F.linear`` on the same memory was no
+    faster, and a 1x1 ``Conv2d`` on the default layout slower). The first layer is split as
+    ``W [f; z] = W_f f + W_z z``: the image part is computed once, not per sample.
     """
 
     def __init__(self, feature_channels: int, latent_dim: int, num_convs: int = 4, init: str = "orthogonal"):
@@ -164,7 +163,7 @@ class Fcomb(nn.Module):
         (batch, height, width, channels), samples = image_part.shape, z.shape[1]
         # Added over rows of k pixels' channels (the sample part repeated k times), not of one
         # pixel's: bfloat16's vectorised loop needs 64 values a row, and over rows of F = 16 it ran
-        # element by element (N = 9, 128², forward + backward: 15.0 ms against 6.2 ms).
+        # element by element (2.1 times slower forward + backward: benchmarks/layout_kernels.py).
         pixels = math.gcd(height * width, max(1, ROW_VALUES // channels))
         rows = image_part.reshape(batch, 1, height * width // pixels, pixels * channels)
         hidden = torch.relu(rows + sample_part.repeat(1, 1, pixels)[:, :, None, :])  # (B, N, H * W / k, k * F)
