@@ -120,7 +120,8 @@ class RowBatchNorm(torch.autograd.Function):
 
 
 def batch_norm_variants(channels: int) -> dict[str, Callable[[], None]]:
-    """Training-mode batch norm, forward + backward, in three layouts."""
+    """Training-mode batch norm, forward + backward: torch's in either layout, and the two ways round
+    its channels-last kernel."""
     norm = torch.nn.BatchNorm2d(channels).train()
     channels_last = _channels_last(BATCH, channels, SIZE, SIZE, requires_grad=True, seed=4)
     default = channels_last.detach().contiguous().requires_grad_()

@@ -5,9 +5,10 @@ applied to each), in one process, on the same random batch, and measured the sam
 
 - parameters (whole model, and its matting network where it has one: a ``matting_net``
   submodule, for a "nig" model its base's);
-- seconds per training step: forward, the config's criterion, backward and a step of the config's optimiser (the engine's build_optimizer) on a
-  (batch, 1, size, size) batch (default: the first config's batch size); median of
-  ``--repeats`` after one warm-up step. The batch carries every key a model trains from: image,
+- seconds per training step: forward, the config's criterion, backward and a step of the
+  config's optimiser (the engine's ``build_optimizer``), with training's allocator settings
+  (``train.keep_freed_memory``), on a (batch, 1, size, size) batch (default: the first config's
+  batch size); median of ``--repeats`` after one warm-up step. The batch carries every key a model trains from: image,
   alpha, pseudo mask, 3 annotator masks and the alpha's trimap (a "nig" model draws its own
   random user maps in training, as it does without the engine's). One epoch of a Brain-growth
   fold is ``ceil(29 / batch)`` steps (29 training cases in a 4-fold split);
@@ -114,9 +115,13 @@ def arithmetic_settings(name: str) -> dict:
 
 
 def training_step_function(config: dict, batch: dict[str, torch.Tensor], arithmetic: str = "fp32") -> Callable[[], None]:
-    """One training step (forward, the config's criterion, backward, the config's optimiser) of the config's model on
-    ``batch``, as a function, through the engine's :class:`~medmat.engine.loop.TrainingStep` in the
-    given arithmetic; compiled models have compiled at its return."""
+    """One training step (forward, the config's criterion, backward, the config's optimiser) of the
+    config's model on ``batch``, as a function, through the engine's
+    :class:`~medmat.engine.loop.TrainingStep` in the given arithmetic and with the allocator settings
+    training uses (``train.keep_freed_memory``: they stay for the process); compiled models have
+    compiled at its return."""
+    if config["train"]["keep_freed_memory"]:
+        keep_freed_memory()  # as medmat.engine.trainer.train does
     torch.manual_seed(config["seed"])
     model = build_model_from_config(config).train()
     criterion = build_criterion_from_config(config)
@@ -137,11 +142,7 @@ def training_step_function(config: dict, batch: dict[str, torch.Tensor], arithme
 
 
 def step_seconds(config: dict, batch: dict[str, torch.Tensor], repeats: int, arithmetic: str = "fp32") -> float:
-    """Median seconds of one training step (forward, loss, backward, optimiser) of the config's model,
-    through the engine's :class:`~medmat.engine.loop.TrainingStep` in the given arithmetic, with the
-    allocator settings training uses (``train.keep_freed_memory``; they stay for the process)."""
-    if config["train"]["keep_freed_memory"]:
-        keep_freed_memory()
+    """Median seconds of :func:`training_step_function`'s step, after one warm-up."""
     return median_seconds(training_step_function(config, batch, arithmetic), repeats)
 
 

@@ -14,7 +14,6 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from machine import machine_line  # benchmarks/ is the script's folder, first on sys.path
-from medmat.engine.allocator import keep_freed_memory
 from medmat.engine.config import input_size, load_config
 from medmat.engine.dataset import MattingDataset
 from medmat.engine.trainer import load_samples
@@ -35,8 +34,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    if config["train"]["keep_freed_memory"]:
-        keep_freed_memory()  # as training does
     one_step = training_step_function(config, training_batch(config["optim"]["batch_size"], args.size), args.arithmetic)
     one_step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as profiler:
