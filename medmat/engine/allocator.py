@@ -3,11 +3,11 @@
 A training step allocates and frees the same few hundred activation and gradient buffers every
 step. glibc's malloc serves a block over its mmap threshold with fresh pages from the kernel and
 hands large freed regions at the top of its heap back (trimming); each fresh page then costs a
-page fault when first written. A `lite` bf16 step on 2 cores took 15,000-22,000 minor page faults
-and 30-50 ms of kernel time; with the threshold fixed at 32 MiB and no trimming, 100-500 faults
-and about 1 ms (``benchmarks/step_faults.py``). Fixing the threshold alone is worse than the
-default (its dynamic raising stops: every block over 128 KiB is mapped again, 150,000 faults), so
-both are set together.
+page fault when first written. A `lite` bf16 step on 2 cores took 12,700-20,200 minor page faults
+and 23-50 ms of kernel time; with the threshold fixed at 32 MiB and no trimming, 50-510 faults
+and under 2 ms (``benchmarks/step_faults.py``). Setting either alone ends glibc's dynamic
+threshold and was worse than its defaults in a trial (with the ``MALLOC_*_`` environment
+variables), so both are set together.
 
 The cost is memory the process keeps after its peak instead of returning it, which a training
 process reaches every step anyway. Numbers are unaffected: only where the buffers come from.
