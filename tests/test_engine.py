@@ -919,7 +919,8 @@ def test_the_cpu_recipe_is_one_file_that_every_cpu_config_extends():
         # Stated once: each extends the file instead of repeating its keys.
         stated = yaml.safe_load(engine_config.resolve_config_path(name).read_text())
         assert stated["extends"] == [name.removesuffix("_cpu") + "_lite", "recipes/cpu.yaml"]
-        assert not {"optim", "data", "eval"} & set(stated)
+        assert not any(set(stated.get(section) or {}) & set(keys) for section, keys in recipe.items())
+        assert not {"optim", "data"} & set(stated)
 
 
 @pytest.mark.parametrize("name", CPU_CONFIGS)
@@ -939,7 +940,11 @@ def test_cpu_config_is_its_lite_in_bfloat16_on_the_papers_schedule(name):
     activation = {"decoder_activation": "leaky_relu"} if name == "region_aware_matting_cpu" else {}
     assert cpu["model"] == {**lite["model"], **activation}
     batch = 2 * lite["optim"]["batch_size"]
-    assert cpu["optim"] == {**lite["optim"], "epochs": 150, "batch_size": batch} and {**cpu["eval"], "every": 10} == lite["eval"]
+    assert cpu["optim"] == {**lite["optim"], "epochs": 150, "batch_size": batch}
+    # AdaMatting's alpha averaged over the 8 views of the square: -2.7 to -2.9 % Table IV SAD on each of 3
+    # seeds (docs/trimap-matting.md); measured on no other family, which keep their lite flip.
+    views = "dihedral" if name == "adamatting_cpu" else lite["eval"]["flip"]
+    assert cpu["eval"] == {**lite["eval"], "every": 20, "flip": views}
     # A capped fold trains again in the two families whose alpha layer sits behind a ReLU.
     refit = 1 if name in ("medical_matting_cpu", "tcp_matting_cpu") else 0
     assert cpu["train"]["refit_capped"] == refit and lite["train"]["refit_capped"] == 0
