@@ -3,9 +3,9 @@ forward + criterion + backward + Adam on a (batch, 1, size, size) batch in a giv
 the seconds the training dataset needs to prepare one item (augmentations, pseudo mask, trimaps).
 
 With ``--clock``, each aten operator is timed at its call instead (a dispatch mode around the
-steps, no profiler): the profiler's per-operator records, more so with ``--shapes``, add to the
-cost of short calls and blow up some long ones, while the clock's total stays close to the step's
-wall time, so its shares are what the step spends.
+steps, no profiler, whose per-call records, more so with ``--shapes``, add to what it times). The
+clock adds a Python call of its own to each operator, so its milliseconds run above a plain
+step's; its shares are what the step spends on each operator.
 
     python benchmarks/step_profile.py --config lite --arithmetic bf16+cl --size 128 [--threads 1] [--rows 25] \
         [--shapes] [--clock]
@@ -80,20 +80,18 @@ def main() -> None:
     one_step()
     print(f"{args.config} [{args.arithmetic}], {args.size}x{args.size}, batch {config['optim']['batch_size']}, "
           f"{args.threads} thread(s), {args.steps} steps")
+    recorder = (OperatorClock(by_shape=args.shapes) if args.clock
+                else profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes))
+    started = time.perf_counter()
+    with recorder:
+        for _ in range(args.steps):
+            one_step()
     if args.clock:
-        clock = OperatorClock(by_shape=args.shapes)
-        started = time.perf_counter()
-        with clock:
-            for _ in range(args.steps):
-                one_step()
-        print(f"wall: {(time.perf_counter() - started) / args.steps * 1000:.1f} ms per step")
-        print(clock.table(args.steps, args.rows))
+        print(f"wall: {(time.perf_counter() - started) / args.steps * 1000:.1f} ms per step, clock included")
+        print(recorder.table(args.steps, args.rows))
     else:
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as profiler:
-            for _ in range(args.steps):
-                one_step()
-        print(profiler.key_averages(group_by_input_shape=args.shapes).table(sort_by="self_cpu_time_total",
-                                                                            row_limit=args.rows))
+        print(recorder.key_averages(group_by_input_shape=args.shapes).table(sort_by="self_cpu_time_total",
+                                                                           row_limit=args.rows))
     if args.items:
         samples = load_samples(config)[: args.items]
         dataset = MattingDataset(samples, training=True, seed=config["seed"], size=input_size(config),
