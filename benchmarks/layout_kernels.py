@@ -14,12 +14,16 @@ at, isolated at the step's own shapes (batch 2, 128x128), forward + backward unl
   (what the model runs), the default layout, the default layout reached by copying there and
   back, and a hand-written channels-last batch norm (:class:`RowBatchNorm`: per-channel sums over
   the (pixels, C) rows, one ``addcmul`` each way): the two ways round the channels-last kernel
-  that were tried and not kept.
+  that were tried and not kept;
+- with ``--compiled``, **batch norm + ReLU** (training mode) of a (2, 32, 128, 128) channels-last
+  map: eager (batch norm, then ReLU in place: what the model runs) against ``torch.compile`` of
+  the same two calls, which inductor fuses into one generated kernel each way: the fusion that
+  eager PyTorch cannot do (compiling takes seconds, hence the switch).
 
 Each row is the median of ``--rounds`` rounds that alternate the variants, each round the median
 of ``--repeats`` calls; the ratio is the first variant's time over each other's.
 
-    python benchmarks/layout_kernels.py [--rounds 5] [--repeats 20] [--threads 2] [--json PATH]
+    python benchmarks/layout_kernels.py [--rounds 5] [--repeats 20] [--threads 2] [--compiled] [--json PATH]
 """
 
 from __future__ import annotations
@@ -145,6 +149,28 @@ def batch_norm_variants(channels: int) -> dict[str, Callable[[], None]]:
             "hand-written over rows (RowBatchNorm)": run(channels_last, gradient_last, "rows")}
 
 
+def batch_norm_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Training-mode batch norm (no running statistics), then ReLU in place: the model's pair of calls."""
+    return torch.relu_(F.batch_norm(x, None, None, weight, bias, training=True))
+
+
+def batch_norm_relu_variants(channels: int) -> dict[str, Callable[[], None]]:
+    """Batch norm + ReLU, forward + backward, eager and compiled (compiled here, before any timing)."""
+    norm = torch.nn.BatchNorm2d(channels).train()
+    source = _channels_last(BATCH, channels, SIZE, SIZE, requires_grad=True, seed=6)
+    gradient = _channels_last(BATCH, channels, SIZE, SIZE, seed=7)
+    compiled = torch.compile(batch_norm_relu, dynamic=False)
+
+    def run(pair: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
+            source.grad = norm.weight.grad = norm.bias.grad = None
+            pair(source, norm.weight, norm.bias).backward(gradient)
+        return step
+
+    run(compiled)()
+    return {"eager (the model's)": run(batch_norm_relu), "torch.compile (one fused kernel each way)": run(compiled)}
+
+
 def measure(groups: dict[str, dict[str, Callable[[], None]]], rounds: int, repeats: int) -> dict:
     """``{group: {variant: median seconds}}``: rounds alternate each group's variants."""
     times = {group: {name: [] for name in variants} for group, variants in groups.items()}
@@ -171,6 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compiled", action="store_true", help="also time batch norm + ReLU compiled against eager")
     parser.add_argument("--json", default=None, help="also write the report to this JSON file (atomically)")
     args = parser.parse_args(argv)
     for name in ("rounds", "repeats", "threads"):
@@ -188,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch norm, 16 channels": batch_norm_variants(16),
         "batch norm, 32 channels": batch_norm_variants(32),
     }
+    if args.compiled:
+        groups["batch norm + ReLU, 32 channels"] = batch_norm_relu_variants(32)
     medians = measure(groups, args.rounds, args.repeats)
     report = {"threads": args.threads, "rounds": args.rounds, "repeats": args.repeats, "median_s": medians}
     return finish_report(report, report_table(medians), args.json)

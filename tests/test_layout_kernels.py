@@ -38,3 +38,23 @@ def test_a_run_times_every_variant_of_every_kernel(capsys):
                     "copied to the default layout and back", "hand-written over rows (RowBatchNorm)"):
         assert variant in table
     assert table.count("| batch norm, 32 channels |") == 4
+
+
+def test_compiled_batch_norm_relu_is_the_eager_pair_forward_and_backward():
+    # The compiled variant is timed against the eager one: it must compute the same thing.
+    script = load_benchmark("layout_kernels")
+    generator = torch.Generator().manual_seed(1)
+    x = (torch.randn(2, 8, 6, 5, generator=generator) * 2 + 1).contiguous(memory_format=torch.channels_last)
+    gradient = torch.randn(2, 8, 6, 5, generator=generator).contiguous(memory_format=torch.channels_last)
+    weight = torch.empty(8).uniform_(0.5, 1.5, generator=generator).requires_grad_()
+    bias = torch.empty(8).uniform_(-1, 1, generator=generator).requires_grad_()
+    results = []
+    for pair in (script.batch_norm_relu, torch.compile(script.batch_norm_relu, dynamic=False)):
+        source = x.clone().requires_grad_()
+        weight.grad = bias.grad = None
+        output = pair(source, weight, bias)
+        output.backward(gradient)
+        results.append((output.detach(), source.grad, weight.grad.clone(), bias.grad.clone()))
+    assert (results[0][0] == 0).any() and (results[0][0] > 0).any()  # the ReLU cuts some values, keeps others
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
