@@ -128,6 +128,35 @@ def report_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+#: Options both step benchmarks (this one and ``step_floor.py``) take, each at least 1.
+TIMING_COUNTS = {"size": 128, "rounds": 5, "repeats": 3, "threads": 2}
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--size``, ``--rounds``, ``--repeats``, ``--threads`` (:data:`TIMING_COUNTS`) and ``--json``."""
+    for name, default in TIMING_COUNTS.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    parser.add_argument("--json", default=None, help="also write the report to this JSON file (atomically)")
+
+
+def parse_timing_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser``'s arguments, with a usage error when a count of :data:`TIMING_COUNTS` is below 1."""
+    args = parser.parse_args(argv)
+    for name in TIMING_COUNTS:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def resolve_commit(revision: str, script: str) -> str:
+    """The full hash of ``revision`` in this repository; exit with one line naming ``script`` when it is not a commit."""
+    commit = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"{script}: {revision!r} is not a commit of {REPOSITORY}")
+    return commit.stdout.strip()
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="the earlier commit (any git revision)")
@@ -135,28 +164,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arithmetic", default="bf16+cl", help="today's arithmetic to time (model_cost's names)")
     parser.add_argument("--baseline-arithmetic", default=None,
                         help="also time the baseline's step in this arithmetic (its model_cost must take --arithmetic)")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the report to this JSON file (atomically)")
-    args = parser.parse_args(argv)
-    for name in ("size", "rounds", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    return args
+    add_timing_arguments(parser)
+    return parse_timing_arguments(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    commit = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--verify", f"{args.baseline}^{{commit}}"],
-                            capture_output=True, text=True)
-    if commit.returncode != 0:
-        raise SystemExit(f"step_against_commit: {args.baseline!r} is not a commit of {REPOSITORY}")
+    commit = resolve_commit(args.baseline, "step_against_commit")
     rounds = {"baseline_fp32": [], "fp32": [], "arithmetic": []}
     with tempfile.TemporaryDirectory(prefix="medmat-baseline-") as folder:
         baseline = Path(folder)
-        extract_commit(commit.stdout.strip(), baseline)
+        extract_commit(commit, baseline)
         baseline_arithmetic = ["fp32"] if takes_arithmetic(baseline) else None
         if args.baseline_arithmetic is not None:
             if baseline_arithmetic is None:
@@ -173,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rounds["fp32"].append(fp32)
             rounds["arithmetic"].append(in_arithmetic)
     report = {
-        "baseline": args.baseline, "baseline_commit": commit.stdout.strip(), "config": args.config,
+        "baseline": args.baseline, "baseline_commit": commit, "config": args.config,
         "arithmetic": args.arithmetic, "baseline_arithmetic": args.baseline_arithmetic, "size": args.size, "threads": args.threads, "repeats": args.repeats,
         "rounds": rounds, "summary": summarise(rounds),
     }

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,7 +33,8 @@ from conv_cost import median_seconds  # benchmarks/ is the script's folder, firs
 from machine import finish_report, machine_line
 from medmat.engine.config import load_config
 from model_cost import training_batch, training_step_function
-from step_against_commit import DEFAULT_BASELINE, REPOSITORY, extract_commit, model_cost_steps, takes_arithmetic
+from step_against_commit import (DEFAULT_BASELINE, add_timing_arguments, extract_commit, model_cost_steps,
+                                 parse_timing_arguments, resolve_commit, takes_arithmetic)
 
 #: The aten operators replayed: a convolution's forward and its backward (input and weight gradients).
 CONVOLUTIONS = (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default)
@@ -180,32 +180,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="the commit whose float32 step is the reference")
     parser.add_argument("--no-baseline", action="store_true", help="time today's step and its convolutions only")
     parser.add_argument("--target", type=float, default=3.0, help="the ratio to the baseline's step aimed at")
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--json", default=None, help="also write the report to this JSON file (atomically)")
-    args = parser.parse_args(argv)
-    for name in ("size", "rounds", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    add_timing_arguments(parser)
+    args = parse_timing_arguments(parser, argv)
     if args.target <= 0:
         parser.error("--target must be positive")
     return args
 
 
-def baseline_commit(revision: str) -> str:
-    """The full hash of ``revision`` in this repository; exit with one line when it is not a commit."""
-    commit = subprocess.run(["git", "-C", str(REPOSITORY), "rev-parse", "--verify", f"{revision}^{{commit}}"],
-                            capture_output=True, text=True)
-    if commit.returncode != 0:
-        raise SystemExit(f"step_floor: {revision!r} is not a commit of {REPOSITORY}")
-    return commit.stdout.strip()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    commit = None if args.no_baseline else baseline_commit(args.baseline)
+    commit = None if args.no_baseline else resolve_commit(args.baseline, "step_floor")
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
     batch_size = config["optim"]["batch_size"]
