@@ -20,6 +20,7 @@ from sklearn.metrics import roc_auc_score
 from medmat.cli.main import main
 from medmat.engine import load_run, train
 from medmat.engine.distributed import DistributedContext
+from medmat.engine.inference import predict_as_trained
 from medmat.data.user_maps import USER_MAP_VALUES
 from medmat.engine.loop import build_training
 from medmat.engine.trainer import load_samples
@@ -141,6 +142,28 @@ def test_evaluate_uncertainty_reports_aurocs_and_calibration_of_a_nig_run(nig_ru
     assert report["num_pixels"] == 4 * 32 * 32
     assert errors.any() and not errors.all()
     assert report["auroc"]["epistemic/error"] == pytest.approx(roc_auc_score(errors, epistemic))
+
+
+def test_evaluate_uncertainty_scores_the_alpha_the_tables_score_with_their_views(nig_run, tmp_path):
+    # The AUROC for |error| > 0.1 is about the tables' errors: with --flip, those of the views' mean alpha.
+    reports = {}
+    for flip in ("none", "dihedral"):
+        out = tmp_path / flip
+        assert main(["evaluate", "--run", str(nig_run), "-o", str(out), "--samples", "2", "--uncertainty",
+                     "--flip", flip]) == 0
+        reports[flip] = json.loads((out / "uncertainty.json").read_text())
+    model, config = load_run(nig_run)
+    by_id = {sample.id: sample for sample in load_samples(config)}
+    cases = [by_id[i] for i in reports["dihedral"]["test_ids"]]
+    torch.manual_seed(0)
+    maps = [predict_as_trained(model, case.image, 2, case.trimap, flip="dihedral") for case in cases]
+    errors = np.concatenate([np.abs(m["alpha"] - c.alpha).ravel() > 0.1 for m, c in zip(maps, cases)])
+    entropy = np.concatenate([m["lesion_uncertainty"].ravel() for m in maps])
+    epistemic = np.concatenate([m["epistemic"].ravel() for m in maps])
+    assert errors.any() and not errors.all()
+    assert reports["dihedral"]["auroc"]["alpha_entropy/error"] == pytest.approx(roc_auc_score(errors, entropy))
+    assert reports["dihedral"]["auroc"]["epistemic/error"] == pytest.approx(roc_auc_score(errors, epistemic))
+    assert reports["dihedral"]["auroc"]["alpha_entropy/error"] != reports["none"]["auroc"]["alpha_entropy/error"]
 
 
 def test_evaluate_uncertainty_of_a_model_without_nig_has_no_calibration(medical_run, tmp_path):

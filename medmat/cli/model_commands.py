@@ -346,7 +346,8 @@ def evaluate_command(runs, data, trimaps, output, num_samples, figure_cases, see
         cases = [fit_sample(sample, size) for sample in cases]  # the figure and uncertainty maps see that view
         if uncertainty:
             torch.manual_seed(seed)
-            uncertainty_predictions += [uncertainty_maps(model, sample, num_samples) for sample in cases]
+            uncertainty_predictions += [uncertainty_maps(model, sample, num_samples, small_input, fold_flip)
+                                        for sample in cases]
             uncertainty_cases += cases
         for sample in cases[: max(0, figure_cases - len(figure_rows))]:
             prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, small_input, fold_flip)

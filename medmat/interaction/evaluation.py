@@ -24,7 +24,7 @@ import numpy as np
 from medmat.data.sample import Sample
 from medmat.errors import MedmatError
 from medmat.models import MattingModel
-from medmat.engine.inference import predict
+from medmat.engine.inference import predict_as_trained
 from medmat.interaction.actions import action_box
 from medmat.interaction.simulate import CLEAN, NOISY, NOC_TARGETS, FusionRound, InteractionRound, mean_round_metrics
 from medmat.io.atomic import atomic_write_json, atomic_write_text
@@ -154,20 +154,28 @@ def write_interaction_tables(
     return text
 
 
-def uncertainty_maps(model: MattingModel, sample: Sample, num_samples: int = 8) -> dict[str, np.ndarray]:
-    """The alpha and uncertainty maps of one eval-mode prediction, without interaction.
+def uncertainty_maps(
+    model: MattingModel, sample: Sample, num_samples: int = 8, model_input_size: Sequence[int] | None = None,
+    flip: bool | str = False,
+) -> dict[str, np.ndarray]:
+    """The alpha and uncertainty maps of one eval-mode prediction, without interaction, predicted
+    as the run's tables predict it (:func:`~medmat.engine.inference.predict_as_trained`), so that the
+    errors the maps are scored against are the tables' errors.
 
     Args:
         model: any medmat model (its trimap, when the case has one, goes to trimap-based models).
         sample: the case.
         num_samples: N, masks drawn by models that sample.
+        model_input_size: (h, w) a resolution-free run sees (``data.model_input_size``); None = as it is.
+        flip: the test-time views (``eval.flip``): the alpha and the Prob. U-Net map are the views'
+            mean and the alpha entropy that mean's; the NIG maps are the image's own prediction's.
 
     Returns:
         float32 (H, W) maps, every map the model gives but its sampled masks: "alpha" always;
         "uncertainty_map" (Prob. U-Net entropy, nats), "lesion_uncertainty" (alpha entropy,
         nats), "epistemic", "aleatoric", "nig_*" when it gives them.
     """
-    prediction = predict(model, sample.image, sample.trimap, num_samples=num_samples)
+    prediction = predict_as_trained(model, sample.image, num_samples, sample.trimap, model_input_size, flip)
     return {key: value for key, value in prediction.items() if key != "sample_masks"}
 
 
@@ -206,9 +214,13 @@ def write_uncertainty_report(report: Mapping, output: str | os.PathLike, extra: 
     return [str(path) for path in paths]
 
 
-def evaluate_uncertainty(model: MattingModel, samples: Sequence[Sample], num_samples: int = 8) -> dict:
-    """:func:`~medmat.metrics.uncertainty.uncertainty_report` of ``model`` on cases with alpha mattes (pixels pooled)."""
-    predictions = [uncertainty_maps(model, sample, num_samples) for sample in samples]
+def evaluate_uncertainty(
+    model: MattingModel, samples: Sequence[Sample], num_samples: int = 8, model_input_size: Sequence[int] | None = None,
+    flip: bool | str = False,
+) -> dict:
+    """:func:`~medmat.metrics.uncertainty.uncertainty_report` of ``model`` on cases with alpha mattes (pixels
+    pooled), each predicted by :func:`uncertainty_maps` with ``model_input_size`` and ``flip``."""
+    predictions = [uncertainty_maps(model, sample, num_samples, model_input_size, flip) for sample in samples]
     return uncertainty_report(predictions, [s.alpha for s in samples], [s.masks for s in samples])
 
 
